@@ -1,0 +1,1 @@
+//! The load generator: workers that verify every echoed byte, HDR histograms and reports.

@@ -1,0 +1,13 @@
+//! `tcpkit listen` (being built on its own branch).
+
+use std::process::ExitCode;
+
+use super::Globals;
+
+/// Arguments of `tcpkit listen`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args, _globals: Globals) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`tcpkit listen` is not available in this build yet")
+}

@@ -1,0 +1,92 @@
+//! Command-line front end: one file per subcommand, each turning arguments
+//! into a validated config before any socket opens. Only this layer uses
+//! clap, anyhow and indicatif.
+
+mod bench;
+mod connect;
+mod demo;
+mod exit;
+mod listen;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// TCP client/server toolkit in Boost.Asio's model: endpoints, sockets,
+/// acceptors; echo/discard/chat servers, a netcat-class client and listener,
+/// and a verifying load generator.
+#[derive(Debug, Parser)]
+#[command(name = "tcpkit", version, propagate_version = true, after_help = exit::EXIT_CODES_HELP)]
+struct Cli {
+    /// More output on stderr (repeat for more: -v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Walk through the seed tutorial end to end on loopback: endpoint,
+    /// acceptor, bind, listen(30), connect, accept, write/read, close.
+    Demo(demo::Args),
+    /// Run a server: echo (default), discard or chat.
+    Serve(serve::Args),
+    /// Connect to HOST:PORT and copy stdin to it and it to stdout (like nc).
+    Connect(connect::Args),
+    /// Accept one client on ADDR and copy it to stdin/stdout (like nc -l).
+    Listen(listen::Args),
+    /// Load-test an echo server, verifying every byte, with latency histograms.
+    Bench(bench::Args),
+}
+
+/// Flags every subcommand sees.
+#[derive(Debug, Clone, Copy)]
+pub struct Globals {
+    /// `-v` count.
+    pub verbose: u8,
+    /// `-q`.
+    pub quiet: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let globals = Globals {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
+    init_logging(globals);
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args, globals),
+        Command::Serve(args) => serve::run(args, globals),
+        Command::Connect(args) => connect::run(args, globals),
+        Command::Listen(args) => listen::run(args, globals),
+        Command::Bench(args) => bench::run(args, globals),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => exit::report(&err),
+    }
+}
+
+/// `RUST_LOG` wins; otherwise -q/-v pick the level. Logs go to stderr.
+fn init_logging(globals: Globals) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (globals.quiet, globals.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

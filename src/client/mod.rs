@@ -1,0 +1,1 @@
+//! The client side: connecting over every resolved address, framed helpers, stdin/stdout piping.

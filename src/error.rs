@@ -1,0 +1,277 @@
+//! The crate's one error type: Asio's `error_code` in Rust.
+//!
+//! Every failure carries a stable numeric [`Error::code`] (the OS `errno` when
+//! the operating system reported it, as `asio::error_code::value()`; one of the
+//! documented constants in [`code`] otherwise) and a message (Asio's
+//! `message()`) that names the input or endpoint involved, for example
+//! `bind [::]:3333: address already in use (os error 98)`.
+//!
+//! Callers match on [`Error::kind`] or [`Error::code`], never on the text.
+
+use std::fmt;
+use std::io;
+
+/// Codes for failures that do not come from the operating system.
+///
+/// They start at 1000 so they never collide with an `errno` value (Linux uses
+/// 1..=133).
+pub mod code {
+    /// Address text that is not an IPv4 or IPv6 address.
+    pub const INVALID_ADDRESS: i32 = 1001;
+    /// Port text that is not a number in `0..=65535`.
+    pub const INVALID_PORT: i32 = 1002;
+    /// `host:port` text without a port.
+    pub const MISSING_PORT: i32 = 1003;
+    /// A name that could not be resolved, or resolved to no address.
+    pub const RESOLVE: i32 = 1004;
+    /// A line longer than the configured maximum.
+    pub const LINE_TOO_LONG: i32 = 1005;
+    /// A length-prefixed frame larger than the configured maximum.
+    pub const FRAME_TOO_LARGE: i32 = 1006;
+    /// The peer closed the connection in the middle of a frame or message.
+    pub const UNEXPECTED_EOF: i32 = 1007;
+    /// An operation did not finish before its deadline (no OS code given).
+    pub const TIMED_OUT: i32 = 1008;
+    /// Bytes received differ from what was expected (load generator checks).
+    pub const VERIFICATION: i32 = 1009;
+    /// A configuration value outside its allowed range.
+    pub const INVALID_CONFIG: i32 = 1010;
+}
+
+/// What went wrong, for matching. New kinds may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Text that is not a valid IP address.
+    InvalidAddress,
+    /// Text that is not a valid port.
+    InvalidPort,
+    /// `host:port` text with no port.
+    MissingPort,
+    /// Name resolution failed or gave no address.
+    Resolve,
+    /// `EADDRINUSE`: the local endpoint is taken.
+    AddrInUse,
+    /// `EADDRNOTAVAIL`: the local address is not on this host.
+    AddrNotAvailable,
+    /// `EACCES`/`EPERM`: e.g. a port below 1024 without the capability.
+    PermissionDenied,
+    /// `ECONNREFUSED`: nothing listens on the remote endpoint.
+    ConnectionRefused,
+    /// `ECONNRESET`/`EPIPE`: the peer reset or closed the connection.
+    ConnectionReset,
+    /// `ECONNABORTED`: a queued connection was aborted before `accept` took it.
+    ConnectionAborted,
+    /// `ENETUNREACH`/`EHOSTUNREACH`.
+    Unreachable,
+    /// A deadline passed (`ETIMEDOUT` or a tcpkit timeout).
+    TimedOut,
+    /// `EMFILE`/`ENFILE`: out of file descriptors.
+    TooManyOpenFiles,
+    /// The peer closed in the middle of a message.
+    UnexpectedEof,
+    /// A line exceeded its maximum length.
+    LineTooLong,
+    /// A frame exceeded its maximum size.
+    FrameTooLarge,
+    /// Echoed bytes differ from those sent.
+    Verification,
+    /// A configuration value is out of range.
+    InvalidConfig,
+    /// Any other I/O failure; see [`Error::code`] for the errno.
+    Io,
+}
+
+/// A tcpkit error: a kind, a numeric code and a message naming the input.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    code: i32,
+    message: String,
+    source: Option<io::Error>,
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A non-OS error with one of the [`code`] constants.
+    pub fn new(kind: ErrorKind, code: i32, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Wraps an OS error with what was being done, e.g. `"bind [::]:3333"`.
+    ///
+    /// The code is the OS `errno` when there is one; the message reads
+    /// `"{context}: {os message} (os error N)"`.
+    pub fn io(err: io::Error, context: impl fmt::Display) -> Self {
+        let kind = kind_of(&err);
+        let code = err.raw_os_error().unwrap_or_else(|| fallback_code(kind));
+        let text = err.to_string();
+        let mut chars = text.chars();
+        let os_message = match chars.next() {
+            Some(first) => first.to_lowercase().chain(chars).collect::<String>(),
+            None => String::new(),
+        };
+        Error {
+            kind,
+            code,
+            message: format!("{context}: {os_message}"),
+            source: Some(err),
+        }
+    }
+
+    /// A deadline that passed, naming what was waited for.
+    pub fn timed_out(context: impl fmt::Display, after: std::time::Duration) -> Self {
+        Error::new(
+            ErrorKind::TimedOut,
+            libc::ETIMEDOUT,
+            format!(
+                "{context}: timed out after {}",
+                humantime::format_duration(after)
+            ),
+        )
+    }
+
+    /// What went wrong, for matching.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The stable numeric code: the OS `errno`, or a [`code`] constant.
+    pub fn code(&self) -> i32 {
+        self.code
+    }
+
+    /// The message, naming the input or endpoint (Asio's `message()`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The OS error code when the operating system reported the failure.
+    pub fn os_code(&self) -> Option<i32> {
+        self.source.as_ref().and_then(io::Error::raw_os_error)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> io::Error {
+        let kind = match err.kind {
+            ErrorKind::InvalidAddress
+            | ErrorKind::InvalidPort
+            | ErrorKind::MissingPort
+            | ErrorKind::InvalidConfig => io::ErrorKind::InvalidInput,
+            ErrorKind::LineTooLong | ErrorKind::FrameTooLarge | ErrorKind::Verification => {
+                io::ErrorKind::InvalidData
+            }
+            ErrorKind::UnexpectedEof => io::ErrorKind::UnexpectedEof,
+            ErrorKind::TimedOut => io::ErrorKind::TimedOut,
+            ErrorKind::ConnectionRefused => io::ErrorKind::ConnectionRefused,
+            ErrorKind::ConnectionReset => io::ErrorKind::ConnectionReset,
+            ErrorKind::AddrInUse => io::ErrorKind::AddrInUse,
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            _ => match err.os_code() {
+                Some(code) => return io::Error::from_raw_os_error(code),
+                None => io::ErrorKind::Other,
+            },
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+/// An I/O error with no further context (tokio-util's codecs need this).
+/// Prefer [`Error::io`], which names what was being done.
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        Error::io(err, "i/o error")
+    }
+}
+
+fn kind_of(err: &io::Error) -> ErrorKind {
+    if let Some(code) = err.raw_os_error() {
+        match code {
+            libc::EADDRINUSE => return ErrorKind::AddrInUse,
+            libc::EADDRNOTAVAIL => return ErrorKind::AddrNotAvailable,
+            libc::EACCES | libc::EPERM => return ErrorKind::PermissionDenied,
+            libc::ECONNREFUSED => return ErrorKind::ConnectionRefused,
+            libc::ECONNRESET | libc::EPIPE => return ErrorKind::ConnectionReset,
+            libc::ECONNABORTED => return ErrorKind::ConnectionAborted,
+            libc::ENETUNREACH | libc::EHOSTUNREACH => return ErrorKind::Unreachable,
+            libc::ETIMEDOUT => return ErrorKind::TimedOut,
+            libc::EMFILE | libc::ENFILE => return ErrorKind::TooManyOpenFiles,
+            _ => {}
+        }
+    }
+    match err.kind() {
+        io::ErrorKind::AddrInUse => ErrorKind::AddrInUse,
+        io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+        io::ErrorKind::ConnectionRefused => ErrorKind::ConnectionRefused,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ErrorKind::ConnectionReset,
+        io::ErrorKind::ConnectionAborted => ErrorKind::ConnectionAborted,
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ErrorKind::TimedOut,
+        io::ErrorKind::UnexpectedEof => ErrorKind::UnexpectedEof,
+        _ => ErrorKind::Io,
+    }
+}
+
+/// A code for an `io::Error` that carries no errno (e.g. one built by a library).
+fn fallback_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::TimedOut => code::TIMED_OUT,
+        ErrorKind::UnexpectedEof => code::UNEXPECTED_EOF,
+        ErrorKind::ConnectionRefused => libc::ECONNREFUSED,
+        ErrorKind::ConnectionReset => libc::ECONNRESET,
+        ErrorKind::AddrInUse => libc::EADDRINUSE,
+        ErrorKind::PermissionDenied => libc::EACCES,
+        _ => libc::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_keep_errno_and_name_the_context() {
+        let err = Error::io(
+            io::Error::from_raw_os_error(libc::EADDRINUSE),
+            "bind [::]:3333",
+        );
+        assert_eq!(err.kind(), ErrorKind::AddrInUse);
+        assert_eq!(err.code(), libc::EADDRINUSE);
+        assert_eq!(err.os_code(), Some(libc::EADDRINUSE));
+        assert!(
+            err.message()
+                .starts_with("bind [::]:3333: address already in use"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_without_errno_get_a_stable_code() {
+        let err = Error::io(io::Error::from(io::ErrorKind::TimedOut), "connect x");
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+        assert_eq!(err.code(), code::TIMED_OUT);
+        let back: io::Error = Error::new(ErrorKind::LineTooLong, code::LINE_TOO_LONG, "l").into();
+        assert_eq!(back.kind(), io::ErrorKind::InvalidData);
+    }
+}

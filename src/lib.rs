@@ -1,0 +1,73 @@
+//! tcpkit: TCP clients and servers in Boost.Asio's model, in Rust.
+//!
+//! The vocabulary is the seed tutorial's: an [`Endpoint`] says whom to talk
+//! to; a [`Socket`] is the active side that connects, reads and writes; an
+//! [`Acceptor`] is the passive side that binds, listens (with a backlog of 30)
+//! and accepts, yielding a new `Socket` per client. Every failure is an
+//! [`Error`] with a numeric code and a message naming the input.
+//!
+//! # The seed's lifecycle
+//!
+//! ```
+//! use std::net::Shutdown;
+//! use tcpkit::{Acceptor, Endpoint, Socket, net::Protocol, DEFAULT_BACKLOG};
+//!
+//! // Server: endpoint, acceptor, bind, listen(30). Port 0 lets the kernel pick.
+//! let server_ep = Endpoint::loopback_v4(0);
+//! let acceptor = Acceptor::open(Protocol::V4)?;
+//! acceptor.set_reuse_address(true)?;
+//! acceptor.bind(&server_ep)?;
+//! acceptor.listen(DEFAULT_BACKLOG)?;
+//! let server_ep = acceptor.local_endpoint()?;
+//!
+//! // Client: endpoint, open, connect. The kernel completes the handshake
+//! // against the backlog even before the server calls accept.
+//! let mut client = Socket::open(Protocol::V4)?;
+//! client.connect(&server_ep)?;
+//!
+//! // Server: accept yields a new socket and the client's endpoint.
+//! let (mut conn, peer) = acceptor.accept()?;
+//! assert_eq!(peer, client.local_endpoint()?);
+//!
+//! // Write and read, both ways, then close.
+//! client.write_all(b"hello")?;
+//! let mut buf = [0u8; 5];
+//! conn.read_exact(&mut buf)?;
+//! conn.write_all(&buf)?;
+//! client.read_exact(&mut buf)?;
+//! assert_eq!(&buf, b"hello");
+//! client.shutdown(Shutdown::Write)?;
+//! assert_eq!(conn.read_some(&mut buf)?, 0); // clean EOF
+//! # Ok::<(), tcpkit::Error>(())
+//! ```
+//!
+//! # Layout
+//!
+//! The data path reads top to bottom:
+//!
+//! * [`error`]: the one error type (code + message), Asio's `error_code`.
+//! * [`endpoint`]: parsing (pure) and name resolution behind a trait.
+//! * [`net`]: the blocking socket lifecycle: [`Socket`], [`Acceptor`],
+//!   handed to tokio with `into_tokio()`.
+//! * [`server`]: the async accept loop, connection limits, idle timeouts and
+//!   graceful shutdown, running a [`service`] per connection.
+//! * [`codec`]: I/O-free framing (lines, length-prefixed) with maximums.
+//! * [`service`]: what a connection does: echo, discard, chat.
+//! * [`client`]: connecting over every resolved address, and stdin/stdout piping.
+//! * [`bench`]: the load generator and its histograms.
+//! * [`metrics`]: counters shared by the server, the bench and progress output.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod bench;
+pub mod client;
+pub mod codec;
+pub mod endpoint;
+pub mod error;
+pub mod metrics;
+pub mod net;
+pub mod server;
+pub mod service;
+
+pub use endpoint::{DEFAULT_PORT, Endpoint};
+pub use error::{Error, ErrorKind, Result};
+pub use net::{Acceptor, DEFAULT_BACKLOG, Socket};

@@ -1,0 +1,1 @@
+//! Counters shared by the server, the bench and progress output.

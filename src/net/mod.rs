@@ -1,0 +1,26 @@
+//! The seed's blocking socket lifecycle on `socket2`, one type per role.
+//!
+//! * [`Protocol`]: TCP over IPv4 or IPv6 (the seed's `ip::tcp::v4()`).
+//! * [`Socket`]: the *active* socket: `open` → `connect` → `read`/`write`
+//!   (seed blocks 3 and 6). An accepted connection is a `Socket` too.
+//! * [`Acceptor`]: the *passive* socket: `open` → `bind` → `listen(30)` →
+//!   `accept` (seed blocks 4, 5 and 7).
+//!
+//! Both hand over to tokio with `into_tokio()`, so the async server and client
+//! are built on the same lifecycle.
+
+mod acceptor;
+mod protocol;
+mod socket;
+
+pub use acceptor::{Acceptor, DEFAULT_BACKLOG};
+pub use protocol::Protocol;
+pub use socket::Socket;
+
+use crate::error::{Error, Result};
+
+/// Sets `O_NONBLOCK`, as tokio's `from_std` requires (it debug-asserts it).
+pub(crate) fn set_nonblocking(sock: &socket2::Socket, what: &dyn std::fmt::Display) -> Result<()> {
+    sock.set_nonblocking(true)
+        .map_err(|e| Error::io(e, format_args!("set non-blocking on {what}")))
+}

@@ -1,0 +1,339 @@
+//! [`Socket`]: the active (connected) TCP socket, seed blocks 3 and 6.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use socket2::{SockAddr, Type};
+
+use super::Protocol;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+
+/// An active TCP socket: Asio's `ip::tcp::socket`.
+///
+/// The lifecycle is the seed's: [`Socket::open`] (`socket(2)`), optional
+/// options and [`Socket::bind`], [`Socket::connect`] (`connect(2)`), then
+/// [`Socket::read_some`] / [`Socket::write_some`] and their `_exact`/`_all`
+/// forms until [`Socket::shutdown`] or drop (`close(2)`). A socket returned by
+/// [`Acceptor::accept`](super::Acceptor::accept) is already connected.
+///
+/// Every error names the endpoint involved and keeps the OS `errno`.
+#[derive(Debug)]
+pub struct Socket {
+    inner: socket2::Socket,
+    protocol: Protocol,
+    /// The remote endpoint once connected; kept for error messages.
+    peer: Option<Endpoint>,
+}
+
+impl Socket {
+    /// Opens a TCP socket for `protocol`: `socket(2)` with `SOCK_STREAM`
+    /// (close-on-exec). The seed's `creat_tcp_socket`.
+    pub fn open(protocol: Protocol) -> Result<Socket> {
+        let inner = socket2::Socket::new(protocol.domain(), Type::STREAM, None)
+            .map_err(|e| Error::io(e, format_args!("open {protocol} TCP socket")))?;
+        Ok(Socket {
+            inner,
+            protocol,
+            peer: None,
+        })
+    }
+
+    /// Opens a socket of the endpoint's protocol and connects it, blocking.
+    pub fn connect_to(endpoint: &Endpoint) -> Result<Socket> {
+        let mut socket = Socket::open(Protocol::of(endpoint))?;
+        socket.connect(endpoint)?;
+        Ok(socket)
+    }
+
+    pub(crate) fn from_accepted(
+        inner: socket2::Socket,
+        protocol: Protocol,
+        peer: Endpoint,
+    ) -> Socket {
+        Socket {
+            inner,
+            protocol,
+            peer: Some(peer),
+        }
+    }
+
+    /// The protocol the socket was opened with.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Binds to a local endpoint before connecting (`bind(2)`), e.g. to pick
+    /// the source address.
+    pub fn bind(&self, endpoint: &Endpoint) -> Result<()> {
+        self.inner
+            .bind(&SockAddr::from(endpoint.socket_addr()))
+            .map_err(|e| Error::io(e, format_args!("bind {endpoint}")))
+    }
+
+    /// Connects to `endpoint` (`connect(2)`), blocking until the handshake
+    /// completes or fails: refused, unreachable and timed out are distinct
+    /// [`ErrorKind`](crate::ErrorKind)s. The seed's `connect_to_end`.
+    pub fn connect(&mut self, endpoint: &Endpoint) -> Result<()> {
+        self.inner
+            .connect(&SockAddr::from(endpoint.socket_addr()))
+            .map_err(|e| Error::io(e, format_args!("connect {endpoint}")))?;
+        self.peer = Some(*endpoint);
+        Ok(())
+    }
+
+    /// Like [`Socket::connect`], giving up after `timeout` with
+    /// [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut).
+    pub fn connect_timeout(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<()> {
+        match self
+            .inner
+            .connect_timeout(&SockAddr::from(endpoint.socket_addr()), timeout)
+        {
+            Ok(()) => {
+                self.peer = Some(*endpoint);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() => Err(
+                Error::timed_out(format_args!("connect {endpoint}"), timeout),
+            ),
+            Err(e) => Err(Error::io(e, format_args!("connect {endpoint}"))),
+        }
+    }
+
+    /// Reads what is available, at most `buf.len()` bytes (`recv(2)`),
+    /// blocking until at least one byte arrives. `Ok(0)` means the peer closed
+    /// its side (clean EOF). Asio's `read_some`.
+    pub fn read_some(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error(e, "read from")),
+            }
+        }
+    }
+
+    /// Writes some of `buf` (`send(2)`), returning how much was taken.
+    pub fn write_some(&mut self, buf: &[u8]) -> Result<usize> {
+        loop {
+            match self.inner.write(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error(e, "write to")),
+            }
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes; EOF before that is
+    /// [`ErrorKind::UnexpectedEof`](crate::ErrorKind::UnexpectedEof).
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<()> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read_some(&mut buf[filled..])? {
+                0 => {
+                    return Err(Error::new(
+                        crate::ErrorKind::UnexpectedEof,
+                        crate::error::code::UNEXPECTED_EOF,
+                        format!(
+                            "read from {}: connection closed after {filled} of {} bytes",
+                            self.peer_name(),
+                            buf.len()
+                        ),
+                    ));
+                }
+                n => filled += n,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf`, looping over partial writes.
+    pub fn write_all(&mut self, mut buf: &[u8]) -> Result<()> {
+        while !buf.is_empty() {
+            let n = self.write_some(buf)?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Shuts down one or both directions (`shutdown(2)`); after
+    /// `Shutdown::Write` the peer reads EOF while this side can still read.
+    pub fn shutdown(&self, how: Shutdown) -> Result<()> {
+        self.inner
+            .shutdown(how)
+            .map_err(|e| Error::io(e, format_args!("shutdown {}", self.peer_name())))
+    }
+
+    /// The local endpoint (`getsockname(2)`).
+    pub fn local_endpoint(&self) -> Result<Endpoint> {
+        local_endpoint(&self.inner)
+    }
+
+    /// The remote endpoint (`getpeername(2)`).
+    pub fn peer_endpoint(&self) -> Result<Endpoint> {
+        let addr = self
+            .inner
+            .peer_addr()
+            .map_err(|e| Error::io(e, "getpeername"))?;
+        to_endpoint(&addr, "getpeername")
+    }
+
+    /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        self.inner
+            .set_tcp_nodelay(on)
+            .map_err(|e| Error::io(e, "set TCP_NODELAY"))
+    }
+
+    /// Reads back `TCP_NODELAY`.
+    pub fn nodelay(&self) -> Result<bool> {
+        self.inner
+            .tcp_nodelay()
+            .map_err(|e| Error::io(e, "get TCP_NODELAY"))
+    }
+
+    /// Enables `SO_KEEPALIVE` with the given idle time, or disables it (`None`).
+    pub fn set_keepalive(&self, idle: Option<Duration>) -> Result<()> {
+        let result = match idle {
+            Some(idle) => self
+                .inner
+                .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle)),
+            None => self.inner.set_keepalive(false),
+        };
+        result.map_err(|e| Error::io(e, "set SO_KEEPALIVE"))
+    }
+
+    /// Reads back `SO_KEEPALIVE`.
+    pub fn keepalive(&self) -> Result<bool> {
+        self.inner
+            .keepalive()
+            .map_err(|e| Error::io(e, "get SO_KEEPALIVE"))
+    }
+
+    /// Requests a receive buffer size (`SO_RCVBUF`); read back
+    /// [`Socket::recv_buffer_size`] for what the kernel granted (Linux doubles it).
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> Result<()> {
+        self.inner
+            .set_recv_buffer_size(bytes)
+            .map_err(|e| Error::io(e, format_args!("set SO_RCVBUF to {bytes}")))
+    }
+
+    /// The receive buffer size the kernel granted.
+    pub fn recv_buffer_size(&self) -> Result<usize> {
+        self.inner
+            .recv_buffer_size()
+            .map_err(|e| Error::io(e, "get SO_RCVBUF"))
+    }
+
+    /// Requests a send buffer size (`SO_SNDBUF`).
+    pub fn set_send_buffer_size(&self, bytes: usize) -> Result<()> {
+        self.inner
+            .set_send_buffer_size(bytes)
+            .map_err(|e| Error::io(e, format_args!("set SO_SNDBUF to {bytes}")))
+    }
+
+    /// The send buffer size the kernel granted.
+    pub fn send_buffer_size(&self) -> Result<usize> {
+        self.inner
+            .send_buffer_size()
+            .map_err(|e| Error::io(e, "get SO_SNDBUF"))
+    }
+
+    /// Sets `SO_LINGER`. `Some(Duration::ZERO)` makes close send a reset (RST).
+    pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
+        self.inner
+            .set_linger(linger)
+            .map_err(|e| Error::io(e, "set SO_LINGER"))
+    }
+
+    /// Reads back `SO_LINGER`.
+    pub fn linger(&self) -> Result<Option<Duration>> {
+        self.inner
+            .linger()
+            .map_err(|e| Error::io(e, "get SO_LINGER"))
+    }
+
+    /// A deadline for each blocking read (`SO_RCVTIMEO`); `None` waits forever.
+    /// An expired read is [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.inner
+            .set_read_timeout(timeout)
+            .map_err(|e| Error::io(e, "set SO_RCVTIMEO"))
+    }
+
+    /// A deadline for each blocking write (`SO_SNDTIMEO`).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.inner
+            .set_write_timeout(timeout)
+            .map_err(|e| Error::io(e, "set SO_SNDTIMEO"))
+    }
+
+    /// The underlying `socket2` socket, for options not wrapped here.
+    pub fn as_socket2(&self) -> &socket2::Socket {
+        &self.inner
+    }
+
+    /// Converts into a standard library stream (still blocking).
+    pub fn into_std(self) -> std::net::TcpStream {
+        self.inner.into()
+    }
+
+    /// Hands the connected socket to tokio (sets `O_NONBLOCK` first, as
+    /// `TcpStream::from_std` requires). Must be called inside a runtime.
+    pub fn into_tokio(self) -> Result<tokio::net::TcpStream> {
+        let name = self.peer_name();
+        super::set_nonblocking(&self.inner, &name)?;
+        tokio::net::TcpStream::from_std(self.inner.into())
+            .map_err(|e| Error::io(e, format_args!("register {name} with tokio")))
+    }
+
+    fn peer_name(&self) -> String {
+        match self.peer {
+            Some(peer) => peer.to_string(),
+            None => format!("unconnected {} socket", self.protocol),
+        }
+    }
+
+    fn io_error(&self, e: io::Error, verb: &str) -> Error {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            // SO_RCVTIMEO/SO_SNDTIMEO expiry surfaces as EAGAIN.
+            return Error::new(
+                crate::ErrorKind::TimedOut,
+                libc::ETIMEDOUT,
+                format!("{verb} {}: timed out", self.peer_name()),
+            );
+        }
+        Error::io(e, format_args!("{verb} {}", self.peer_name()))
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_some(buf).map_err(io::Error::from)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_some(buf).map_err(io::Error::from)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) fn local_endpoint(sock: &socket2::Socket) -> Result<Endpoint> {
+    let addr = sock.local_addr().map_err(|e| Error::io(e, "getsockname"))?;
+    to_endpoint(&addr, "getsockname")
+}
+
+pub(crate) fn to_endpoint(addr: &SockAddr, what: &str) -> Result<Endpoint> {
+    addr.as_socket().map(Endpoint::from).ok_or_else(|| {
+        Error::io(
+            io::Error::from_raw_os_error(libc::EAFNOSUPPORT),
+            format_args!("{what}: not an IP address"),
+        )
+    })
+}

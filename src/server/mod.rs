@@ -1,0 +1,1 @@
+//! The async server: accept loop, connection limits, idle timeouts and graceful shutdown.

@@ -1,0 +1,1 @@
+//! Services: what a connection does once accepted (echo, discard, chat).
