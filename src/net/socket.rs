@@ -280,9 +280,11 @@ impl Socket {
     }
 
     /// Hands the connected socket to tokio (sets `O_NONBLOCK` first, as
-    /// `TcpStream::from_std` requires). Must be called inside a runtime.
+    /// `TcpStream::from_std` requires). Must be called inside a runtime with
+    /// I/O enabled; outside one it is an error (tokio itself would panic).
     pub fn into_tokio(self) -> Result<tokio::net::TcpStream> {
         let name = self.peer_name();
+        super::require_runtime(&name)?;
         super::set_nonblocking(&self.inner, &name)?;
         tokio::net::TcpStream::from_std(self.inner.into())
             .map_err(|e| Error::io(e, format_args!("register {name} with tokio")))
