@@ -193,12 +193,16 @@ impl Socket {
             .map_err(|e| Error::io(e, "get TCP_NODELAY"))
     }
 
-    /// Enables `SO_KEEPALIVE` with the given idle time, or disables it (`None`).
+    /// Enables `SO_KEEPALIVE` with the given idle time (`TCP_KEEPIDLE`, rounded
+    /// up to whole seconds, at least 1), or disables it (`None`).
     pub fn set_keepalive(&self, idle: Option<Duration>) -> Result<()> {
         let result = match idle {
-            Some(idle) => self
-                .inner
-                .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle)),
+            // TCP_KEEPIDLE counts whole seconds from 1: round up, so 500 ms
+            // is 1 s rather than an EINVAL for 0.
+            Some(idle) => self.inner.set_tcp_keepalive(
+                &socket2::TcpKeepalive::new()
+                    .with_time(whole_seconds_up(idle).max(Duration::from_secs(1))),
+            ),
             None => self.inner.set_keepalive(false),
         };
         result.map_err(|e| Error::io(e, "set SO_KEEPALIVE"))
@@ -240,10 +244,13 @@ impl Socket {
             .map_err(|e| Error::io(e, "get SO_SNDBUF"))
     }
 
-    /// Sets `SO_LINGER`. `Some(Duration::ZERO)` makes close send a reset (RST).
+    /// Sets `SO_LINGER`: how long `close(2)` waits for unsent data.
+    /// `Some(Duration::ZERO)` makes close send a reset (RST). The kernel counts
+    /// whole seconds, so other durations are rounded up: truncating 500 ms to
+    /// 0 would silently turn a graceful close into a reset.
     pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
         self.inner
-            .set_linger(linger)
+            .set_linger(linger.map(whole_seconds_up))
             .map_err(|e| Error::io(e, "set SO_LINGER"))
     }
 
@@ -308,6 +315,13 @@ impl Socket {
         }
         Error::io(e, format_args!("{verb} {}", self.peer_name()))
     }
+}
+
+/// Rounds up to whole seconds (for options the kernel keeps in seconds),
+/// clamped to what a `c_int` holds.
+fn whole_seconds_up(d: Duration) -> Duration {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    Duration::from_secs(secs.min(libc::c_int::MAX as u64))
 }
 
 impl Read for Socket {
