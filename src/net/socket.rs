@@ -2,7 +2,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Type};
 
@@ -85,19 +86,38 @@ impl Socket {
 
     /// Like [`Socket::connect`], giving up after `timeout` with
     /// [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut).
+    ///
+    /// A non-blocking `connect(2)` then `poll(2)` until the handshake finishes
+    /// or the deadline passes; it never returns before `timeout` has elapsed
+    /// (`poll` counts whole milliseconds, so the wait is rounded up, not down).
+    /// The socket is blocking again afterwards. After a timeout the handshake
+    /// may still be in flight: drop the socket rather than reuse it.
     pub fn connect_timeout(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<()> {
-        match self
-            .inner
-            .connect_timeout(&SockAddr::from(endpoint.socket_addr()), timeout)
-        {
-            Ok(()) => {
+        let context = format!("connect {endpoint}");
+        self.inner
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(e, &context))?;
+        let outcome = match self.inner.connect(&SockAddr::from(endpoint.socket_addr())) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINPROGRESS)
+                    || e.kind() == io::ErrorKind::WouldBlock =>
+            {
+                wait_connected(&self.inner, timeout)
+            }
+            Err(e) => Err(e),
+        };
+        // Restore blocking mode whatever happened: read_some/write_some and
+        // their timeouts rely on it.
+        let restored = self.inner.set_nonblocking(false);
+        match outcome {
+            Ok(true) => {
+                restored.map_err(|e| Error::io(e, &context))?;
                 self.peer = Some(*endpoint);
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() => Err(
-                Error::timed_out(format_args!("connect {endpoint}"), timeout),
-            ),
-            Err(e) => Err(Error::io(e, format_args!("connect {endpoint}"))),
+            Ok(false) => Err(Error::timed_out(&context, timeout)),
+            Err(e) => Err(Error::io(e, &context)),
         }
     }
 
@@ -337,6 +357,46 @@ impl Write for Socket {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Waits for a non-blocking connect to finish: `Ok(false)` if `timeout`
+/// passed first, the connect error if it failed.
+fn wait_connected(sock: &socket2::Socket, timeout: Duration) -> io::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        // poll(2) counts whole milliseconds: round up so it never wakes early.
+        let left_ms = (deadline - now).as_micros().div_ceil(1000);
+        let left_ms = libc::c_int::try_from(left_ms).unwrap_or(libc::c_int::MAX);
+        let mut pollfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid, initialised pollfd for the call's duration.
+        match unsafe { libc::poll(&mut pollfd, 1, left_ms) } {
+            0 => continue, // the loop re-checks the deadline
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            _ => {
+                // Writable or failed: SO_ERROR says which; getpeername confirms
+                // a connection (ENOTCONN otherwise).
+                if let Some(e) = sock.take_error()? {
+                    return Err(e);
+                }
+                sock.peer_addr()?;
+                return Ok(true);
+            }
+        }
     }
 }
 
