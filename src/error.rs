@@ -165,11 +165,13 @@ impl fmt::Display for Error {
     }
 }
 
+/// The message already contains the OS error's text, so `source()` skips the
+/// wrapped `io::Error` and returns what lies beneath it (nothing, for an OS
+/// error); otherwise chain printers such as anyhow's `{:#}` would print the
+/// OS text twice. The errno stays available from [`Error::os_code`].
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_ref().and_then(std::error::Error::source)
     }
 }
 
@@ -264,6 +266,22 @@ mod tests {
                 .starts_with("bind [::]:3333: address already in use"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_os_text_is_not_repeated_by_the_source_chain() {
+        let err = Error::io(
+            io::Error::from_raw_os_error(libc::EADDRINUSE),
+            "bind [::]:3333",
+        );
+        // What a chain printer (anyhow's `{:#}`) shows: each level's Display.
+        let mut text = err.to_string();
+        let mut next = std::error::Error::source(&err);
+        while let Some(cause) = next {
+            text = format!("{text}: {cause}");
+            next = cause.source();
+        }
+        assert_eq!(text.matches("in use").count(), 1, "{text}");
     }
 
     #[test]
