@@ -30,7 +30,11 @@ pub mod code {
     pub const FRAME_TOO_LARGE: i32 = 1006;
     /// The peer closed the connection in the middle of a frame or message.
     pub const UNEXPECTED_EOF: i32 = 1007;
-    /// An operation did not finish before its deadline (no OS code given).
+    /// An `io::Error` of kind `TimedOut` that carries no errno (one built by
+    /// another library). tcpkit's own deadlines ([`Error::timed_out`](super::Error::timed_out),
+    /// an expired `SO_RCVTIMEO`) report `ETIMEDOUT` instead, as Asio's
+    /// `error::timed_out` does: match on [`ErrorKind::TimedOut`](super::ErrorKind::TimedOut)
+    /// to catch both.
     pub const TIMED_OUT: i32 = 1008;
     /// Bytes received differ from what was expected (load generator checks).
     pub const VERIFICATION: i32 = 1009;
@@ -126,7 +130,9 @@ impl Error {
         }
     }
 
-    /// A deadline that passed, naming what was waited for.
+    /// A deadline that passed, naming what was waited for. The code is
+    /// `ETIMEDOUT` (Asio's `error::timed_out`); [`Error::os_code`] is `None`
+    /// because no system call reported it.
     pub fn timed_out(context: impl fmt::Display, after: std::time::Duration) -> Self {
         Error::new(
             ErrorKind::TimedOut,
