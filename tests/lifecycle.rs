@@ -412,3 +412,54 @@ fn binding_port_1_without_privilege_is_permission_denied() -> TestResult {
     }
     Ok(())
 }
+
+/// Run in a child process by `write_after_shutdown_is_an_error_not_sigpipe`,
+/// because it restores SIGPIPE's default action (terminate), which the Rust
+/// runtime normally ignores, and a CLI may restore for quiet broken pipes.
+#[test]
+#[ignore = "run in a child process by write_after_shutdown_is_an_error_not_sigpipe"]
+fn sigpipe_child() -> TestResult {
+    if std::env::var_os("TCPKIT_SIGPIPE_CHILD").is_none() {
+        return Ok(());
+    }
+    // SAFETY: installs the default disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let (mut client, _conn) = pair()?;
+    client.shutdown(Shutdown::Write)?;
+    let err = client.write_some(b"x").expect_err("write after shutdown");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    assert_eq!(err.code(), libc::EPIPE);
+    Ok(())
+}
+
+#[test]
+fn write_after_shutdown_is_an_error_not_sigpipe() -> TestResult {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--exact", "sigpipe_child", "--ignored", "--test-threads=1"])
+        .env("TCPKIT_SIGPIPE_CHILD", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            child.kill()?;
+            child.wait()?;
+            return Err("child test did not finish in time".into());
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert_ne!(
+        status.signal(),
+        Some(libc::SIGPIPE),
+        "a write to a shut-down socket killed the process with SIGPIPE"
+    );
+    assert!(status.success(), "child test failed: {status}");
+    Ok(())
+}

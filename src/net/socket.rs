@@ -135,9 +135,15 @@ impl Socket {
     }
 
     /// Writes some of `buf` (`send(2)`), returning how much was taken.
+    ///
+    /// Sends with `MSG_NOSIGNAL`, as `std::net::TcpStream` does: writing to a
+    /// connection the peer reset (or we shut down) is an
+    /// [`ErrorKind::ConnectionReset`](crate::ErrorKind::ConnectionReset) error
+    /// (`EPIPE`), never a `SIGPIPE` that would kill a process that does not
+    /// ignore it.
     pub fn write_some(&mut self, buf: &[u8]) -> Result<usize> {
         loop {
-            match self.inner.write(buf) {
+            match self.inner.send_with_flags(buf, libc::MSG_NOSIGNAL) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.io_error(e, "write to")),
