@@ -206,6 +206,24 @@ fn connect_timeout_fires_within_its_bound() -> TestResult {
 }
 
 #[test]
+fn extreme_durations_do_not_panic() -> TestResult {
+    // Duration::MAX cannot be added to the clock: it means "no deadline".
+    let (acceptor, ep) = listener()?;
+    let mut socket = Socket::open(Protocol::V4)?;
+    socket.connect_timeout(&ep, Duration::MAX)?;
+    let (_conn, peer) = acceptor.accept()?;
+    assert_eq!(peer, socket.local_endpoint()?);
+    // Seconds-based options clamp instead of overflowing.
+    socket.set_linger(Some(Duration::MAX))?;
+    assert!(socket.linger()?.is_some());
+    // Linux caps TCP_KEEPIDLE (32767 s) and refuses more with EINVAL.
+    if let Err(err) = socket.set_keepalive(Some(Duration::MAX)) {
+        assert_eq!(err.code(), libc::EINVAL, "{err}");
+    }
+    Ok(())
+}
+
+#[test]
 fn read_after_the_peer_closes_is_eof() -> TestResult {
     let (mut client, conn) = pair()?;
     drop(conn);

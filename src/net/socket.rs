@@ -346,7 +346,7 @@ impl Socket {
 /// Rounds up to whole seconds (for options the kernel keeps in seconds),
 /// clamped to what a `c_int` holds.
 fn whole_seconds_up(d: Duration) -> Duration {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
     Duration::from_secs(secs.min(libc::c_int::MAX as u64))
 }
 
@@ -367,17 +367,23 @@ impl Write for Socket {
 }
 
 /// Waits for a non-blocking connect to finish: `Ok(false)` if `timeout`
-/// passed first, the connect error if it failed.
+/// passed first, the connect error if it failed. A timeout too large to add
+/// to the clock (`Duration::MAX`) waits without a deadline.
 fn wait_connected(sock: &socket2::Socket, timeout: Duration) -> io::Result<bool> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now().checked_add(timeout);
     loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(false);
-        }
         // poll(2) counts whole milliseconds: round up so it never wakes early.
-        let left_ms = (deadline - now).as_micros().div_ceil(1000);
-        let left_ms = libc::c_int::try_from(left_ms).unwrap_or(libc::c_int::MAX);
+        let left_ms = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(false);
+                }
+                let left_ms = (deadline - now).as_micros().div_ceil(1000);
+                libc::c_int::try_from(left_ms).unwrap_or(libc::c_int::MAX)
+            }
+        };
         let mut pollfd = libc::pollfd {
             fd: sock.as_raw_fd(),
             events: libc::POLLOUT,
