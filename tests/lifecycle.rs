@@ -310,6 +310,10 @@ fn options_read_back_what_the_kernel_granted() -> TestResult {
 
     client.set_keepalive(Some(Duration::from_secs(30)))?;
     assert!(client.keepalive()?);
+    assert_eq!(
+        client.as_socket2().tcp_keepalive_time()?,
+        Duration::from_secs(30)
+    );
     client.set_keepalive(None)?;
     assert!(!client.keepalive()?);
 
@@ -338,6 +342,10 @@ fn sub_second_linger_and_keepalive_round_up_instead_of_misbehaving() -> TestResu
     // TCP_KEEPIDLE counts whole seconds, minimum 1: 0 would be EINVAL.
     client.set_keepalive(Some(Duration::from_millis(500)))?;
     assert!(client.keepalive()?);
+    assert_eq!(
+        client.as_socket2().tcp_keepalive_time()?,
+        Duration::from_secs(1)
+    );
     Ok(())
 }
 
