@@ -1,0 +1,259 @@
+//! [`pipe`]: copy an input to a socket and the socket to an output, both at
+//! once, as raw bytes: the data path of `tcpkit connect` and `tcpkit listen`.
+//!
+//! The session ends when the peer closes its side (after the input ended, or
+//! not), when a line limit is reached, when nothing moved either way for the
+//! idle timeout, or when the output is closed (a broken pipe on stdout is a
+//! normal way for a reader such as `head` to say "enough"). At input EOF the
+//! write side is shut down (`shutdown(2)`, `SHUT_WR`) so the peer reads EOF
+//! too, unless [`PipeOptions::shutdown_on_eof`] is off.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::dump::{Direction, SessionDump};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+
+/// How a [`pipe`] session behaves.
+#[derive(Debug, Clone)]
+pub struct PipeOptions {
+    /// Shut down the socket's write side when the input ends (`nc -N`).
+    pub shutdown_on_eof: bool,
+    /// End the session when no byte moved either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// End the session after this many `\n`-terminated lines were received.
+    pub max_lines: Option<u64>,
+}
+
+impl Default for PipeOptions {
+    fn default() -> Self {
+        PipeOptions {
+            shutdown_on_eof: true,
+            idle_timeout: None,
+            max_lines: None,
+        }
+    }
+}
+
+/// Why a session ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeEnd {
+    /// The peer closed its side (clean EOF).
+    PeerClosed,
+    /// [`PipeOptions::max_lines`] lines arrived.
+    LineLimit,
+    /// Nothing moved for [`PipeOptions::idle_timeout`].
+    IdleTimeout,
+    /// The output was closed (broken pipe): the reader wants no more.
+    OutputClosed,
+}
+
+/// What a session moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeStats {
+    /// Bytes written to the socket.
+    pub bytes_sent: u64,
+    /// Bytes read from the socket.
+    pub bytes_received: u64,
+    /// `\n` bytes among those received.
+    pub lines_received: u64,
+    /// Why it ended.
+    pub end: PipeEnd,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+struct Counters {
+    start: Instant,
+    sent: AtomicU64,
+    received: AtomicU64,
+    lines: AtomicU64,
+    /// Milliseconds since `start` of the last byte moved, for the idle timer.
+    last_activity_ms: AtomicU64,
+}
+
+impl Counters {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// Copies `input` to `stream` and `stream` to `output` concurrently until the
+/// session ends (see the module docs), recording both directions in `dump`.
+///
+/// Socket errors are [`Error`]s naming the peer; a broken output ends the
+/// session with [`PipeEnd::OutputClosed`]. Cancel-safe in the sense that
+/// dropping the future closes the socket; input bytes read but not yet
+/// written are lost.
+pub async fn pipe<I, O, W>(
+    stream: TcpStream,
+    input: &mut I,
+    output: &mut O,
+    options: &PipeOptions,
+    dump: Option<&Mutex<SessionDump<W>>>,
+) -> Result<PipeStats>
+where
+    I: AsyncRead + Unpin + ?Sized,
+    O: AsyncWrite + Unpin + ?Sized,
+    W: Write,
+{
+    let peer = stream
+        .peer_addr()
+        .map(Endpoint::from)
+        .map_err(|e| Error::io(e, "getpeername"))?;
+    let (mut rd, mut wr) = stream.into_split();
+    let counters = Counters {
+        start: Instant::now(),
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        lines: AtomicU64::new(0),
+        last_activity_ms: AtomicU64::new(0),
+    };
+    let record = |direction: Direction, bytes: &[u8]| {
+        if let Some(dump) = dump {
+            let mut dump = dump.lock().unwrap_or_else(|p| p.into_inner());
+            // A dump that cannot be written must not end the session itself.
+            if let Err(e) = dump.record(direction, bytes) {
+                tracing::warn!("session dump: {e}");
+            }
+        }
+    };
+
+    let upload = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = input
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io(e, "read input"))?;
+            if n == 0 {
+                break;
+            }
+            wr.write_all(&buf[..n])
+                .await
+                .map_err(|e| Error::io(e, format_args!("write to {peer}")))?;
+            record(Direction::Sent, &buf[..n]);
+            counters.sent.fetch_add(n as u64, Ordering::Relaxed);
+            counters.touch();
+        }
+        if options.shutdown_on_eof {
+            wr.shutdown()
+                .await
+                .map_err(|e| Error::io(e, format_args!("shutdown write to {peer}")))?;
+        }
+        Ok::<(), Error>(())
+    };
+
+    let download = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = rd
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io(e, format_args!("read from {peer}")))?;
+            if n == 0 {
+                return Ok(PipeEnd::PeerClosed);
+            }
+            counters.touch();
+            counters.received.fetch_add(n as u64, Ordering::Relaxed);
+            let (take, limit_hit) =
+                within_line_limit(&buf[..n], &counters.lines, options.max_lines);
+            record(Direction::Received, &buf[..take]);
+            let written = async {
+                output.write_all(&buf[..take]).await?;
+                output.flush().await
+            };
+            match written.await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(PipeEnd::OutputClosed);
+                }
+                Err(e) => return Err(Error::io(e, "write output")),
+            }
+            if limit_hit {
+                return Ok(PipeEnd::LineLimit);
+            }
+        }
+    };
+
+    tokio::pin!(upload, download);
+    let mut uploading = true;
+    let end = loop {
+        let idle_deadline = options.idle_timeout.map(|idle| {
+            let last = Duration::from_millis(counters.last_activity_ms.load(Ordering::Relaxed));
+            tokio::time::Instant::from_std(counters.start + last + idle)
+        });
+        let idle = async {
+            match idle_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // Upload finishing (input EOF) is not the end: the peer may still
+            // be answering, so keep reading until it closes.
+            r = &mut upload, if uploading => { r?; uploading = false; }
+            r = &mut download => break r?,
+            () = idle => {
+                let last = Duration::from_millis(counters.last_activity_ms.load(Ordering::Relaxed));
+                if let Some(idle) = options.idle_timeout
+                    && counters.start.elapsed() >= last + idle
+                {
+                    break PipeEnd::IdleTimeout;
+                }
+            }
+        }
+    };
+    if let Some(dump) = dump {
+        let _ = dump.lock().unwrap_or_else(|p| p.into_inner()).flush();
+    }
+    Ok(PipeStats {
+        bytes_sent: counters.sent.load(Ordering::Relaxed),
+        bytes_received: counters.received.load(Ordering::Relaxed),
+        lines_received: counters.lines.load(Ordering::Relaxed),
+        end,
+    })
+}
+
+/// How much of `chunk` to pass on under a line limit, and whether the limit
+/// was reached inside it (the rest of the chunk is dropped).
+fn within_line_limit(chunk: &[u8], lines: &AtomicU64, max: Option<u64>) -> (usize, bool) {
+    let seen = lines.load(Ordering::Relaxed);
+    let Some(max) = max else {
+        let n = memchr::memchr_iter(b'\n', chunk).count() as u64;
+        lines.store(seen + n, Ordering::Relaxed);
+        return (chunk.len(), false);
+    };
+    let mut count = seen;
+    for pos in memchr::memchr_iter(b'\n', chunk) {
+        count += 1;
+        if count >= max {
+            lines.store(count, Ordering::Relaxed);
+            return (pos + 1, true);
+        }
+    }
+    lines.store(count, Ordering::Relaxed);
+    (chunk.len(), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_limit_cuts_after_the_nth_newline() {
+        let lines = AtomicU64::new(0);
+        assert_eq!(within_line_limit(b"a\nb", &lines, Some(2)), (3, false));
+        assert_eq!(within_line_limit(b"\nc\nd\n", &lines, Some(2)), (1, true));
+        let lines = AtomicU64::new(0);
+        assert_eq!(within_line_limit(b"a\nb\n", &lines, None), (4, false));
+        assert_eq!(lines.load(Ordering::Relaxed), 2);
+    }
+}
