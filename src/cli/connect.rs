@@ -19,6 +19,7 @@ use super::Globals;
 
 /// Arguments of `tcpkit connect`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = super::exit::EXIT_CODES_HELP)]
 pub struct Args {
     /// Whom to connect to: `HOST:PORT`, `a.b.c.d:PORT` or `[v6]:PORT`. Every
     /// address HOST resolves to is tried, IPv6 and IPv4 raced (RFC 8305).

@@ -16,6 +16,7 @@ use super::connect::{SessionArgs, idle_error, print_stats, runtime};
 
 /// Arguments of `tcpkit listen`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = super::exit::EXIT_CODES_HELP)]
 pub struct Args {
     /// Where to listen: `IP:PORT`, `[v6]:PORT`, or a `PORT` alone (every
     /// interface, dual-stack). Default: `[::]:3333`. Port 0 lets the kernel
