@@ -11,7 +11,9 @@
 //!
 //! let mut dump = SessionDump::new(Vec::new(), DumpFormat::Hex);
 //! dump.record(Direction::Sent, b"hi\n")?;
-//! assert_eq!(String::from_utf8_lossy(&dump.into_inner()), "> 00000000  68 69 0a                                          |hi.|\n");
+//! let row = String::from_utf8_lossy(&dump.into_inner()).into_owned();
+//! assert!(row.starts_with("> 00000000  68 69 0a "));
+//! assert!(row.ends_with("|hi.|\n"));
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
