@@ -144,6 +144,50 @@ fn connect_is_binary_safe_and_verbose_counts_bytes() {
 }
 
 #[test]
+fn connect_falls_back_across_localhost_addresses() {
+    // localhost may resolve to ::1 first; the echo peer is IPv4 only, so
+    // this passes only if connect goes on to 127.0.0.1.
+    let (ep, server) = echo_once();
+    let target = format!("localhost:{}", ep.port());
+    let out = tcpkit(&["-v", "connect", &target], b"lo\n");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, b"lo\n");
+    assert!(
+        out.stderr
+            .contains(&format!("connected to {ep} from 127.0.0.1:")),
+        "{}",
+        out.stderr
+    );
+    server.join().expect("server");
+}
+
+#[test]
+fn connect_binds_the_source_address() {
+    let (ep, server) = echo_once();
+    let out = tcpkit(
+        &["-v", "connect", "--source", "127.0.0.2", &ep.to_string()],
+        b"src\n",
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, b"src\n");
+    assert!(
+        out.stderr
+            .contains(&format!("connected to {ep} from 127.0.0.2:")),
+        "{}",
+        out.stderr
+    );
+    server.join().expect("server");
+}
+
+#[test]
+fn family_flag_filters_addresses() {
+    let out = tcpkit(&["connect", "-6", "127.0.0.1:9"], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("no IPv6 address"), "{}", out.stderr);
+    assert!(out.stderr.contains("127.0.0.1"), "{}", out.stderr);
+}
+
+#[test]
 fn refused_exits_4_naming_the_endpoint() {
     let acceptor = Acceptor::bind_listen(&Endpoint::loopback_v4(0), 30).expect("listen");
     let ep = acceptor.local_endpoint().expect("local");
