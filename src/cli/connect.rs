@@ -14,6 +14,7 @@ use tcpkit::client::{
     ConnectOptions, Connector, DumpFormat, Family, PipeEnd, PipeOptions, PipeStats, SessionDump,
     pipe,
 };
+use tokio::io::AsyncRead;
 
 use super::Globals;
 
@@ -126,62 +127,58 @@ pub fn idle_error(peer: Endpoint, idle: Option<Duration>) -> anyhow::Error {
     .into()
 }
 
+impl Args {
+    /// The library's connect options for these flags (validates `--source`).
+    fn connect_options(&self) -> tcpkit::Result<ConnectOptions> {
+        let source = self.source.as_deref().map(parse_source).transpose()?;
+        let family = match (self.ipv4, self.ipv6) {
+            (true, _) => Family::V4,
+            (_, true) => Family::V6,
+            _ => Family::Any,
+        };
+        Ok(ConnectOptions {
+            attempt_timeout: Some(self.timeout),
+            overall_timeout: Some(self.timeout),
+            family,
+            source,
+            retries: self.retries,
+            ..ConnectOptions::default()
+        })
+    }
+}
+
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     // Validate everything before a socket opens.
-    let source = args.source.as_deref().map(parse_source).transpose()?;
-    let family = match (args.ipv4, args.ipv6) {
-        (true, _) => Family::V4,
-        (_, true) => Family::V6,
-        _ => Family::Any,
-    };
-    let options = ConnectOptions {
-        attempt_timeout: Some(args.timeout),
-        overall_timeout: Some(args.timeout),
-        family,
-        source,
-        retries: args.retries,
-        ..ConnectOptions::default()
-    };
+    let options = args.connect_options()?;
     let dump = args.session.open_dump()?;
     let pipe_options = args.session.pipe_options(args.lines);
     let verbose = globals.verbose > 0 && !globals.quiet;
 
     let rt = runtime()?;
     let result = rt.block_on(async {
-        let connector = Connector::new().with_options(options);
-        let conn = connector.connect(&args.target).await?;
+        let conn = Connector::new()
+            .with_options(options)
+            .connect(&args.target)
+            .await?;
         if verbose {
             let list: Vec<String> = conn.resolved.iter().map(ToString::to_string).collect();
             eprintln!("resolved {} to {}", args.target, list.join(", "));
             eprintln!("connected to {} from {}", conn.peer, conn.local);
         }
-        let peer = conn.peer;
-        let mut stdout = tokio::io::stdout();
-        let stats = match &args.send {
-            Some(text) => {
-                let input = format!("{text}\n").into_bytes();
-                pipe(
-                    conn.stream,
-                    &mut input.as_slice(),
-                    &mut stdout,
-                    &pipe_options,
-                    dump.as_ref(),
-                )
-                .await?
-            }
-            None => {
-                let mut stdin = tokio::io::stdin();
-                pipe(
-                    conn.stream,
-                    &mut stdin,
-                    &mut stdout,
-                    &pipe_options,
-                    dump.as_ref(),
-                )
-                .await?
-            }
+        let mut input: Box<dyn AsyncRead + Unpin + Send> = match &args.send {
+            Some(text) => Box::new(std::io::Cursor::new(format!("{text}\n").into_bytes())),
+            None => Box::new(tokio::io::stdin()),
         };
-        anyhow::Ok((peer, stats))
+        let mut stdout = tokio::io::stdout();
+        let stats = pipe(
+            conn.stream,
+            &mut *input,
+            &mut stdout,
+            &pipe_options,
+            dump.as_ref(),
+        )
+        .await?;
+        anyhow::Ok((conn.peer, stats))
     });
     rt.shutdown_background();
     let (peer, stats) = result?;

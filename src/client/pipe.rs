@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::dump::{Direction, SessionDump};
 use crate::endpoint::Endpoint;
@@ -69,7 +70,13 @@ pub struct PipeStats {
 
 const CHUNK: usize = 64 * 1024;
 
-struct Counters {
+/// What both directions of one session share: counters (atomics, so the two
+/// halves can run as concurrent futures without a lock), the dump and the
+/// peer's name for errors.
+struct Session<'a, W: Write> {
+    peer: Endpoint,
+    options: &'a PipeOptions,
+    dump: Option<&'a Mutex<SessionDump<W>>>,
     start: Instant,
     sent: AtomicU64,
     received: AtomicU64,
@@ -78,10 +85,94 @@ struct Counters {
     last_activity_ms: AtomicU64,
 }
 
-impl Counters {
+impl<W: Write> Session<'_, W> {
     fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn record(&self, direction: Direction, bytes: &[u8]) {
+        if let Some(dump) = self.dump {
+            let mut dump = dump.lock().unwrap_or_else(|p| p.into_inner());
+            // A dump that cannot be written must not end the session itself.
+            if let Err(e) = dump.record(direction, bytes) {
+                tracing::warn!("session dump: {e}");
+            }
+        }
+    }
+
+    /// When the session goes idle if nothing moves before then.
+    fn idle_deadline(&self) -> Option<tokio::time::Instant> {
+        let idle = self.options.idle_timeout?;
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        Some(tokio::time::Instant::from_std(self.start + last + idle))
+    }
+
+    /// Input to socket until input EOF, then (by default) `shutdown(SHUT_WR)`.
+    async fn upload<I>(&self, input: &mut I, wr: &mut OwnedWriteHalf) -> Result<()>
+    where
+        I: AsyncRead + Unpin + ?Sized,
+    {
+        let peer = self.peer;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = input
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io(e, "read input"))?;
+            if n == 0 {
+                break;
+            }
+            wr.write_all(&buf[..n])
+                .await
+                .map_err(|e| Error::io(e, format_args!("write to {peer}")))?;
+            self.record(Direction::Sent, &buf[..n]);
+            self.sent.fetch_add(n as u64, Ordering::Relaxed);
+            self.touch();
+        }
+        if self.options.shutdown_on_eof {
+            wr.shutdown()
+                .await
+                .map_err(|e| Error::io(e, format_args!("shutdown write to {peer}")))?;
+        }
+        Ok(())
+    }
+
+    /// Socket to output until the peer closes, the line limit, or a closed
+    /// output.
+    async fn download<O>(&self, rd: &mut OwnedReadHalf, output: &mut O) -> Result<PipeEnd>
+    where
+        O: AsyncWrite + Unpin + ?Sized,
+    {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = rd
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io(e, format_args!("read from {}", self.peer)))?;
+            if n == 0 {
+                return Ok(PipeEnd::PeerClosed);
+            }
+            self.touch();
+            self.received.fetch_add(n as u64, Ordering::Relaxed);
+            let (take, limit_hit) =
+                within_line_limit(&buf[..n], &self.lines, self.options.max_lines);
+            self.record(Direction::Received, &buf[..take]);
+            let written = async {
+                output.write_all(&buf[..take]).await?;
+                output.flush().await
+            };
+            match written.await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(PipeEnd::OutputClosed);
+                }
+                Err(e) => return Err(Error::io(e, "write output")),
+            }
+            if limit_hit {
+                return Ok(PipeEnd::LineLimit);
+            }
+        }
     }
 }
 
@@ -108,90 +199,27 @@ where
         .peer_addr()
         .map(Endpoint::from)
         .map_err(|e| Error::io(e, "getpeername"))?;
+    // Owned halves: the write half must outlive the upload (dropping it
+    // would shut the write side down even with --no-shutdown).
     let (mut rd, mut wr) = stream.into_split();
-    let counters = Counters {
+    let session = Session {
+        peer,
+        options,
+        dump,
         start: Instant::now(),
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
         lines: AtomicU64::new(0),
         last_activity_ms: AtomicU64::new(0),
     };
-    let record = |direction: Direction, bytes: &[u8]| {
-        if let Some(dump) = dump {
-            let mut dump = dump.lock().unwrap_or_else(|p| p.into_inner());
-            // A dump that cannot be written must not end the session itself.
-            if let Err(e) = dump.record(direction, bytes) {
-                tracing::warn!("session dump: {e}");
-            }
-        }
-    };
-
-    let upload = async {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = input
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::io(e, "read input"))?;
-            if n == 0 {
-                break;
-            }
-            wr.write_all(&buf[..n])
-                .await
-                .map_err(|e| Error::io(e, format_args!("write to {peer}")))?;
-            record(Direction::Sent, &buf[..n]);
-            counters.sent.fetch_add(n as u64, Ordering::Relaxed);
-            counters.touch();
-        }
-        if options.shutdown_on_eof {
-            wr.shutdown()
-                .await
-                .map_err(|e| Error::io(e, format_args!("shutdown write to {peer}")))?;
-        }
-        Ok::<(), Error>(())
-    };
-
-    let download = async {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = rd
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::io(e, format_args!("read from {peer}")))?;
-            if n == 0 {
-                return Ok(PipeEnd::PeerClosed);
-            }
-            counters.touch();
-            counters.received.fetch_add(n as u64, Ordering::Relaxed);
-            let (take, limit_hit) =
-                within_line_limit(&buf[..n], &counters.lines, options.max_lines);
-            record(Direction::Received, &buf[..take]);
-            let written = async {
-                output.write_all(&buf[..take]).await?;
-                output.flush().await
-            };
-            match written.await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    return Ok(PipeEnd::OutputClosed);
-                }
-                Err(e) => return Err(Error::io(e, "write output")),
-            }
-            if limit_hit {
-                return Ok(PipeEnd::LineLimit);
-            }
-        }
-    };
-
+    let upload = session.upload(input, &mut wr);
+    let download = session.download(&mut rd, output);
     tokio::pin!(upload, download);
     let mut uploading = true;
     let end = loop {
-        let idle_deadline = options.idle_timeout.map(|idle| {
-            let last = Duration::from_millis(counters.last_activity_ms.load(Ordering::Relaxed));
-            tokio::time::Instant::from_std(counters.start + last + idle)
-        });
+        let deadline = session.idle_deadline();
         let idle = async {
-            match idle_deadline {
+            match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -201,23 +229,19 @@ where
             // be answering, so keep reading until it closes.
             r = &mut upload, if uploading => { r?; uploading = false; }
             r = &mut download => break r?,
-            () = idle => {
-                let last = Duration::from_millis(counters.last_activity_ms.load(Ordering::Relaxed));
-                if let Some(idle) = options.idle_timeout
-                    && counters.start.elapsed() >= last + idle
-                {
-                    break PipeEnd::IdleTimeout;
-                }
-            }
+            // Activity since the timer was set moves the deadline: re-check.
+            () = idle => if session.idle_deadline().is_some_and(|at| at <= tokio::time::Instant::now()) {
+                break PipeEnd::IdleTimeout;
+            },
         }
     };
     if let Some(dump) = dump {
         let _ = dump.lock().unwrap_or_else(|p| p.into_inner()).flush();
     }
     Ok(PipeStats {
-        bytes_sent: counters.sent.load(Ordering::Relaxed),
-        bytes_received: counters.received.load(Ordering::Relaxed),
-        lines_received: counters.lines.load(Ordering::Relaxed),
+        bytes_sent: session.sent.load(Ordering::Relaxed),
+        bytes_received: session.received.load(Ordering::Relaxed),
+        lines_received: session.lines.load(Ordering::Relaxed),
         end,
     })
 }
