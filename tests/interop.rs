@@ -45,6 +45,16 @@ fn have(program: &str) -> bool {
     found
 }
 
+/// Whether this host has IPv6 loopback; if not, IPv6 tests skip (it is the
+/// host's configuration, not a missing program, so this never fails).
+fn have_ipv6() -> bool {
+    let ok = TcpListener::bind("[::1]:0").is_ok();
+    if !ok {
+        eprintln!("skipped: no IPv6 loopback on this host");
+    }
+    ok
+}
+
 /// A child process killed by PID and reaped when dropped.
 struct Proc {
     child: Child,
@@ -324,7 +334,9 @@ fn tcpkit_connect_talks_to_ncat_listener() {
 
 #[test]
 fn tcpkit_connect_talks_to_ncat_listener_over_ipv6() {
-    connect_to_ncat_listener("::1", "[::1]", "-6");
+    if have_ipv6() {
+        connect_to_ncat_listener("::1", "[::1]", "-6");
+    }
 }
 
 #[test]
@@ -457,7 +469,9 @@ fn socat_client_talks_to_tcpkit_listen() {
 
 #[test]
 fn socat_client_talks_to_tcpkit_listen_over_ipv6() {
-    socat_client_to_tcpkit_listen("[::1]:0", "TCP6:[::1]");
+    if have_ipv6() {
+        socat_client_to_tcpkit_listen("[::1]:0", "TCP6:[::1]");
+    }
 }
 
 #[test]
@@ -491,7 +505,7 @@ fn nc_openbsd_sends_binary_to_tcpkit_listen() {
 
 #[test]
 fn python_client_talks_to_tcpkit_listen_over_ipv6() {
-    if !have("python3") {
+    if !have("python3") || !have_ipv6() {
         return;
     }
     let (mut listener, ep) = tcpkit_listen("[::1]:0", Stdio::piped());
@@ -567,7 +581,7 @@ fn ncat_socat_and_nc_move_16mib_through_tcpkit_serve_echo() {
 
 #[test]
 fn ipv6_clients_echo_through_tcpkit_serve() {
-    if !have("ncat") || !have_serve() {
+    if !have("ncat") || !have_ipv6() || !have_serve() {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("[::1]:0", "echo");
@@ -708,7 +722,11 @@ fn ncat_clients_chat_through_tcpkit_serve() {
 
 #[test]
 fn std_client_talks_to_tcpkit_listen_on_both_families() {
-    for (listen, host) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "[::1]")] {
+    let mut places = vec![("127.0.0.1:0", "127.0.0.1")];
+    if have_ipv6() {
+        places.push(("[::1]:0", "[::1]"));
+    }
+    for (listen, host) in places {
         let (mut listener, ep) = tcpkit_listen(listen, Stdio::piped());
         let mut l_in = listener.child.stdin.take().expect("stdin");
         l_in.write_all(b"ping\n").expect("stdin");
