@@ -531,8 +531,11 @@ async fn happy_eyeballs_races_the_next_address_after_the_attempt_delay() {
         .expect("connect");
     let took = start.elapsed();
     assert_eq!(conn.peer, Endpoint::loopback_v4(port));
+    // Not before the 250 ms attempt delay, and far below the stalled
+    // attempt's 10 s deadline: the second address was raced, not waited for.
+    // (Bounds are loose: two shared cores run many test binaries at once.)
     assert!(took >= Duration::from_millis(240), "{took:?}");
-    assert!(took < Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
 #[tokio::test]
@@ -552,7 +555,7 @@ async fn overall_and_attempt_timeouts_fire_within_their_bounds() {
     assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
     assert!(err.message().contains(&ep.to_string()), "{err}");
     assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
+        took >= Duration::from_millis(290) && took < Duration::from_secs(3),
         "{took:?}"
     );
 
@@ -570,7 +573,7 @@ async fn overall_and_attempt_timeouts_fire_within_their_bounds() {
     assert!(err.message().contains(&format!("connect {ep}")), "{err}");
     // Two attempts of 200 ms and one 50 ms backoff.
     assert!(
-        took >= Duration::from_millis(440) && took < Duration::from_secs(2),
+        took >= Duration::from_millis(440) && took < Duration::from_secs(4),
         "{took:?}"
     );
 }
