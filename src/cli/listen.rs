@@ -73,10 +73,14 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         let mut stdin = tokio::io::stdin();
         let mut stdout = tokio::io::stdout();
         loop {
-            let (stream, addr) = listener
-                .accept()
-                .await
-                .map_err(|e| tcpkit::Error::io(e, format_args!("accept on {local}")))?;
+            let (stream, addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                // The client gave up while queued: wait for the next one.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    return Err(tcpkit::Error::io(e, format_args!("accept on {local}")).into());
+                }
+            };
             let peer = Endpoint::from(addr);
             if verbose {
                 eprintln!("connection from {peer}");
