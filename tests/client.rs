@@ -422,6 +422,36 @@ fn listen_keep_open_serves_clients_one_after_another() {
 }
 
 #[test]
+fn listen_port_alone_is_every_interface() {
+    let mut proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+            .args(["listen", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let ep = read_listening(&mut proc);
+    assert!(ep.is_unspecified(), "{ep}");
+    // An IPv4 client reaches it whether the wildcard is dual-stack [::] or
+    // the 0.0.0.0 fallback.
+    let mut client = TcpStream::connect(("127.0.0.1", ep.port())).expect("connect");
+    client.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    client.write_all(b"any\n").expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("eof");
+    assert!(proc.wait(DEADLINE).success());
+    let mut out = Vec::new();
+    proc.0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("stdout");
+    assert_eq!(out, b"any\n");
+}
+
+#[test]
 fn listen_on_a_taken_port_exits_7() {
     let acceptor = Acceptor::bind_listen(&Endpoint::loopback_v4(0), 30).expect("listen");
     let ep = acceptor.local_endpoint().expect("local");
