@@ -1,0 +1,153 @@
+//! One accepted connection: what a [`Service`](crate::service::Service) is
+//! given ([`Connection`]), the idle clock services use, and the task wrapper
+//! that logs open/close and adds the connection's byte counts to the metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::endpoint::Endpoint;
+use crate::metrics::Metrics;
+use crate::service::{CloseReason, Service};
+
+/// After shutdown is requested, a connection that has been quiet this long is
+/// considered drained: data still in flight on a live connection keeps
+/// arriving well within it, an idle `nc` does not hold shutdown for the whole
+/// grace period.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(500);
+
+/// Stands in for "no idle timeout": far enough to never fire, near enough for
+/// tokio's timer wheel (about two years).
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// An accepted connection, handed to [`Service::serve`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Connection {
+    /// The connected stream (`TCP_NODELAY` already set).
+    pub stream: TcpStream,
+    /// The client's endpoint.
+    pub peer: Endpoint,
+    /// The local endpoint the client reached.
+    pub local: Endpoint,
+    /// A number unique within the server, from 1 (chat's default `user<N>`).
+    pub id: u64,
+    /// Cancelled when the server starts shutting down: finish in-flight data,
+    /// then return. The server closes what is left after its grace period.
+    pub shutdown: CancellationToken,
+    /// The server's idle timeout (`None`: none).
+    pub idle_timeout: Option<Duration>,
+    /// The server's maximum line length, for line-based services.
+    pub max_line: usize,
+    /// The server's counters (services update the backpressure gauge and
+    /// slow-consumer count; byte counts are added by the server at close).
+    pub metrics: Arc<Metrics>,
+}
+
+/// Idle-timeout bookkeeping that costs nothing per message.
+///
+/// Instead of resetting a timer on every read, a service calls
+/// [`IdleClock::touch`] (one clock read) and keeps a single `Sleep`; when it
+/// fires, [`IdleClock::expired`] either says the connection really was idle or
+/// gives the deadline to re-arm it for the remainder.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleClock {
+    last_activity: Instant,
+    timeout: Duration,
+}
+
+impl IdleClock {
+    /// A clock started now; `None` never expires.
+    pub fn new(timeout: Option<Duration>) -> IdleClock {
+        IdleClock {
+            last_activity: Instant::now(),
+            timeout: timeout.unwrap_or(FOREVER),
+        }
+    }
+
+    /// Records traffic.
+    pub fn touch(&mut self) {
+        self.last_activity = Instant::now();
+    }
+
+    /// When the connection will have been idle for the timeout.
+    pub fn deadline(&self) -> Instant {
+        self.last_activity + self.timeout
+    }
+
+    /// Shortens the timeout to [`DRAIN_QUIET`] for shutdown.
+    pub fn start_draining(&mut self) {
+        self.timeout = self.timeout.min(DRAIN_QUIET);
+    }
+
+    /// Called when the sleep fires: `None` if idle for the whole timeout,
+    /// otherwise the new deadline to sleep until.
+    pub fn expired(&self) -> Option<Instant> {
+        let deadline = self.deadline();
+        (deadline > Instant::now()).then_some(deadline)
+    }
+}
+
+/// Runs a service on one connection and accounts for it, even if the task is
+/// aborted at the end of the shutdown grace period (the guard's `Drop`).
+pub(crate) async fn run<S: Service>(
+    service: Arc<S>,
+    conn: Connection,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let peer = conn.peer;
+    let id = conn.id;
+    let mut guard = Accounting {
+        metrics: conn.metrics.clone(),
+        done: false,
+    };
+    tracing::debug!(%peer, id, "connection opened");
+    let served = service.serve(conn).await;
+    guard.done = true;
+    guard.metrics.connection_closed(served.bytes_in, served.bytes_out);
+    if matches!(served.reason, CloseReason::IdleTimeout) {
+        guard.metrics.idle_timeout();
+    }
+    tracing::debug!(
+        %peer, id, bytes_in = served.bytes_in, bytes_out = served.bytes_out,
+        reason = %served.reason, "connection closed"
+    );
+    drop(permit);
+}
+
+struct Accounting {
+    metrics: Arc<Metrics>,
+    done: bool,
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        if !self.done {
+            // Aborted after the grace period: its byte counts are lost, but
+            // the connection still counts as closed.
+            self.metrics.connection_closed(0, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_clock_rearms_for_the_remainder() {
+        let mut clock = IdleClock::new(Some(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        clock.touch();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let rearm = clock.expired().expect("touched 5 s ago: not idle");
+        assert_eq!(rearm - Instant::now(), Duration::from_secs(5));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(clock.expired(), None);
+        clock.start_draining();
+        assert_eq!(clock.timeout, DRAIN_QUIET);
+    }
+}
