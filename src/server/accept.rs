@@ -69,6 +69,8 @@ impl<S: Service> AcceptLoop<'_, S> {
                     continue;
                 }
             };
+            // A connection may have closed while we waited in accept.
+            let permit = permit.or_else(|| permits.clone().try_acquire_owned().ok());
             let Some(permit) = permit else {
                 self.metrics.connection_rejected();
                 if let Some(line) = self.service.reject_line() {

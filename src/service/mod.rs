@@ -21,6 +21,7 @@ use std::future::Future;
 pub use chat::Chat;
 pub use discard::Discard;
 pub use echo::Echo;
+pub use pump::READ_BUF_BYTES;
 
 pub use crate::server::Connection;
 use crate::error::Error;
