@@ -88,6 +88,8 @@ impl LineClient {
     }
 
     pub fn from_stream(stream: TcpStream) -> LineClient {
+        // Small lines back to back: no Nagle/delayed-ACK stalls.
+        stream.set_nodelay(true).expect("TCP_NODELAY");
         let (rd, wr) = stream.into_split();
         LineClient {
             lines: FramedRead::new(rd, LineCodec::new(1 << 20)),

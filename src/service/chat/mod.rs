@@ -150,10 +150,10 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
             _ = shutdown.cancelled() => CloseReason::Shutdown,
         }
     };
+    // A slow consumer was already removed (and counted) by whoever found
+    // its queue full.
     if !matches!(reason, CloseReason::SlowConsumer) {
         hub.leave(&me.room, me.id);
-    } else {
-        metrics.slow_consumer();
     }
     if let Some(text) = farewell(&reason, max_line, queue) {
         let line = notice(format_args!("{text}"));
