@@ -42,7 +42,8 @@ async fn fan_out_nick_and_join_leave_notices() {
     b.expect("ana: hello everyone").await;
     c.expect("ana: hello everyone").await;
     a.send("/who").await;
-    a.expect(&format!("* in lobby: ana, {b_name}, {c_name}")).await;
+    a.expect(&format!("* in lobby: ana, {b_name}, {c_name}"))
+        .await;
 
     // Rooms: c moves away and stops hearing the lobby.
     c.send("/join attic").await;
@@ -71,7 +72,8 @@ async fn over_long_line_closes_only_its_sender() {
     b.expect(&format!("* {c_name} joined lobby")).await;
 
     a.send(&"x".repeat(100)).await;
-    a.expect("* error: line longer than 64 bytes; closing").await;
+    a.expect("* error: line longer than 64 bytes; closing")
+        .await;
     assert_eq!(a.recv().await, None);
 
     // The others see the departure, nothing of the line, and carry on.
@@ -122,11 +124,12 @@ async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
         .to_owned();
     let (mut sender, sender_name) = join(server.addr).await;
     let (mut reader, _) = join(server.addr).await;
-    sender.expect(&{
-        let r = server.metrics.snapshot().connections_accepted;
-        format!("* user{r} joined lobby")
-    })
-    .await;
+    sender
+        .expect(&{
+            let r = server.metrics.snapshot().connections_accepted;
+            format!("* user{r} joined lobby")
+        })
+        .await;
 
     // Well under the queue, so the reader (which takes each batch before
     // the next is sent) can never be the one that falls behind.
@@ -134,23 +137,27 @@ async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
     let payload = "y".repeat(1000);
     let mut batches = 0;
     let mut notices = Vec::new();
-    within(Duration::from_secs(30), "slow consumer disconnected", async {
-        while server.metrics.snapshot().slow_consumers == 0 {
-            for _ in 0..BATCH {
-                sender.send(&payload).await;
-            }
-            let mut got = 0;
-            while got < BATCH {
-                let line = reader.recv().await.expect("reader kept up");
-                if line.starts_with(&format!("{sender_name}: ")) {
-                    got += 1;
-                } else {
-                    notices.push(line);
+    within(
+        Duration::from_secs(30),
+        "slow consumer disconnected",
+        async {
+            while server.metrics.snapshot().slow_consumers == 0 {
+                for _ in 0..BATCH {
+                    sender.send(&payload).await;
                 }
+                let mut got = 0;
+                while got < BATCH {
+                    let line = reader.recv().await.expect("reader kept up");
+                    if line.starts_with(&format!("{sender_name}: ")) {
+                        got += 1;
+                    } else {
+                        notices.push(line);
+                    }
+                }
+                batches += 1;
             }
-            batches += 1;
-        }
-    })
+        },
+    )
     .await;
     assert!(batches >= 1);
     sender.send("after the slow one left").await;

@@ -119,7 +119,10 @@ async fn client_that_never_reads_bounds_server_buffering() {
     }
     assert!(sent < 64 * MIB, "server kept reading all {sent} bytes");
     let snap = server.metrics.snapshot();
-    assert!(snap.buffered_bytes > 0, "server should hold a remainder: {snap:?}");
+    assert!(
+        snap.buffered_bytes > 0,
+        "server should hold a remainder: {snap:?}"
+    );
     assert!(
         snap.buffered_bytes_max <= tcpkit::service::READ_BUF_BYTES as u64,
         "server held {} bytes for one connection",

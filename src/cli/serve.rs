@@ -132,7 +132,9 @@ async fn serve<S: Service>(server: Server, service: S) -> anyhow::Result<Summary
     let requested = server.config().backlog;
     let granted = server.effective_backlog();
     if granted < requested {
-        tracing::warn!("backlog {requested} capped by the kernel (net.core.somaxconn) at {granted}");
+        tracing::warn!(
+            "backlog {requested} capped by the kernel (net.core.somaxconn) at {granted}"
+        );
     }
     tracing::info!(
         max_connections = server.config().max_connections,
@@ -222,8 +224,18 @@ mod tests {
     #[test]
     fn flags_become_a_config() {
         let c = parse(&[
-            "--listen", "127.0.0.1:0", "--idle-timeout", "500ms", "--shutdown-grace", "2s",
-            "--backlog", "64", "--workers", "1", "--max-connections", "7",
+            "--listen",
+            "127.0.0.1:0",
+            "--idle-timeout",
+            "500ms",
+            "--shutdown-grace",
+            "2s",
+            "--backlog",
+            "64",
+            "--workers",
+            "1",
+            "--max-connections",
+            "7",
         ])
         .unwrap();
         assert_eq!(c.listen, Listen::At(Endpoint::loopback_v4(0)));
@@ -231,7 +243,10 @@ mod tests {
         assert_eq!(c.shutdown_grace, Duration::from_secs(2));
         assert_eq!((c.backlog, c.workers, c.max_connections), (64, 1, 7));
         assert_eq!(parse(&["--idle-timeout", "0"]).unwrap().idle_timeout, None);
-        assert_eq!(parse(&[]).unwrap().listen, Listen::Any(tcpkit::DEFAULT_PORT));
+        assert_eq!(
+            parse(&[]).unwrap().listen,
+            Listen::Any(tcpkit::DEFAULT_PORT)
+        );
     }
 
     #[test]

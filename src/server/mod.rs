@@ -138,9 +138,13 @@ impl Server {
         // completes a handshake into a backlog nobody will accept from.
         drop(listener);
         tracing::info!(open = conns.len(), "stopped accepting; draining");
-        let aborted = shutdown::drain(&mut conns, self.config.shutdown_grace, &self.handle.now).await;
+        let aborted =
+            shutdown::drain(&mut conns, self.config.shutdown_grace, &self.handle.now).await;
         if aborted > 0 {
-            tracing::info!(aborted, "closed connections still open after the grace period");
+            tracing::info!(
+                aborted,
+                "closed connections still open after the grace period"
+            );
         }
         Ok(Summary {
             snapshot: self.metrics.snapshot(),

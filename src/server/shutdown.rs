@@ -47,7 +47,11 @@ impl ShutdownHandle {
 
 /// Waits for every connection task, at most `grace`, or until `now` is
 /// cancelled; then aborts the rest. Returns how many were aborted.
-pub(crate) async fn drain(conns: &mut JoinSet<()>, grace: Duration, now: &CancellationToken) -> usize {
+pub(crate) async fn drain(
+    conns: &mut JoinSet<()>,
+    grace: Duration,
+    now: &CancellationToken,
+) -> usize {
     let all_done = async { while conns.join_next().await.is_some() {} };
     tokio::select! {
         _ = all_done => return 0,

@@ -23,8 +23,8 @@ pub use discard::Discard;
 pub use echo::Echo;
 pub use pump::READ_BUF_BYTES;
 
-pub use crate::server::Connection;
 use crate::error::Error;
+pub use crate::server::Connection;
 
 /// What a server runs on each connection.
 ///

@@ -9,13 +9,20 @@
 //! bounds what the server holds per connection to one read.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::task::Poll;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{CloseReason, Connection, Served};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::server::IdleClock;
 
 /// The per-thread read buffer: one read's worth, and so the most a stalled
@@ -33,6 +40,18 @@ pub(crate) enum Mode {
     Discard,
 }
 
+/// What woke the loop.
+enum Event {
+    /// The socket is ready for the operation we waited on.
+    Ready,
+    /// The idle (or drain) timer fired.
+    Timer,
+    /// Shutdown was requested.
+    Shutdown,
+    /// The readiness wait itself failed.
+    Failed(io::Error),
+}
+
 /// What one readiness event produced.
 enum Step {
     /// Bytes read (and how many of them were written straight back).
@@ -43,14 +62,27 @@ enum Step {
     Again,
 }
 
-pub(crate) async fn pump(conn: Connection, mode: Mode) -> Served {
+/// Not an `async fn`: destructuring here, outside the future, keeps the
+/// fields the loop never uses (endpoints, id) out of the per-connection state;
+/// an `async fn` would keep its whole argument alongside the locals.
+pub(crate) fn pump(conn: Connection, mode: Mode) -> impl Future<Output = Served> + Send {
     let Connection {
-        mut stream,
+        stream,
         shutdown,
         idle_timeout,
         metrics,
         ..
     } = conn;
+    pump_loop(stream, shutdown, idle_timeout, metrics, mode)
+}
+
+async fn pump_loop(
+    mut stream: TcpStream,
+    shutdown: CancellationToken,
+    idle_timeout: Option<std::time::Duration>,
+    metrics: Arc<Metrics>,
+    mode: Mode,
+) -> Served {
     let mut idle = IdleClock::new(idle_timeout);
     let sleep = tokio::time::sleep_until(idle.deadline());
     tokio::pin!(sleep);
@@ -72,54 +104,64 @@ pub(crate) async fn pump(conn: Connection, mode: Mode) -> Served {
             let _ = stream.shutdown().await;
             break CloseReason::PeerClosed;
         }
-        // Branch order: I/O first so the timer and the shutdown wait are only
-        // polled when the socket has nothing for us.
-        tokio::select! {
-            biased;
-            r = stream.writable(), if backlogged => {
-                if let Err(e) = r {
-                    break io_error(e);
-                }
-                match stream.try_write(&pending[written..]) {
-                    Ok(n) => {
-                        written += n;
-                        bytes_out += n as u64;
-                        idle.touch();
-                        if written == pending.len() {
-                            metrics.buffer_shrank(pending.len() as u64);
-                            // Give the memory back: an idle connection holds none.
-                            pending = Vec::new();
-                            written = 0;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => break io_error(e),
-                }
+        // Hand-written rather than `select!`: `poll_*_ready` use the
+        // stream's own waker slot, so the wait stores no readiness future
+        // in the connection's state. I/O first, so the timer and the
+        // shutdown wait are only polled when the socket has nothing for us.
+        let event = std::future::poll_fn(|cx| {
+            let io = if backlogged {
+                stream.poll_write_ready(cx)
+            } else {
+                stream.poll_read_ready(cx)
+            };
+            if let Poll::Ready(r) = io {
+                return Poll::Ready(r.map_or_else(Event::Failed, |()| Event::Ready));
             }
-            r = stream.readable(), if !backlogged => {
-                if let Err(e) = r {
-                    break io_error(e);
-                }
-                match read_once(&stream, mode, &mut pending) {
-                    Ok(Step::Moved { read, written: w }) => {
-                        bytes_in += read as u64;
-                        bytes_out += w as u64;
-                        idle.touch();
-                        if !pending.is_empty() {
-                            metrics.buffer_grew(pending.len() as u64);
-                        }
-                    }
-                    Ok(Step::Eof) => eof = true,
-                    Ok(Step::Again) => {}
-                    Err(e) => break io_error(e),
-                }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
             }
-            _ = &mut sleep => match idle.expired() {
+            if !draining && cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Failed(e) => break io_error(e),
+            Event::Ready if backlogged => match stream.try_write(&pending[written..]) {
+                Ok(n) => {
+                    written += n;
+                    bytes_out += n as u64;
+                    idle.touch();
+                    if written == pending.len() {
+                        metrics.buffer_shrank(pending.len() as u64);
+                        // Give the memory back: an idle connection holds none.
+                        pending = Vec::new();
+                        written = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => break io_error(e),
+            },
+            Event::Ready => match read_once(&stream, mode, &mut pending) {
+                Ok(Step::Moved { read, written: w }) => {
+                    bytes_in += read as u64;
+                    bytes_out += w as u64;
+                    idle.touch();
+                    if !pending.is_empty() {
+                        metrics.buffer_grew(pending.len() as u64);
+                    }
+                }
+                Ok(Step::Eof) => eof = true,
+                Ok(Step::Again) => {}
+                Err(e) => break io_error(e),
+            },
+            Event::Timer => match idle.expired() {
                 Some(deadline) => sleep.as_mut().reset(deadline),
                 None if draining => break CloseReason::Shutdown,
                 None => break CloseReason::IdleTimeout,
             },
-            _ = &mut cancelled, if !draining => {
+            Event::Shutdown => {
                 // Finish what is in flight: stay until the peer goes quiet.
                 draining = true;
                 idle.start_draining();

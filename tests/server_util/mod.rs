@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tcpkit::Endpoint;
 use tcpkit::codec::LineCodec;
 use tcpkit::metrics::Metrics;
 use tcpkit::server::{ServerBuilder, ShutdownHandle, Summary};
 use tcpkit::service::Service;
-use tcpkit::Endpoint;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};

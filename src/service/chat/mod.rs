@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-pub use room::{Hub, Member, Room};
 use room::notice;
+pub use room::{Hub, Member, Room};
 
 use super::{CloseReason, Connection, Served, Service};
 use crate::codec::LineCodec;

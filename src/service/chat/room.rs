@@ -164,7 +164,10 @@ mod tests {
         assert!(b_kick.is_cancelled());
         assert_eq!(hub.who("lobby"), vec!["user1"]);
         assert_eq!(&a_rx.try_recv().unwrap()[..], b"* user2 joined lobby\r\n");
-        assert_eq!(&a_rx.try_recv().unwrap()[..], b"* user2 left lobby (too slow)\r\n");
+        assert_eq!(
+            &a_rx.try_recv().unwrap()[..],
+            b"* user2 left lobby (too slow)\r\n"
+        );
         assert!(hub.leave("lobby", 2).is_none());
         assert!(hub.leave("lobby", 1).is_some());
         assert!(hub.rooms.lock().unwrap().is_empty());
