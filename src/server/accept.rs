@@ -22,8 +22,9 @@ use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
 use crate::service::Service;
 
-/// Pause after running out of descriptors: accepting again at once would spin
-/// on the same error while connections that could free one wait for CPU.
+/// Pause after running out of descriptors (or buffers): accepting again at
+/// once would spin on the same error while connections that could free one
+/// wait for CPU.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the loop needs, borrowed from the [`Server`](super::Server).
@@ -58,9 +59,11 @@ impl<S: Service> AcceptLoop<'_, S> {
                 Err(e) => {
                     self.metrics.accept_error();
                     let err = Error::io(e, format_args!("accept on {}", self.local));
-                    let out_of_fds = err.kind() == ErrorKind::TooManyOpenFiles;
                     log_rate_limited(&err, &mut last_warning, &suppressed);
-                    if out_of_fds {
+                    // An aborted handshake is that client's problem: go on at
+                    // once. Anything else (EMFILE, ENFILE, ENOBUFS) would
+                    // fail again immediately, so back off.
+                    if err.kind() != ErrorKind::ConnectionAborted {
                         tokio::select! {
                             _ = self.shutdown.cancelled() => return,
                             _ = tokio::time::sleep(EMFILE_BACKOFF) => {}
