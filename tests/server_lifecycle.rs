@@ -228,3 +228,81 @@ fn binary_startup_errors_exit_nonzero_with_the_code() {
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
     }
 }
+
+#[test]
+fn accept_loop_survives_running_out_of_descriptors() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+
+    const FD_LIMIT: libc::rlim_t = 24;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpkit"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--max-connections", "1000", "--shutdown-grace", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only setrlimit (async-signal-safe) between fork and exec. Soft
+    // and hard both low, so the CLI cannot raise it back.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: FD_LIMIT,
+                rlim_max: FD_LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn tcpkit");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("listening line");
+    let addr = first
+        .split_whitespace()
+        .nth(2)
+        .expect("endpoint in the listening line")
+        .to_owned();
+
+    // More clients than descriptors: the server accepts until EMFILE, the
+    // rest wait in the backlog.
+    let mut clients: Vec<std::net::TcpStream> = (0..30)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    for c in &clients {
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+    }
+    // The first client was accepted before the limit and is still served.
+    clients[0].write_all(b"first").unwrap();
+    let mut back = [0u8; 5];
+    clients[0]
+        .read_exact(&mut back)
+        .expect("echo while out of fds");
+    assert_eq!(&back, b"first");
+    // Freeing descriptors lets the loop, which kept going, serve new clients.
+    clients.clear();
+    let mut late = std::net::TcpStream::connect(&addr).expect("connect late");
+    late.set_read_timeout(Some(DEADLINE)).unwrap();
+    late.write_all(b"late").unwrap();
+    let mut back = [0u8; 4];
+    late.read_exact(&mut back).expect("echo after recovering");
+    assert_eq!(&back, b"late");
+    drop(late);
+
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to the child we spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_exit(&mut child);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(stderr.contains("too many open files"), "{stderr}");
+    let warnings = stderr.matches("too many open files").count();
+    assert!(warnings <= 5, "accept errors not rate limited: {stderr}");
+}
