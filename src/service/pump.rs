@@ -73,35 +73,53 @@ pub(crate) fn pump(conn: Connection, mode: Mode) -> impl Future<Output = Served>
         metrics,
         ..
     } = conn;
-    pump_loop(stream, shutdown, idle_timeout, metrics, mode)
+    let mut state = Pump {
+        stream,
+        metrics,
+        mode,
+        idle: IdleClock::new(idle_timeout),
+        pending: Vec::new(),
+        written: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        eof: false,
+    };
+    // The loop borrows the state rather than taking it: an argument moved
+    // into an `async fn` is stored twice in its future.
+    async move {
+        let reason = pump_loop(&mut state, &shutdown).await;
+        state.finish(reason)
+    }
 }
 
-async fn pump_loop(
-    mut stream: TcpStream,
-    shutdown: CancellationToken,
-    idle_timeout: Option<std::time::Duration>,
+/// One connection's state between wakeups.
+struct Pump {
+    stream: TcpStream,
     metrics: Arc<Metrics>,
     mode: Mode,
-) -> Served {
-    let mut idle = IdleClock::new(idle_timeout);
-    let sleep = tokio::time::sleep_until(idle.deadline());
+    idle: IdleClock,
+    /// Bytes the peer has not taken yet; `pending[written..]` is still owed.
+    pending: Vec<u8>,
+    written: usize,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// The peer shut down its sending side.
+    eof: bool,
+}
+
+async fn pump_loop(p: &mut Pump, shutdown: &CancellationToken) -> CloseReason {
+    let sleep = tokio::time::sleep_until(p.idle.deadline());
     tokio::pin!(sleep);
     // Created once and kept: re-creating the wait each iteration would
     // register and unregister a waiter (a lock) per message.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let mut draining = false;
-    let mut eof = false;
-    // Bytes the peer has not taken yet; `pending[written..]` is still owed.
-    let mut pending: Vec<u8> = Vec::new();
-    let mut written = 0usize;
-    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
-
-    let reason = loop {
-        let backlogged = written < pending.len();
-        if !backlogged && eof {
+    loop {
+        let backlogged = p.backlogged();
+        if !backlogged && p.eof {
             // Half-close: everything echoed; pass the EOF on.
-            let _ = stream.shutdown().await;
+            let _ = p.stream.shutdown().await;
             break CloseReason::PeerClosed;
         }
         // Hand-written rather than `select!`: `poll_*_ready` use the
@@ -110,9 +128,9 @@ async fn pump_loop(
         // shutdown wait are only polled when the socket has nothing for us.
         let event = std::future::poll_fn(|cx| {
             let io = if backlogged {
-                stream.poll_write_ready(cx)
+                p.stream.poll_write_ready(cx)
             } else {
-                stream.poll_read_ready(cx)
+                p.stream.poll_read_ready(cx)
             };
             if let Poll::Ready(r) = io {
                 return Poll::Ready(r.map_or_else(Event::Failed, |()| Event::Ready));
@@ -126,56 +144,87 @@ async fn pump_loop(
             Poll::Pending
         })
         .await;
-        match event {
-            Event::Failed(e) => break io_error(e),
-            Event::Ready if backlogged => match stream.try_write(&pending[written..]) {
-                Ok(n) => {
-                    written += n;
-                    bytes_out += n as u64;
-                    idle.touch();
-                    if written == pending.len() {
-                        metrics.buffer_shrank(pending.len() as u64);
-                        // Give the memory back: an idle connection holds none.
-                        pending = Vec::new();
-                        written = 0;
-                    }
+        let step = match event {
+            Event::Failed(e) => Err(io_error(e)),
+            Event::Ready if backlogged => p.on_writable(),
+            Event::Ready => p.on_readable(),
+            Event::Timer => match p.idle.expired() {
+                Some(deadline) => {
+                    sleep.as_mut().reset(deadline);
+                    Ok(())
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => break io_error(e),
-            },
-            Event::Ready => match read_once(&stream, mode, &mut pending) {
-                Ok(Step::Moved { read, written: w }) => {
-                    bytes_in += read as u64;
-                    bytes_out += w as u64;
-                    idle.touch();
-                    if !pending.is_empty() {
-                        metrics.buffer_grew(pending.len() as u64);
-                    }
-                }
-                Ok(Step::Eof) => eof = true,
-                Ok(Step::Again) => {}
-                Err(e) => break io_error(e),
-            },
-            Event::Timer => match idle.expired() {
-                Some(deadline) => sleep.as_mut().reset(deadline),
-                None if draining => break CloseReason::Shutdown,
-                None => break CloseReason::IdleTimeout,
+                None if draining => Err(CloseReason::Shutdown),
+                None => Err(CloseReason::IdleTimeout),
             },
             Event::Shutdown => {
                 // Finish what is in flight: stay until the peer goes quiet.
                 draining = true;
-                idle.start_draining();
-                sleep.as_mut().reset(idle.deadline());
+                p.idle.start_draining();
+                sleep.as_mut().reset(p.idle.deadline());
+                Ok(())
             }
+        };
+        if let Err(reason) = step {
+            break reason;
         }
-    };
-    if written < pending.len() {
-        metrics.buffer_shrank(pending.len() as u64);
     }
-    Served {
-        bytes_in,
-        bytes_out,
-        reason,
+}
+
+impl Pump {
+    fn backlogged(&self) -> bool {
+        self.written < self.pending.len()
+    }
+
+    /// Writes what the peer is owed; frees the buffer once it is all out.
+    fn on_writable(&mut self) -> Result<(), CloseReason> {
+        match self.stream.try_write(&self.pending[self.written..]) {
+            Ok(n) => {
+                self.written += n;
+                self.bytes_out += n as u64;
+                self.idle.touch();
+                if self.written == self.pending.len() {
+                    self.metrics.buffer_shrank(self.pending.len() as u64);
+                    // Give the memory back: an idle connection holds none.
+                    self.pending = Vec::new();
+                    self.written = 0;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    /// Reads once and, for echo, writes straight back what the peer takes.
+    fn on_readable(&mut self) -> Result<(), CloseReason> {
+        match read_once(&self.stream, self.mode, &mut self.pending) {
+            Ok(Step::Moved { read, written }) => {
+                self.bytes_in += read as u64;
+                self.bytes_out += written as u64;
+                self.idle.touch();
+                if !self.pending.is_empty() {
+                    self.metrics.buffer_grew(self.pending.len() as u64);
+                }
+                Ok(())
+            }
+            Ok(Step::Eof) => {
+                self.eof = true;
+                Ok(())
+            }
+            Ok(Step::Again) => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn finish(self, reason: CloseReason) -> Served {
+        if self.backlogged() {
+            self.metrics.buffer_shrank(self.pending.len() as u64);
+        }
+        Served {
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            reason,
+        }
     }
 }
 
