@@ -32,7 +32,7 @@ pub enum Mode {
 /// Arguments of `tcpkit serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Endpoint to listen on, e.g. 127.0.0.1:0 or [::1]:4000 [default: [::]:3333
+    /// Endpoint to listen on, e.g. 127.0.0.1:0, [::1]:4000, localhost:4000 [default: [::]:3333
     /// dual-stack, 0.0.0.0:3333 without IPv6]
     #[arg(short, long, value_name = "ADDR")]
     listen: Option<String>,
@@ -83,7 +83,14 @@ fn invalid(msg: impl Into<String>) -> anyhow::Error {
 fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     let mut config = ServerConfig::default();
     if let Some(text) = &args.listen {
-        let ep = Endpoint::parse(text)?;
+        // An address, or a name such as `localhost:4000` (first address);
+        // a name that does not resolve reports the address parse error.
+        let ep = Endpoint::parse(text).or_else(|err| {
+            Endpoint::resolve(text)
+                .ok()
+                .and_then(|eps| eps.into_iter().next())
+                .ok_or(err)
+        })?;
         config.listen = if ep.is_ipv6() && ep.is_unspecified() {
             Listen::Any(ep.port())
         } else {

@@ -5,11 +5,11 @@
 //! sit in the backlog retrying) but closed at once, after the service's
 //! optional refusal line. Per-connection accept failures never stop the loop.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -43,8 +43,7 @@ impl<S: Service> AcceptLoop<'_, S> {
     pub async fn run(self, conns: &mut JoinSet<()>) {
         let permits = Arc::new(Semaphore::new(self.config.max_connections));
         let mut next_id: u64 = 0;
-        let mut last_warning: Option<Instant> = None;
-        let suppressed = AtomicU64::new(0);
+        let mut errors = RateLimitedLog::default();
         loop {
             let permit = permits.clone().try_acquire_owned().ok();
             let accepted = tokio::select! {
@@ -59,7 +58,7 @@ impl<S: Service> AcceptLoop<'_, S> {
                 Err(e) => {
                     self.metrics.accept_error();
                     let err = Error::io(e, format_args!("accept on {}", self.local));
-                    log_rate_limited(&err, &mut last_warning, &suppressed);
+                    errors.log(&err);
                     // An aborted handshake is that client's problem: go on at
                     // once. Anything else (EMFILE, ENFILE, ENOBUFS) would
                     // fail again immediately, so back off.
@@ -73,51 +72,71 @@ impl<S: Service> AcceptLoop<'_, S> {
                 }
             };
             // A connection may have closed while we waited in accept.
-            let permit = permit.or_else(|| permits.clone().try_acquire_owned().ok());
-            let Some(permit) = permit else {
-                self.metrics.connection_rejected();
-                if let Some(line) = self.service.reject_line() {
-                    // A fresh socket's send buffer is empty: this never blocks
-                    // and, best effort, never stalls the loop.
-                    let _ = stream.try_write(line);
+            match permit.or_else(|| permits.clone().try_acquire_owned().ok()) {
+                Some(permit) => {
+                    next_id += 1;
+                    let conn = self.connection(stream, addr, next_id);
+                    self.metrics.connection_opened();
+                    conns.spawn(connection::run(self.service.clone(), conn, permit));
                 }
-                tracing::debug!(peer = %addr, "connection rejected: at max connections");
-                continue;
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(peer = %addr, "set TCP_NODELAY: {e}");
+                None => self.reject(stream, addr),
             }
-            next_id += 1;
-            let conn = Connection {
-                local: stream.local_addr().map_or(self.local, Endpoint::from),
-                stream,
-                peer: Endpoint::from(addr),
-                id: next_id,
-                shutdown: self.shutdown.clone(),
-                idle_timeout: self.config.idle_timeout,
-                max_line: self.config.max_line,
-                metrics: self.metrics.clone(),
-            };
-            self.metrics.connection_opened();
-            conns.spawn(connection::run(self.service.clone(), conn, permit));
         }
+    }
+
+    fn connection(&self, stream: TcpStream, addr: SocketAddr, id: u64) -> Connection {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(peer = %addr, "set TCP_NODELAY: {e}");
+        }
+        Connection {
+            local: stream.local_addr().map_or(self.local, Endpoint::from),
+            stream,
+            peer: Endpoint::from(addr),
+            id,
+            shutdown: self.shutdown.clone(),
+            idle_timeout: self.config.idle_timeout,
+            max_line: self.config.max_line,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Over the limit: the service's refusal line, if any, then close.
+    fn reject(&self, stream: TcpStream, addr: SocketAddr) {
+        self.metrics.connection_rejected();
+        if let Some(line) = self.service.reject_line() {
+            // A fresh socket's send buffer is empty: this does not block, and
+            // being best effort it never stalls the loop.
+            let _ = stream.try_write(line);
+        }
+        tracing::debug!(peer = %addr, "connection rejected: at max connections");
     }
 }
 
-/// Logs an accept error at most once a second, saying how many were skipped.
-fn log_rate_limited(err: &Error, last: &mut Option<Instant>, suppressed: &AtomicU64) {
-    let now = Instant::now();
-    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
-        suppressed.fetch_add(1, Relaxed);
-        return;
-    }
-    *last = Some(now);
-    let skipped = suppressed.swap(0, Relaxed);
-    match err.kind() {
-        // A client gave up between handshake and accept: routine.
-        ErrorKind::ConnectionAborted => {
-            tracing::debug!(code = err.code(), skipped, "{err}; still accepting")
+/// Logs accept errors at most once a second, saying how many were skipped.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn log(&mut self, err: &Error) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
         }
-        _ => tracing::warn!(code = err.code(), skipped, "{err}; still accepting"),
+        self.last = Some(now);
+        let skipped = std::mem::take(&mut self.suppressed);
+        match err.kind() {
+            // A client gave up between handshake and accept: routine.
+            ErrorKind::ConnectionAborted => {
+                tracing::debug!(code = err.code(), skipped, "{err}; still accepting")
+            }
+            _ => tracing::warn!(code = err.code(), skipped, "{err}; still accepting"),
+        }
     }
 }
