@@ -3,6 +3,7 @@
 //! Starts a server on 127.0.0.1:0, talks to it once as a client, shuts it down
 //! and prints what happened. Run with `cargo run --example custom_service`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -21,34 +22,39 @@ impl Service for Upper {
         "upper"
     }
 
-    async fn serve(&self, mut conn: Connection) -> Served {
-        let (rd, mut wr) = conn.stream.split();
-        let mut lines = FramedRead::new(rd, LineCodec::new(conn.max_line));
-        let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
-        let reason = loop {
-            let line = tokio::select! {
-                // Shutdown: nothing in flight between lines, so stop here.
-                _ = conn.shutdown.cancelled() => break CloseReason::Shutdown,
-                line = lines.next() => line,
-            };
-            let line = match line {
-                None => break CloseReason::PeerClosed,
-                Some(Err(e)) => break CloseReason::Error(e),
-                Some(Ok(line)) => line,
-            };
-            bytes_in += line.len() as u64 + 1;
-            let mut reply = line.to_ascii_uppercase();
-            reply.push(b'\n');
-            if let Err(e) = wr.write_all(&reply).await {
-                break CloseReason::Error(Error::io(e, "write reply"));
-            }
-            bytes_out += reply.len() as u64;
+    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send + 'static {
+        // Nothing to take from `self`; a stateful service would clone an Arc here.
+        upper(conn)
+    }
+}
+
+async fn upper(mut conn: Connection) -> Served {
+    let (rd, mut wr) = conn.stream.split();
+    let mut lines = FramedRead::new(rd, LineCodec::new(conn.max_line));
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    let reason = loop {
+        let line = tokio::select! {
+            // Shutdown: nothing in flight between lines, so stop here.
+            _ = conn.shutdown.cancelled() => break CloseReason::Shutdown,
+            line = lines.next() => line,
         };
-        Served {
-            bytes_in,
-            bytes_out,
-            reason,
+        let line = match line {
+            None => break CloseReason::PeerClosed,
+            Some(Err(e)) => break CloseReason::Error(e),
+            Some(Ok(line)) => line,
+        };
+        bytes_in += line.len() as u64 + 1;
+        let mut reply = line.to_ascii_uppercase();
+        reply.push(b'\n');
+        if let Err(e) = wr.write_all(&reply).await {
+            break CloseReason::Error(Error::io(e, "write reply"));
         }
+        bytes_out += reply.len() as u64;
+    };
+    Served {
+        bytes_in,
+        bytes_out,
+        reason,
     }
 }
 

@@ -31,7 +31,7 @@ const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) struct AcceptLoop<'a, S> {
     pub listener: &'a TcpListener,
     pub local: Endpoint,
-    pub service: &'a Arc<S>,
+    pub service: &'a S,
     pub config: &'a ServerConfig,
     pub metrics: &'a Arc<Metrics>,
     pub shutdown: &'a CancellationToken,
@@ -77,7 +77,7 @@ impl<S: Service> AcceptLoop<'_, S> {
                     next_id += 1;
                     let conn = self.connection(stream, addr, next_id);
                     self.metrics.connection_opened();
-                    conns.spawn(connection::run(self.service.clone(), conn, permit));
+                    conns.spawn(connection::run(self.service, conn, permit));
                 }
                 None => self.reject(stream, addr),
             }

@@ -122,7 +122,6 @@ impl Server {
     pub async fn run<S: Service>(self, service: S) -> Result<Summary> {
         let started = Instant::now();
         let listener = self.acceptor.into_tokio()?;
-        let service = Arc::new(service);
         let mut conns = JoinSet::new();
         accept::AcceptLoop {
             listener: &listener,

@@ -11,7 +11,7 @@ impl Service for Discard {
         "discard"
     }
 
-    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send {
+    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send + 'static {
         pump::pump(conn, pump::Mode::Discard)
     }
 }

@@ -14,7 +14,7 @@ impl Service for Echo {
         "echo"
     }
 
-    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send {
+    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send + 'static {
         pump::pump(conn, pump::Mode::Echo)
     }
 }

@@ -28,11 +28,16 @@ pub use crate::server::Connection;
 
 /// What a server runs on each connection.
 ///
-/// `serve` owns the connection: returning closes it. It should watch
-/// `conn.shutdown` and return once in-flight data is done; whatever is still
-/// running after the server's grace period is dropped.
+/// `serve` is called once per accepted [`Connection`] and returns the future
+/// that serves it; the future owns the connection (finishing closes it) and
+/// is `'static`: clone what it needs from `self` (an `Arc` of shared state)
+/// before the `async move` block. That keeps the per-connection task to the
+/// service's own state, with no reference back into the server. The future
+/// should watch `conn.shutdown` and return once in-flight data is done;
+/// whatever still runs after the server's grace period is dropped.
 ///
 /// ```
+/// use std::future::Future;
 /// use tcpkit::service::{CloseReason, Connection, Served, Service};
 /// use tokio::io::AsyncWriteExt;
 ///
@@ -40,13 +45,18 @@ pub use crate::server::Connection;
 /// struct Hello;
 ///
 /// impl Service for Hello {
-///     fn name(&self) -> &'static str { "hello" }
-///     async fn serve(&self, mut conn: Connection) -> Served {
-///         let reason = match conn.stream.write_all(b"hello\n").await {
-///             Ok(()) => CloseReason::Done,
-///             Err(e) => CloseReason::Error(tcpkit::Error::io(e, "write hello")),
-///         };
-///         Served { bytes_in: 0, bytes_out: 6, reason }
+///     fn name(&self) -> &'static str {
+///         "hello"
+///     }
+///
+///     fn serve(&self, mut conn: Connection) -> impl Future<Output = Served> + Send + 'static {
+///         async move {
+///             let reason = match conn.stream.write_all(b"hello\n").await {
+///                 Ok(()) => CloseReason::Done,
+///                 Err(e) => CloseReason::Error(tcpkit::Error::io(e, "write hello")),
+///             };
+///             Served { bytes_in: 0, bytes_out: 6, reason }
+///         }
 ///     }
 /// }
 /// ```
@@ -54,8 +64,8 @@ pub trait Service: Send + Sync + 'static {
     /// A short name for logs and the `listening on` line.
     fn name(&self) -> &'static str;
 
-    /// Serves one connection until it ends.
-    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send;
+    /// The future that serves one connection until it ends.
+    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send + 'static;
 
     /// A line to send a client turned away because the server is at its
     /// connection limit (`None`: just close).

@@ -77,7 +77,7 @@ impl Service for Chat {
         "chat"
     }
 
-    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send {
+    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send + 'static {
         session(self.hub.clone(), self.queue, conn)
     }
 
