@@ -4,7 +4,7 @@
 //! [`Snapshot`] is a plain, serializable copy taken at one moment. The
 //! per-message path never touches these: a connection keeps its own byte
 //! counts in local integers and adds them here once, when it closes. The one
-//! exception is the backpressure gauge ([`Metrics::buffered_bytes`]), updated
+//! exception is the backpressure gauge ([`Snapshot::buffered_bytes`]), updated
 //! only when a peer stops reading and the server has to hold bytes for it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -1,4 +1,4 @@
-//! One accepted connection: what a [`Service`](crate::service::Service) is
+//! One accepted connection: what a [`Service`] is
 //! given ([`Connection`]), the idle clock services use, and the task wrapper
 //! that logs open/close and adds the connection's byte counts to the metrics.
 

@@ -1,26 +1,26 @@
 //! The read loop echo and discard share, built so an idle connection holds no
 //! buffer and a busy one allocates nothing per message.
 //!
-//! It waits with `readable()` and reads with `try_read` into a buffer owned by
-//! the worker *thread* (not the connection), writes back with `try_write`, and
-//! only when the peer's receive window is full copies the unwritten remainder
-//! into a connection-owned buffer. While that buffer is non-empty the loop
-//! waits for `writable()` and does not read: that is the backpressure, and it
-//! bounds what the server holds per connection to one read.
+//! It waits for read readiness and reads with `try_read` into a buffer owned
+//! by the worker *thread* (not the connection), writes back with `try_write`,
+//! and only when the peer's receive window is full copies the unwritten
+//! remainder into a connection-owned buffer. While that buffer is non-empty
+//! the loop waits for write readiness and does not read: that is the
+//! backpressure, and it bounds what the server holds per connection to one
+//! read. A peer that neither reads nor sends for the idle timeout is closed
+//! (the timer runs during that wait too), which is the write deadline.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::task::Poll;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-use super::{CloseReason, Connection, Served};
-use std::sync::Arc;
-
 use tokio_util::sync::CancellationToken;
 
+use super::{CloseReason, Connection, Served};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::server::IdleClock;

@@ -106,8 +106,8 @@ impl Me {
         }
     }
 
-    /// A line for this client only; dropped if its own queue is full (it is
-    /// about to be disconnected as slow anyway).
+    /// A line for this client only; dropped if its own queue is full (a
+    /// client that far behind is disconnected by the next broadcast).
     fn tell(&self, text: std::fmt::Arguments<'_>) {
         let _ = self.tx.try_send(notice(text));
     }
@@ -227,6 +227,8 @@ async fn read_loop(
             Some(Err(e)) => return CloseReason::Error(e),
             Some(Ok(line)) => line,
         };
+        // The codec strips the terminator: count it as one byte (a `\r`
+        // before it goes uncounted, so chat's bytes in are approximate).
         me.bytes_in += line.len() as u64 + 1;
         if let Some(reason) = handle_line(hub, me, line, metrics) {
             return reason;
