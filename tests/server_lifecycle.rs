@@ -173,7 +173,8 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
 
 #[test]
 fn binary_drains_and_exits_zero_on_sigterm() {
-    let (mut child, lines) = spawn_binary(&["serve", "--listen", "127.0.0.1:0", "--workers", "1"]);
+    // Default workers (one per core): the multi-threaded runtime.
+    let (mut child, lines) = spawn_binary(&["serve", "--listen", "127.0.0.1:0"]);
     let first = lines.recv_timeout(DEADLINE).expect("listening line");
     let rest = first
         .strip_prefix("listening on 127.0.0.1:")
@@ -204,6 +205,70 @@ fn binary_drains_and_exits_zero_on_sigterm() {
         summary
             .iter()
             .any(|l| l.starts_with("served 1 connections")),
+        "{summary:?}"
+    );
+}
+
+#[test]
+fn binary_second_sigterm_stops_at_once() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (mut child, lines) = spawn_binary(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--shutdown-grace",
+        "60s",
+    ]);
+    let first = lines.recv_timeout(DEADLINE).expect("listening line");
+    let addr = first
+        .split_whitespace()
+        .nth(2)
+        .expect("endpoint")
+        .to_owned();
+    // A client that keeps streaming (and reading its echo) never goes quiet,
+    // so only the grace period or a second signal ends it.
+    let client = std::net::TcpStream::connect(&addr).expect("connect");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let mut reader = client.try_clone().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let writer = {
+        let stop = stop.clone();
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && client.write_all(&[b'x'; 1024]).is_ok() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: signals to the child we spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before the grace period"
+    );
+    let started = Instant::now();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_exit(&mut child);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(status.success(), "exit status {status:?}");
+    stop.store(true, Ordering::Relaxed);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
+    drain.join().unwrap();
+    let summary: Vec<String> = lines.try_iter().collect();
+    assert!(
+        summary
+            .iter()
+            .any(|l| l.contains("1 closed at the deadline")),
         "{summary:?}"
     );
 }
