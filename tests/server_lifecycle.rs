@@ -135,6 +135,30 @@ async fn shutdown_now_closes_connections_at_once() {
     assert_eq!(summary.snapshot.connections_active, 0);
 }
 
+#[tokio::test]
+async fn wildcard_listen_is_dual_stack_or_falls_back_to_ipv4() {
+    let server = ServerBuilder::new()
+        .listen(tcpkit::Endpoint::any_v6(0))
+        .bind()
+        .expect("bind the wildcard");
+    let local = server.local_endpoint();
+    assert!(local.is_unspecified(), "{local}");
+    let handle = server.handle();
+    let task = tokio::spawn(server.run(Echo));
+    // An IPv4 client reaches it either way: through the v4-mapped dual-stack
+    // socket, or the 0.0.0.0 fallback on hosts without IPv6.
+    let mut v4 = TcpStream::connect(("127.0.0.1", local.port()))
+        .await
+        .unwrap();
+    echo_round_trip(&mut v4, b"over IPv4").await;
+    drop(v4);
+    handle.shutdown();
+    within(DEADLINE, "server stops", task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// Runs the real binary, returning it and a channel of its stdout lines.
 fn spawn_binary(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
