@@ -422,6 +422,40 @@ fn listen_keep_open_serves_clients_one_after_another() {
 }
 
 #[test]
+fn peer_half_close_does_not_cut_off_our_late_input() {
+    // The client says its piece and half-closes before the listener's stdin
+    // has anything: the listener must still deliver its stdin afterwards.
+    let mut proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+            .args(["listen", "127.0.0.1:0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let ep = read_listening(&mut proc);
+    let mut client = TcpStream::connect(ep.socket_addr()).expect("connect");
+    client.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    client.write_all(b"early\n").expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    thread::sleep(Duration::from_millis(300));
+    let mut stdin = proc.0.stdin.take().expect("stdin");
+    stdin.write_all(b"late\n").expect("stdin");
+    drop(stdin);
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).expect("read");
+    assert_eq!(got, b"late\n");
+    assert!(proc.wait(DEADLINE).success());
+    let mut out = Vec::new();
+    proc.0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("stdout");
+    assert_eq!(out, b"early\n");
+}
+
+#[test]
 fn listen_port_alone_is_every_interface() {
     let mut proc = Proc::spawn(
         Command::new(env!("CARGO_BIN_EXE_tcpkit"))

@@ -1,12 +1,14 @@
 //! [`pipe`]: copy an input to a socket and the socket to an output, both at
 //! once, as raw bytes: the data path of `tcpkit connect` and `tcpkit listen`.
 //!
-//! The session ends when the peer closes its side (after the input ended, or
-//! not), when a line limit is reached, when nothing moved either way for the
-//! idle timeout, or when the output is closed (a broken pipe on stdout is a
-//! normal way for a reader such as `head` to say "enough"). At input EOF the
-//! write side is shut down (`shutdown(2)`, `SHUT_WR`) so the peer reads EOF
-//! too, unless [`PipeOptions::shutdown_on_eof`] is off.
+//! Each direction ends on its own, as TCP's half-close intends: at input EOF
+//! the write side is shut down (`shutdown(2)`, `SHUT_WR`) so the peer reads
+//! EOF too (unless [`PipeOptions::shutdown_on_eof`] is off), and the peer's
+//! EOF stops the reading only. The session ends when both directions are
+//! done (as with `ncat` and OpenBSD `nc`), when a line limit is reached, when
+//! nothing moved either way for the idle timeout, or when the output is
+//! closed (a broken pipe on stdout is a normal way for a reader such as
+//! `head` to say "enough").
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -19,7 +21,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::dump::{Direction, SessionDump};
 use crate::endpoint::Endpoint;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// How a [`pipe`] session behaves.
 #[derive(Debug, Clone)]
@@ -216,6 +218,7 @@ where
     let download = session.download(&mut rd, output);
     tokio::pin!(upload, download);
     let mut uploading = true;
+    let mut peer_closed = false;
     let end = loop {
         let deadline = session.idle_deadline();
         let idle = async {
@@ -225,10 +228,27 @@ where
             }
         };
         tokio::select! {
-            // Upload finishing (input EOF) is not the end: the peer may still
-            // be answering, so keep reading until it closes.
-            r = &mut upload, if uploading => { r?; uploading = false; }
-            r = &mut download => break r?,
+            // Each direction ends on its own (TCP half-close): input EOF
+            // does not end the session, since the peer may still be
+            // answering; the peer's EOF does not either, since our input may
+            // still be on its way to it (it only said it will send no more).
+            r = &mut upload, if uploading => {
+                uploading = false;
+                match r {
+                    Ok(()) => {}
+                    // The peer closed and then reset our late data: it is
+                    // gone, which is how this session was ending anyway.
+                    Err(e) if peer_closed && e.kind() == ErrorKind::ConnectionReset => {}
+                    Err(e) => return Err(e),
+                }
+                if peer_closed {
+                    break PipeEnd::PeerClosed;
+                }
+            }
+            r = &mut download, if !peer_closed => match r? {
+                PipeEnd::PeerClosed if uploading => peer_closed = true,
+                end => break end,
+            },
             // Activity since the timer was set moves the deadline: re-check.
             () = idle => if session.idle_deadline().is_some_and(|at| at <= tokio::time::Instant::now()) {
                 break PipeEnd::IdleTimeout;
