@@ -43,7 +43,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 "$TCPKIT" serve --listen 127.0.0.1:0 --mode echo >"$work/serve.out" 2>"$work/serve.err" &
 server=$!
 pids+=("$server")
-if ! timeout 10 bash -c "until grep -q '^listening on ' '$work/serve.out'; do sleep 0.1; done"; then
+if ! timeout 10 bash -c "until grep -qs '^listening on ' '$work/serve.out'; do sleep 0.1; done"; then
   echo "serve did not print its listening line:" >&2
   cat "$work/serve.out" "$work/serve.err" >&2
   exit 1

@@ -99,7 +99,7 @@ impair() { # namespace device seed
   ip netns exec "$ns" python3 -u tests/netem_impair.py 0 "0.0$loss" "$delay_ms" "$jitter_ms" \
     "0.$reorder" "$seed" >"$ready" 2>"$work/impair-$dev.log" &
   pids+=($!)
-  timeout 10 bash -c "until grep -q ready '$ready'; do sleep 0.1; done"
+  timeout 10 bash -c "until grep -qs ready '$ready'; do sleep 0.1; done"
   # The NFQUEUE target (xtables; nftables' own `queue` may not be built in).
   # Without --queue-bypass a dead impairer blackholes the link: a loud failure.
   local rule=(-t mangle -A POSTROUTING -o "$dev" -j NFQUEUE --queue-num 0)
@@ -117,7 +117,7 @@ serve() { # mode -> sets $port
   ip netns exec "$ns_srv" "$TCPKIT" serve --listen "$addr_srv:0" --mode "$mode" >"$out" 2>"$work/serve-$mode.err" &
   pids+=($!)
   serve_pid=$!
-  if ! timeout 10 bash -c "until grep -q '^listening on ' '$out'; do sleep 0.1; done"; then
+  if ! timeout 10 bash -c "until grep -qs '^listening on ' '$out'; do sleep 0.1; done"; then
     echo "serve --mode $mode did not print its listening line:" >&2
     cat "$out" "$work/serve-$mode.err" >&2
     return 1

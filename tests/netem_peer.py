@@ -83,8 +83,12 @@ def chat(host, port, lines, timeout_s):
         sys.exit("chat: the sender never saw the receiver join")
 
     def send():
+        # Paced like a chatty user (200 lines/s), not pasted: a paste of more
+        # lines than the server's per-client queue is a different test
+        # (tests/hostile.rs, chat bursts).
         for i in range(lines):
             sender.sendall(b"netem-chat-seq-%06d payload\n" % i)
+            time.sleep(0.005)
 
     writer = threading.Thread(target=send, daemon=True)
     writer.start()
