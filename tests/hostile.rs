@@ -470,99 +470,12 @@ fn flood_past_the_descriptor_limit_keeps_serving_and_recovers() {
 
 // ------------------------------------------------- length-prefixed framing
 
-/// How a length-prefixed connection ended, seen by the server side.
-#[derive(Debug)]
-struct FramedEnd {
-    error: Option<tcpkit::ErrorKind>,
-    frames: usize,
-    peak_capacity: usize,
-}
-
-/// An echo server for length-prefixed frames: the library codec on a real
-/// socket, reading into a buffer that only grows with what arrives.
-async fn framed_echo_server(
-    max_frame: usize,
-) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<FramedEnd>) {
-    use tcpkit::codec::LengthPrefixedCodec;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_util::codec::{Decoder, Encoder};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut codec = LengthPrefixedCodec::new(max_frame);
-                let mut buf = bytes::BytesMut::with_capacity(8 * 1024);
-                let mut out = bytes::BytesMut::new();
-                let mut end = FramedEnd {
-                    error: None,
-                    frames: 0,
-                    peak_capacity: 0,
-                };
-                loop {
-                    // read_buf reserves at most a little when full; what a
-                    // header announces is never reserved.
-                    if buf.capacity() == buf.len() {
-                        buf.reserve(8 * 1024);
-                    }
-                    let n = match s.read_buf(&mut buf).await {
-                        Ok(n) => n,
-                        Err(_) => break,
-                    };
-                    end.peak_capacity = end.peak_capacity.max(buf.capacity());
-                    let decoded = if n == 0 {
-                        codec.decode_eof(&mut buf)
-                    } else {
-                        codec.decode(&mut buf)
-                    };
-                    let mut step = decoded;
-                    loop {
-                        match step {
-                            Ok(Some(frame)) => {
-                                end.frames += 1;
-                                codec.encode(&frame, &mut out).unwrap();
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                end.error = Some(e.kind());
-                                break;
-                            }
-                        }
-                        step = codec.decode(&mut buf);
-                    }
-                    if !out.is_empty() && s.write_all(&out.split()).await.is_err() {
-                        break;
-                    }
-                    if n == 0 || end.error.is_some() {
-                        break;
-                    }
-                }
-                let _ = tx.send(end);
-            });
-        }
-    });
-    (addr, rx)
-}
-
-/// The next connection's end, seen by the server side.
-async fn next_end(
-    ends: &mut tokio::sync::mpsc::UnboundedReceiver<FramedEnd>,
-    what: &str,
-) -> FramedEnd {
-    tokio::time::timeout(Duration::from_secs(10), ends.recv())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: server side did not finish in 10s"))
-        .expect("server running")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn length_prefixed_hostile_headers_truncation_and_empty_frames() {
     use tcpkit::ErrorKind;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let max_frame = 1024 * 1024;
-    let (addr, mut ends) = framed_echo_server(max_frame).await;
+    let (addr, mut ends) = hostile_util::framed::echo_server(max_frame).await;
     // A well-behaved client, round-tripping frames throughout.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let good = {
@@ -590,7 +503,7 @@ async fn length_prefixed_hostile_headers_truncation_and_empty_frames() {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
     let _ = s.write_all(&[0u8; 1024]).await;
-    let end = next_end(&mut ends, "4 GiB header").await;
+    let end = hostile_util::framed::next_end(&mut ends, "4 GiB header").await;
     assert_eq!(end.error, Some(ErrorKind::FrameTooLarge), "{end:?}");
     assert!(
         end.peak_capacity <= 16 * 1024,
@@ -608,7 +521,7 @@ async fn length_prefixed_hostile_headers_truncation_and_empty_frames() {
         .unwrap();
     s.write_all(&[1u8; 100]).await.unwrap();
     s.shutdown().await.unwrap();
-    let end = next_end(&mut ends, "truncated frame").await;
+    let end = hostile_util::framed::next_end(&mut ends, "truncated frame").await;
     assert_eq!(end.error, Some(ErrorKind::UnexpectedEof), "{end:?}");
     assert!(
         end.peak_capacity <= 16 * 1024,
@@ -625,7 +538,7 @@ async fn length_prefixed_hostile_headers_truncation_and_empty_frames() {
     s.read_exact(&mut back).await.unwrap();
     assert_eq!(back, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, b'o', b'k']);
     drop(s);
-    let end = next_end(&mut ends, "empty frames").await;
+    let end = hostile_util::framed::next_end(&mut ends, "empty frames").await;
     assert_eq!((end.error, end.frames), (None, 3), "{end:?}");
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
