@@ -1,0 +1,544 @@
+//! One load-generator thread: a current-thread tokio runtime running one task
+//! per connection. Nothing on the message path locks or allocates: each
+//! connection fills its send buffer once and rewrites only the header, reads
+//! into one reused buffer, and records into its thread's histogram.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::{sleep_until, timeout, timeout_at};
+
+use super::histogram::LatencyHistogram;
+use super::message::{MessagePattern, Mismatch, Verifier};
+use super::{BenchConfig, Mode};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How many error descriptions a run keeps (the rest are only counted).
+pub const MAX_ERROR_SAMPLES: usize = 5;
+
+/// How long an open-loop run waits after the end for messages still in flight.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Connects in flight per thread: a burst of thousands of SYNs would overflow
+/// the server's accept queue and cost 1 s SYN retransmits.
+const CONNECTS_IN_FLIGHT: usize = 64;
+
+/// The run's timeline, shared by every thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    /// When load starts (warm-up begins).
+    pub start: Instant,
+    /// When counting starts (warm-up ends).
+    pub measure_from: Instant,
+    /// When counting and sending stop.
+    pub stop_at: Instant,
+}
+
+impl Clock {
+    fn in_window(&self, at: Instant) -> bool {
+        at >= self.measure_from && at < self.stop_at
+    }
+}
+
+/// Counters the orchestrator reads while the run goes on (progress, idle).
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// Messages (or connections) counted so far in the window.
+    pub messages: AtomicU64,
+    /// Connections that finished opening, successfully or not.
+    pub opened_or_failed: AtomicU64,
+}
+
+/// What one thread measured.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadStats {
+    pub histogram: LatencyHistogram,
+    pub messages: u64,
+    pub bytes: u64,
+    pub established: u64,
+    pub connect_failures: u64,
+    pub errors: u64,
+    pub verification_failures: u64,
+    pub error_samples: Vec<String>,
+    /// The first verification failure, kept whole for the exit error.
+    pub first_mismatch: Option<String>,
+}
+
+impl ThreadStats {
+    fn sample(&mut self, text: String) {
+        if self.error_samples.len() < MAX_ERROR_SAMPLES {
+            self.error_samples.push(text);
+        }
+    }
+}
+
+/// Why a connection stopped early.
+enum ConnError {
+    Connect(Error),
+    Verify(Mismatch),
+    Io { offset: u64, err: Error },
+}
+
+struct Ctx {
+    id: u32,
+    config: Arc<BenchConfig>,
+    clock: Clock,
+    live: Arc<Live>,
+    stats: Rc<RefCell<ThreadStats>>,
+    gate: Rc<Semaphore>,
+}
+
+impl Ctx {
+    /// Counts one message completed for a send intended `at`.
+    fn record(&self, at: Instant, latency: Duration, bytes: usize) {
+        if self.clock.in_window(at) {
+            let mut s = self.stats.borrow_mut();
+            s.histogram.record(latency);
+            s.messages += 1;
+            s.bytes += bytes as u64;
+            self.live.messages.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn io<'a>(
+        &'a self,
+        offset: u64,
+        what: &'a str,
+    ) -> impl FnOnce(std::io::Error) -> ConnError + 'a {
+        move |e| ConnError::Io {
+            offset,
+            err: Error::io(e, format_args!("{what} {}", self.config.target)),
+        }
+    }
+
+    fn fail(&self, err: ConnError) {
+        let mut s = self.stats.borrow_mut();
+        let id = self.id;
+        match err {
+            ConnError::Connect(e) => {
+                s.connect_failures += 1;
+                s.sample(format!("connection {id}: {e}"));
+            }
+            ConnError::Verify(m) => {
+                s.errors += 1;
+                s.verification_failures += 1;
+                let text = m.to_string();
+                s.sample(text.clone());
+                s.first_mismatch.get_or_insert(text);
+            }
+            ConnError::Io { offset, err } => {
+                s.errors += 1;
+                s.sample(format!("connection {id} at stream offset {offset}: {err}"));
+            }
+        }
+    }
+
+    /// `connect(2)` with the configured deadline and `TCP_NODELAY`, at most
+    /// [`CONNECTS_IN_FLIGHT`] at a time per thread.
+    async fn open(&self) -> Result<TcpStream, ConnError> {
+        let _permit = self.gate.acquire().await;
+        let target = self.config.target;
+        let addr = target.socket_addr();
+        let stream = match timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => {
+                let e = Error::timed_out(
+                    format_args!("connect {target}"),
+                    self.config.connect_timeout,
+                );
+                return Err(ConnError::Connect(e));
+            }
+            Ok(Err(e)) => {
+                return Err(ConnError::Connect(Error::io(
+                    e,
+                    format_args!("connect {target}"),
+                )));
+            }
+            Ok(Ok(s)) => s,
+        };
+        stream.set_nodelay(true).map_err(|e| {
+            ConnError::Connect(Error::io(e, format_args!("set TCP_NODELAY on {target}")))
+        })?;
+        Ok(stream)
+    }
+}
+
+/// Runs connections `ids` on a current-thread runtime until the clock stops.
+pub(crate) fn run_thread(
+    config: Arc<BenchConfig>,
+    clock: Clock,
+    ids: Vec<u32>,
+    live: Arc<Live>,
+) -> Result<ThreadStats> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(e, "start the bench runtime"))?;
+    let stats = Rc::new(RefCell::new(ThreadStats::default()));
+    let gate = Rc::new(Semaphore::new(CONNECTS_IN_FLIGHT));
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let mut tasks = Vec::with_capacity(ids.len());
+        for id in ids {
+            let ctx = Ctx {
+                id,
+                config: config.clone(),
+                clock,
+                live: live.clone(),
+                stats: stats.clone(),
+                gate: gate.clone(),
+            };
+            tasks.push(tokio::task::spawn_local(connection(ctx)));
+        }
+        for task in tasks {
+            // A panicking connection task is a bug; the others still finish.
+            let _ = task.await;
+        }
+    });
+    drop(local);
+    Ok(stats.take())
+}
+
+async fn connection(ctx: Ctx) {
+    let result = match ctx.config.mode {
+        Mode::Echo => echo(&ctx).await,
+        Mode::Connect => connect_loop(&ctx).await,
+        Mode::Idle => idle(&ctx).await,
+        Mode::Throughput => throughput(&ctx).await,
+    };
+    if let Err(err) = result {
+        ctx.fail(err);
+    }
+}
+
+fn to_tokio(at: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(at)
+}
+
+/// Receive buffer: room for every message in flight, within 4..=64 KiB.
+fn recv_len(config: &BenchConfig) -> usize {
+    (config.size_bytes * config.pipeline).clamp(4096, 65536)
+}
+
+async fn echo(ctx: &Ctx) -> Result<(), ConnError> {
+    let mut stream = ctx.open().await?;
+    ctx.stats.borrow_mut().established += 1;
+    ctx.live.opened_or_failed.fetch_add(1, Relaxed);
+    match ctx.config.rate_per_s {
+        // One timer for the whole loop, not one per read: the deadline ends it.
+        None => {
+            match timeout_at(to_tokio(ctx.clock.stop_at), echo_closed(ctx, &mut stream)).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
+        }
+        Some(rate) => echo_open(ctx, &mut stream, rate).await,
+    }
+}
+
+/// Closed loop: `pipeline` messages in flight; each echo completed sends the next.
+async fn echo_closed(ctx: &Ctx, stream: &mut TcpStream) -> Result<(), ConnError> {
+    let config = &ctx.config;
+    let pattern = MessagePattern::new(ctx.id, config.size_bytes);
+    let size = pattern.size();
+    let mut send = pattern.new_buffer();
+    let mut verifier = Verifier::new(pattern.clone());
+    let mut recv = vec![0u8; recv_len(config)];
+    let k = config.pipeline as u64;
+    let mut sent_at = vec![Instant::now(); config.pipeline];
+    let mut next_seq = 0u64;
+    while next_seq < k {
+        pattern.set_seq(&mut send, next_seq);
+        sent_at[(next_seq % k) as usize] = Instant::now();
+        stream
+            .write_all(&send)
+            .await
+            .map_err(ctx.io(next_seq * size as u64, "write to"))?;
+        next_seq += 1;
+    }
+    loop {
+        let offset = verifier.offset();
+        let n = stream
+            .read(&mut recv)
+            .await
+            .map_err(ctx.io(offset, "read from"))?;
+        if n == 0 {
+            return Err(eof(ctx, offset));
+        }
+        let done = verifier.check(&recv[..n]).map_err(ConnError::Verify)?;
+        if done == 0 {
+            continue;
+        }
+        let now = Instant::now();
+        let first = verifier.messages_done() - done;
+        for seq in first..first + done {
+            ctx.record(now, now - sent_at[(seq % k) as usize], size);
+        }
+        if now >= ctx.clock.stop_at {
+            return Ok(());
+        }
+        for _ in 0..done {
+            pattern.set_seq(&mut send, next_seq);
+            sent_at[(next_seq % k) as usize] = Instant::now();
+            stream
+                .write_all(&send)
+                .await
+                .map_err(ctx.io(next_seq * size as u64, "write to"))?;
+            next_seq += 1;
+        }
+    }
+}
+
+fn eof(ctx: &Ctx, offset: u64) -> ConnError {
+    ConnError::Io {
+        offset,
+        err: Error::new(
+            ErrorKind::UnexpectedEof,
+            crate::error::code::UNEXPECTED_EOF,
+            format!("{} closed the connection", ctx.config.target),
+        ),
+    }
+}
+
+/// Send times of one connection in an open loop: connection `id` of `n`
+/// sends every `n / rate` seconds, offset by `id / n` of that interval.
+struct Schedule {
+    first: Instant,
+    interval_ns: u64,
+}
+
+impl Schedule {
+    fn new(start: Instant, id: u32, connections: usize, rate_per_s: f64) -> Schedule {
+        let interval_ns = ((connections as f64 / rate_per_s) * 1e9).max(1.0) as u64;
+        let phase = interval_ns * u64::from(id) / connections as u64;
+        Schedule {
+            first: start + Duration::from_nanos(phase),
+            interval_ns,
+        }
+    }
+
+    fn at(&self, seq: u64) -> Instant {
+        self.first + Duration::from_nanos(self.interval_ns.saturating_mul(seq))
+    }
+
+    /// Messages whose send time falls before `stop`.
+    fn count_before(&self, stop: Instant) -> u64 {
+        let span = stop.saturating_duration_since(self.first).as_nanos() as u64;
+        span.div_ceil(self.interval_ns)
+    }
+}
+
+/// Open loop (wrk2's method): message `seq` is due at a fixed time whether or
+/// not earlier echoes came back, and its latency counts from that time, so a
+/// stalled server is charged for every message it delayed (no coordinated
+/// omission). Writer and reader run side by side on the split stream.
+async fn echo_open(ctx: &Ctx, stream: &mut TcpStream, rate_per_s: f64) -> Result<(), ConnError> {
+    let config = &ctx.config;
+    let pattern = MessagePattern::new(ctx.id, config.size_bytes);
+    let size = pattern.size();
+    let schedule = Schedule::new(ctx.clock.start, ctx.id, config.connections, rate_per_s);
+    let total = schedule.count_before(ctx.clock.stop_at);
+    let (mut rd, mut wr) = stream.split();
+    let writer = async {
+        let mut send = pattern.new_buffer();
+        for seq in 0..total {
+            sleep_until(to_tokio(schedule.at(seq))).await;
+            pattern.set_seq(&mut send, seq);
+            wr.write_all(&send)
+                .await
+                .map_err(ctx.io(seq * size as u64, "write to"))?;
+        }
+        Ok::<(), ConnError>(())
+    };
+    let mut verifier = Verifier::new(pattern.clone());
+    let reader = async {
+        let mut recv = vec![0u8; recv_len(config)];
+        while verifier.messages_done() < total {
+            let offset = verifier.offset();
+            let n = rd
+                .read(&mut recv)
+                .await
+                .map_err(ctx.io(offset, "read from"))?;
+            if n == 0 {
+                return Err(eof(ctx, offset));
+            }
+            let done = verifier.check(&recv[..n]).map_err(ConnError::Verify)?;
+            let now = Instant::now();
+            let first = verifier.messages_done() - done;
+            for seq in first..first + done {
+                let due = schedule.at(seq);
+                ctx.record(due, now.saturating_duration_since(due), size);
+            }
+        }
+        Ok(())
+    };
+    let deadline = to_tokio(ctx.clock.stop_at + DRAIN);
+    match timeout_at(deadline, async { tokio::try_join!(writer, reader) }).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => {
+            let missing = total - verifier.messages_done();
+            Err(ConnError::Io {
+                offset: verifier.offset(),
+                err: Error::timed_out(
+                    format_args!("{missing} messages not echoed by {}", config.target),
+                    DRAIN,
+                ),
+            })
+        }
+    }
+}
+
+/// Connection churn: connect, write one message, read its echo, close;
+/// latency is the connect alone, from the intended start in an open loop.
+async fn connect_loop(ctx: &Ctx) -> Result<(), ConnError> {
+    let config = &ctx.config;
+    let pattern = MessagePattern::new(ctx.id, config.size_bytes);
+    let send = pattern.new_buffer();
+    let mut recv = vec![0u8; pattern.size()];
+    let schedule = config
+        .rate_per_s
+        .map(|r| Schedule::new(ctx.clock.start, ctx.id, config.connections, r));
+    ctx.live.opened_or_failed.fetch_add(1, Relaxed);
+    let mut verifier = Verifier::new(pattern.clone());
+    let mut iteration = 0u64;
+    loop {
+        let started = match &schedule {
+            Some(s) => {
+                let due = s.at(iteration);
+                if due >= ctx.clock.stop_at {
+                    return Ok(());
+                }
+                sleep_until(to_tokio(due)).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        if Instant::now() >= ctx.clock.stop_at {
+            return Ok(());
+        }
+        iteration += 1;
+        verifier.reset();
+        match connect_once(ctx, &send, &mut recv, &mut verifier).await {
+            Ok(connected) => {
+                ctx.record(started, connected - started, send.len());
+                if ctx.clock.in_window(started) {
+                    ctx.stats.borrow_mut().established += 1;
+                }
+            }
+            Err(e @ ConnError::Verify(_)) => return Err(e),
+            Err(e) => {
+                ctx.fail(e);
+                // Back off so a refused port does not spin a core.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// One connect / write / read echo / close; returns when the connect completed.
+async fn connect_once(
+    ctx: &Ctx,
+    send: &[u8],
+    recv: &mut [u8],
+    verifier: &mut Verifier,
+) -> Result<Instant, ConnError> {
+    let mut stream = ctx.open().await?;
+    let connected = Instant::now();
+    stream
+        .write_all(send)
+        .await
+        .map_err(ctx.io(0, "write to"))?;
+    stream
+        .read_exact(recv)
+        .await
+        .map_err(ctx.io(0, "read from"))?;
+    verifier.check(recv).map_err(ConnError::Verify)?;
+    Ok(connected)
+}
+
+/// Open a connection, echo one byte, then hold it until the end.
+async fn idle(ctx: &Ctx) -> Result<(), ConnError> {
+    let opened = ctx.open().await;
+    ctx.live.opened_or_failed.fetch_add(1, Relaxed);
+    let mut stream = opened?;
+    let byte = [ctx.id as u8];
+    let t0 = Instant::now();
+    stream
+        .write_all(&byte)
+        .await
+        .map_err(ctx.io(0, "write to"))?;
+    let mut got = [0u8; 1];
+    stream
+        .read_exact(&mut got)
+        .await
+        .map_err(ctx.io(0, "read from"))?;
+    if got != byte {
+        return Err(ConnError::Verify(Mismatch {
+            conn_id: ctx.id,
+            offset: 0,
+            seq: 0,
+            byte_in_message: 0,
+            expected: byte[0],
+            got: got[0],
+        }));
+    }
+    {
+        let mut s = ctx.stats.borrow_mut();
+        s.histogram.record(t0.elapsed());
+        s.established += 1;
+        s.messages += 1;
+        s.bytes += 1;
+    }
+    ctx.live.messages.fetch_add(1, Relaxed);
+    sleep_until(to_tokio(ctx.clock.stop_at)).await;
+    Ok(())
+}
+
+/// One-way bulk: write `size`-byte chunks as fast as the socket takes them
+/// (latency is per write), discarding anything that comes back so an echo
+/// server works too.
+async fn throughput(ctx: &Ctx) -> Result<(), ConnError> {
+    let mut stream = ctx.open().await?;
+    ctx.stats.borrow_mut().established += 1;
+    ctx.live.opened_or_failed.fetch_add(1, Relaxed);
+    let pattern = MessagePattern::new(ctx.id, ctx.config.size_bytes);
+    let send = pattern.new_buffer();
+    let (mut rd, mut wr) = stream.split();
+    let writer = async {
+        let mut offset = 0u64;
+        loop {
+            let t0 = Instant::now();
+            wr.write_all(&send)
+                .await
+                .map_err(ctx.io(offset, "write to"))?;
+            let now = Instant::now();
+            ctx.record(now, now - t0, send.len());
+            offset += send.len() as u64;
+        }
+    };
+    let reader = async {
+        let mut sink = vec![0u8; 65536];
+        loop {
+            match rd.read(&mut sink).await {
+                Ok(0) => return Ok::<(), ConnError>(()),
+                Ok(_) => {}
+                Err(e) => return Err(ctx.io(0, "read from")(e)),
+            }
+        }
+    };
+    let both = async {
+        tokio::select! {
+            r = writer => r,
+            r = reader => r,
+        }
+    };
+    match timeout_at(to_tokio(ctx.clock.stop_at), both).await {
+        Ok(r) => r,
+        Err(_) => Ok(()),
+    }
+}
