@@ -271,6 +271,9 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
     if total.first_mismatch.is_none() {
         total.first_mismatch = s.first_mismatch;
     }
+    if total.first_connect_error.is_none() {
+        total.first_connect_error = s.first_connect_error;
+    }
 }
 
 /// CPU and RSS at one edge of the measured window.
@@ -349,6 +352,7 @@ fn build_report(
         client_cpu_us_per_msg: per_msg(client_cpu),
         client_cpu_pct: client_cpu.as_secs_f64() / wall * 100.0,
         histogram: total.histogram,
+        first_connect_error: total.first_connect_error,
     }
 }
 

@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer};
 
 use super::Mode;
 use super::histogram::{LatencyHistogram, LatencySummary};
+use crate::error::ErrorKind;
 
 /// Everything a run measured. Absent values (no server PID, idle mode's RSS
 /// per connection in other modes) serialize as `null`, so every field is
@@ -76,6 +77,9 @@ pub struct BenchReport {
     /// The merged latency histogram (for `--histogram` and `--plot`).
     #[serde(skip)]
     pub histogram: LatencyHistogram,
+    /// Kind and code of the first failed connect (for the exit status).
+    #[serde(skip)]
+    pub first_connect_error: Option<(ErrorKind, i32)>,
 }
 
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -232,6 +236,7 @@ mod tests {
             latency_of: "round trip",
             latency_us: h.summary(),
             histogram: h,
+            first_connect_error: None,
             connections_established: 50,
             connect_failures: 0,
             errors: 1,

@@ -68,6 +68,8 @@ pub(crate) struct ThreadStats {
     pub error_samples: Vec<String>,
     /// The first verification failure, kept whole for the exit error.
     pub first_mismatch: Option<String>,
+    /// Kind and code of the first failed connect, for the exit status.
+    pub first_connect_error: Option<(ErrorKind, i32)>,
 }
 
 impl ThreadStats {
@@ -123,6 +125,7 @@ impl Ctx {
         match err {
             ConnError::Connect(e) => {
                 s.connect_failures += 1;
+                s.first_connect_error.get_or_insert((e.kind(), e.code()));
                 s.sample(format!("connection {id}: {e}"));
             }
             ConnError::Verify(m) => {

@@ -168,10 +168,14 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     }
     if report.connections_established == 0 && report.connect_failures > 0 {
         let first = report.error_samples.first().map_or("", String::as_str);
-        anyhow::bail!(
+        let (kind, code) = report
+            .first_connect_error
+            .unwrap_or((ErrorKind::Io, libc::EIO));
+        let message = format!(
             "no connection to {} could be opened: {first}",
             report.target
         );
+        return Err(anyhow::Error::new(Error::new(kind, code, message)));
     }
     Ok(ExitCode::SUCCESS)
 }
