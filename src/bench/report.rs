@@ -119,15 +119,21 @@ impl BenchReport {
             Mode::Throughput => "writes",
             _ => "msgs",
         };
-        rows.push((
-            "throughput",
+        let throughput = if self.mode == Mode::Idle {
+            format!(
+                "{} connections held {:.1} s",
+                self.connections_established,
+                self.duration.as_secs_f64()
+            )
+        } else {
             format!(
                 "{} {unit}/s, {:.1} MB/s ({} {unit})",
                 thousands(self.msgs_per_s),
                 self.mb_per_s,
                 self.messages
-            ),
-        ));
+            )
+        };
+        rows.push(("throughput", throughput));
         let l = &self.latency_us;
         rows.push((
             "latency µs",

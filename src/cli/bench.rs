@@ -38,9 +38,17 @@ impl From<ModeArg> for Mode {
     }
 }
 
-/// Arguments of `tcpkit bench`.
+/// Arguments of `tcpkit bench`, boxed so the `Command` enum stays small
+/// (clippy's `large_enum_variant`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    options: Box<Options>,
+}
+
+/// The flags of `tcpkit bench`.
+#[derive(Debug, clap::Args)]
+struct Options {
     /// Server to load, HOST:PORT. Without it, bench starts `tcpkit serve
     /// --listen 127.0.0.1:0` (echo; discard for throughput) as a child,
     /// measures its CPU and RSS, and stops it with SIGTERM afterwards.
@@ -75,6 +83,10 @@ pub struct Args {
     /// Pin the embedded server to this CPU.
     #[arg(long, value_name = "CPU")]
     server_cpu: Option<usize>,
+    /// Worker threads of the embedded server (`serve --workers`) [default: 1
+    /// with --server-cpu, else serve's default].
+    #[arg(long, value_name = "N", conflicts_with = "target")]
+    server_workers: Option<usize>,
     /// Pin the load generator to this CPU.
     #[arg(long, value_name = "CPU")]
     client_cpu: Option<usize>,
@@ -96,6 +108,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
+    let args = *args.options;
     let mode = Mode::from(args.mode);
     // Both the bench and a server it starts may hold thousands of sockets.
     proc::raise_fd_limit();
@@ -103,7 +116,8 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let (target, server_pid) = match &args.target {
         Some(text) => (resolve(text)?, args.server_pid),
         None => {
-            let s = start_server(mode, args.server_cpu)?;
+            let workers = args.server_workers.or(args.server_cpu.map(|_| 1));
+            let s = start_server(mode, args.server_cpu, workers)?;
             let found = (s.endpoint(), Some(s.pid()));
             tracing::info!("started server pid {}: {}", s.pid(), s.banner());
             server = Some(s);
@@ -188,8 +202,13 @@ fn resolve(text: &str) -> anyhow::Result<Endpoint> {
         .with_context(|| format!("{text} resolved to no address"))
 }
 
-/// `tcpkit serve` from this same binary, on a port the kernel picks.
-fn start_server(mode: Mode, cpu: Option<usize>) -> anyhow::Result<ServerProcess> {
+/// `tcpkit serve` from this same binary, on a port the kernel picks, with
+/// the anchors' backlog of 1024 so connect bursts are not dropped.
+fn start_server(
+    mode: Mode,
+    cpu: Option<usize>,
+    workers: Option<usize>,
+) -> anyhow::Result<ServerProcess> {
     let exe = std::env::current_exe().context("find the tcpkit executable")?;
     let service = if mode == Mode::Throughput {
         "discard"
@@ -198,6 +217,10 @@ fn start_server(mode: Mode, cpu: Option<usize>) -> anyhow::Result<ServerProcess>
     };
     let mut cmd = Command::new(exe);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--mode", service]);
+    cmd.args(["--backlog", "1024"]);
+    if let Some(n) = workers {
+        cmd.args(["--workers", &n.to_string()]);
+    }
     Ok(ServerProcess::spawn(cmd, cpu, Duration::from_secs(10))?)
 }
 
@@ -217,7 +240,7 @@ fn progress_bar(globals: &Globals, config: &BenchConfig) -> Option<indicatif::Pr
     Some(bar)
 }
 
-fn output(args: &Args, report: &BenchReport) -> anyhow::Result<()> {
+fn output(args: &Options, report: &BenchReport) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let printed = if args.json {
         serde_json::to_writer(&mut stdout, report)
