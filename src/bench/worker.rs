@@ -249,50 +249,46 @@ async fn echo_closed(ctx: &Ctx, stream: &mut TcpStream) -> Result<(), ConnError>
     let config = &ctx.config;
     let pattern = MessagePattern::new(ctx.id, config.size_bytes);
     let size = pattern.size();
-    let mut send = pattern.new_buffer();
+    let k = config.pipeline;
+    // Room for all K messages, so echoes completed by one read are answered
+    // with one write(2), not one per message.
+    let mut send = pattern.new_buffer().repeat(k);
     let mut verifier = Verifier::new(pattern.clone());
     let mut recv = vec![0u8; recv_len(config)];
-    let k = config.pipeline as u64;
-    let mut sent_at = vec![Instant::now(); config.pipeline];
+    let mut sent_at = vec![Instant::now(); k];
     let mut next_seq = 0u64;
-    while next_seq < k {
-        pattern.set_seq(&mut send, next_seq);
-        sent_at[(next_seq % k) as usize] = Instant::now();
+    let mut due = k as u64;
+    loop {
+        let now = Instant::now();
+        for (i, msg) in send.chunks_exact_mut(size).take(due as usize).enumerate() {
+            let seq = next_seq + i as u64;
+            pattern.set_seq(msg, seq);
+            sent_at[(seq % k as u64) as usize] = now;
+        }
         stream
-            .write_all(&send)
+            .write_all(&send[..due as usize * size])
             .await
             .map_err(ctx.io(next_seq * size as u64, "write to"))?;
-        next_seq += 1;
-    }
-    loop {
-        let offset = verifier.offset();
-        let n = stream
-            .read(&mut recv)
-            .await
-            .map_err(ctx.io(offset, "read from"))?;
-        if n == 0 {
-            return Err(eof(ctx, offset));
-        }
-        let done = verifier.check(&recv[..n]).map_err(ConnError::Verify)?;
-        if done == 0 {
-            continue;
+        next_seq += due;
+        due = 0;
+        while due == 0 {
+            let offset = verifier.offset();
+            let n = stream
+                .read(&mut recv)
+                .await
+                .map_err(ctx.io(offset, "read from"))?;
+            if n == 0 {
+                return Err(eof(ctx, offset));
+            }
+            due = verifier.check(&recv[..n]).map_err(ConnError::Verify)?;
         }
         let now = Instant::now();
-        let first = verifier.messages_done() - done;
-        for seq in first..first + done {
-            ctx.record(now, now - sent_at[(seq % k) as usize], size);
+        let first = verifier.messages_done() - due;
+        for seq in first..first + due {
+            ctx.record(now, now - sent_at[(seq % k as u64) as usize], size);
         }
         if now >= ctx.clock.stop_at {
             return Ok(());
-        }
-        for _ in 0..done {
-            pattern.set_seq(&mut send, next_seq);
-            sent_at[(next_seq % k) as usize] = Instant::now();
-            stream
-                .write_all(&send)
-                .await
-                .map_err(ctx.io(next_seq * size as u64, "write to"))?;
-            next_seq += 1;
         }
     }
 }
