@@ -11,6 +11,7 @@
 #   ANCHORS      directory with build.sh (default: $REPO/../shared/anchors)
 #   ROUNDS       rounds (default 3); DURATION / WARMUP (default 3s / 1s)
 #   SERVERS      space-separated subset of: asio asio_blocking tokio epoll tcpkit
+#   TCPKIT_SERVE tcpkit binary whose `serve` is measured (default: this repo's release build)
 #   RESULTS      JSON lines of every run go here (default target/compare/results.jsonl)
 # Prints one markdown table on stdout; progress on stderr.
 set -euo pipefail
@@ -20,7 +21,7 @@ QUICK=0
 for arg in "$@"; do
   case $arg in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -55,6 +56,7 @@ OUT=$OUT bash "$ANCHORS/build.sh" >/dev/null
 log "building tcpkit (release)"
 cargo build --release --quiet --manifest-path "$REPO/Cargo.toml"
 TCPKIT=$REPO/target/release/tcpkit
+TCPKIT_SERVE=${TCPKIT_SERVE:-$TCPKIT}
 # 5,000 idle connections need descriptors on both sides.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -82,7 +84,7 @@ server_cmd() {
     asio_blocking) echo "$OUT/asio_blocking_echo $2" ;;
     tokio) echo "$OUT/tokio_echo $2 1" ;;
     epoll) echo "$OUT/epoll_echo $2 once" ;;
-    tcpkit) echo "$TCPKIT serve --listen 127.0.0.1:$2 --mode echo --workers 1 --backlog 1024" ;;
+    tcpkit) echo "$TCPKIT_SERVE serve --listen 127.0.0.1:$2 --mode echo --workers 1 --backlog 1024" ;;
   esac
 }
 

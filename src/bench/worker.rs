@@ -541,3 +541,21 @@ async fn throughput(ctx: &Ctx) -> Result<(), ConnError> {
         Err(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_loop_schedule_spreads_connections_and_counts_sends() {
+        let t0 = Instant::now();
+        // 4 connections at 1,000/s in total: each every 4 ms, offset by 1 ms.
+        let s1 = Schedule::new(t0, 1, 4, 1000.0);
+        assert_eq!(s1.at(0) - t0, Duration::from_millis(1));
+        assert_eq!(s1.at(2) - t0, Duration::from_millis(9));
+        // Sends at 1, 5, 9 ms fall before 10 ms; 13 ms does not.
+        assert_eq!(s1.count_before(t0 + Duration::from_millis(10)), 3);
+        let s0 = Schedule::new(t0, 0, 4, 1000.0);
+        assert_eq!(s0.count_before(t0 + Duration::from_secs(1)), 250);
+    }
+}
