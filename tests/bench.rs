@@ -385,3 +385,39 @@ fn a_refused_target_fails_naming_it() {
     assert_eq!(out.status.code(), Some(4), "exit 4: connection refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
 }
+
+/// Whether this build has `tcpkit serve` (it lands on its own branch).
+fn serve_available() -> bool {
+    let help = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run tcpkit serve --help");
+    String::from_utf8_lossy(&help.stdout).contains("--listen")
+}
+
+#[test]
+fn without_target_bench_starts_serve_measures_it_and_stops_it() {
+    if !serve_available() {
+        eprintln!("skipped: `tcpkit serve` is not in this build");
+        return;
+    }
+    let args = [
+        "-c",
+        "2",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--server-workers",
+        "1",
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["server_cpu_us_per_msg"].is_number(), "{v}");
+    let pid = v["server_pid"].as_u64().expect("embedded server pid");
+    // Stopped with SIGTERM and reaped before bench exited.
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
