@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::{sleep_until, timeout, timeout_at};
 
 use super::histogram::LatencyHistogram;
@@ -143,9 +143,13 @@ impl Ctx {
     }
 
     /// `connect(2)` with the configured deadline and `TCP_NODELAY`, at most
-    /// [`CONNECTS_IN_FLIGHT`] at a time per thread.
-    async fn open(&self) -> Result<TcpStream, ConnError> {
-        let _permit = self.gate.acquire().await;
+    /// [`CONNECTS_IN_FLIGHT`] at a time per thread. The caller drops the
+    /// returned permit once the server has answered: `connect` completes
+    /// before the server's `accept`, so only an answer proves the connection
+    /// left the accept queue (an overflowing queue drops the handshake's ACK
+    /// and costs a 1 s SYN-ACK retransmit).
+    async fn open(&self) -> Result<(TcpStream, Option<SemaphorePermit<'_>>), ConnError> {
+        let permit = self.gate.acquire().await.ok();
         let target = self.config.target;
         let addr = target.socket_addr();
         let stream = match timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
@@ -167,7 +171,7 @@ impl Ctx {
         stream.set_nodelay(true).map_err(|e| {
             ConnError::Connect(Error::io(e, format_args!("set TCP_NODELAY on {target}")))
         })?;
-        Ok(stream)
+        Ok((stream, permit))
     }
 }
 
@@ -229,23 +233,32 @@ fn recv_len(config: &BenchConfig) -> usize {
 }
 
 async fn echo(ctx: &Ctx) -> Result<(), ConnError> {
-    let mut stream = ctx.open().await?;
+    let (mut stream, permit) = ctx.open().await?;
     ctx.stats.borrow_mut().established += 1;
     ctx.live.opened_or_failed.fetch_add(1, Relaxed);
     match ctx.config.rate_per_s {
         // One timer for the whole loop, not one per read: the deadline ends it.
         None => {
-            match timeout_at(to_tokio(ctx.clock.stop_at), echo_closed(ctx, &mut stream)).await {
+            let run = echo_closed(ctx, &mut stream, permit);
+            match timeout_at(to_tokio(ctx.clock.stop_at), run).await {
                 Ok(r) => r,
                 Err(_) => Ok(()),
             }
         }
-        Some(rate) => echo_open(ctx, &mut stream, rate).await,
+        // The first send may be scheduled far ahead: free the gate now.
+        Some(rate) => {
+            drop(permit);
+            echo_open(ctx, &mut stream, rate).await
+        }
     }
 }
 
 /// Closed loop: `pipeline` messages in flight; each echo completed sends the next.
-async fn echo_closed(ctx: &Ctx, stream: &mut TcpStream) -> Result<(), ConnError> {
+async fn echo_closed(
+    ctx: &Ctx,
+    stream: &mut TcpStream,
+    mut permit: Option<SemaphorePermit<'_>>,
+) -> Result<(), ConnError> {
     let config = &ctx.config;
     let pattern = MessagePattern::new(ctx.id, config.size_bytes);
     let size = pattern.size();
@@ -282,6 +295,8 @@ async fn echo_closed(ctx: &Ctx, stream: &mut TcpStream) -> Result<(), ConnError>
             }
             due = verifier.check(&recv[..n]).map_err(ConnError::Verify)?;
         }
+        // The server has answered: let the next connect of this thread go.
+        permit.take();
         let now = Instant::now();
         let first = verifier.messages_done() - due;
         for seq in first..first + due {
@@ -446,7 +461,8 @@ async fn connect_once(
     recv: &mut [u8],
     verifier: &mut Verifier,
 ) -> Result<Instant, ConnError> {
-    let mut stream = ctx.open().await?;
+    // The permit is held through the echo (see `Ctx::open`).
+    let (mut stream, _permit) = ctx.open().await?;
     let connected = Instant::now();
     stream
         .write_all(send)
@@ -462,9 +478,19 @@ async fn connect_once(
 
 /// Open a connection, echo one byte, then hold it until the end.
 async fn idle(ctx: &Ctx) -> Result<(), ConnError> {
-    let opened = ctx.open().await;
+    let echoed = idle_open(ctx).await;
+    // Counted only once the echo is back, so the orchestrator samples the
+    // server's RSS after it has served every connection.
     ctx.live.opened_or_failed.fetch_add(1, Relaxed);
-    let mut stream = opened?;
+    let _stream = echoed?;
+    sleep_until(to_tokio(ctx.clock.stop_at)).await;
+    Ok(())
+}
+
+/// Connects and echoes one byte (the connection id's low byte).
+async fn idle_open(ctx: &Ctx) -> Result<TcpStream, ConnError> {
+    // The permit is held through the echo (see `Ctx::open`).
+    let (mut stream, _permit) = ctx.open().await?;
     let byte = [ctx.id as u8];
     let t0 = Instant::now();
     stream
@@ -494,15 +520,15 @@ async fn idle(ctx: &Ctx) -> Result<(), ConnError> {
         s.bytes += 1;
     }
     ctx.live.messages.fetch_add(1, Relaxed);
-    sleep_until(to_tokio(ctx.clock.stop_at)).await;
-    Ok(())
+    Ok(stream)
 }
 
 /// One-way bulk: write `size`-byte chunks as fast as the socket takes them
 /// (latency is per write), discarding anything that comes back so an echo
 /// server works too.
 async fn throughput(ctx: &Ctx) -> Result<(), ConnError> {
-    let mut stream = ctx.open().await?;
+    // Nothing comes back from a discard server to wait for.
+    let (mut stream, _) = ctx.open().await?;
     ctx.stats.borrow_mut().established += 1;
     ctx.live.opened_or_failed.fetch_add(1, Relaxed);
     let pattern = MessagePattern::new(ctx.id, ctx.config.size_bytes);
