@@ -22,19 +22,20 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
         .map_err(|e| Error::io(e, format_args!("read /proc/{pid}/stat")))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| Error::io(e, format_args!("read /proc/{pid}/status")))?;
-    let ticks = parse_stat_cpu_ticks(&stat).ok_or_else(|| bad(pid, "stat"))?;
-    let rss_kib = parse_status_rss_kib(&status).ok_or_else(|| bad(pid, "status"))?;
+    let ticks = parse_stat_cpu_ticks(&stat).ok_or_else(|| bad(pid, "stat", "utime/stime"))?;
+    let rss_kib = parse_status_rss_kib(&status)
+        .ok_or_else(|| bad(pid, "status", "VmRSS (has the process exited?)"))?;
     Ok(ProcSample {
         cpu: ticks_to_duration(ticks),
         rss_kib,
     })
 }
 
-fn bad(pid: u32, file: &str) -> Error {
+fn bad(pid: u32, file: &str, what: &str) -> Error {
     Error::new(
         ErrorKind::Io,
         libc::EIO,
-        format!("/proc/{pid}/{file}: unexpected format"),
+        format!("/proc/{pid}/{file}: no {what}"),
     )
 }
 

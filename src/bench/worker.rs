@@ -478,7 +478,14 @@ async fn connect_once(
 
 /// Open a connection, echo one byte, then hold it until the end.
 async fn idle(ctx: &Ctx) -> Result<(), ConnError> {
-    let echoed = idle_open(ctx).await;
+    let deadline = to_tokio(ctx.clock.stop_at);
+    let echoed = match timeout_at(deadline, idle_open(ctx)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnError::Connect(Error::timed_out(
+            format_args!("open and echo one byte to {}", ctx.config.target),
+            ctx.clock.stop_at - ctx.clock.start,
+        ))),
+    };
     // Counted only once the echo is back, so the orchestrator samples the
     // server's RSS after it has served every connection.
     ctx.live.opened_or_failed.fetch_add(1, Relaxed);
