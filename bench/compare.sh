@@ -227,6 +227,8 @@ for w in workloads:
         mine = med(rs, key)
         if s == "tcpkit":
             ratio = "1.00"
+        elif ours is not None and mine is not None and mine < 0.05:
+            ratio = "— (≈ 0)"
         elif ours is not None and mine:
             ratio = f"{ours / mine:.2f}"
         else:
