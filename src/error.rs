@@ -30,7 +30,11 @@ pub mod code {
     pub const FRAME_TOO_LARGE: i32 = 1006;
     /// The peer closed the connection in the middle of a frame or message.
     pub const UNEXPECTED_EOF: i32 = 1007;
-    /// An operation did not finish before its deadline (no OS code given).
+    /// An `io::Error` of kind `TimedOut` that carries no errno (one built by
+    /// another library). tcpkit's own deadlines ([`Error::timed_out`](super::Error::timed_out),
+    /// an expired `SO_RCVTIMEO`) report `ETIMEDOUT` instead, as Asio's
+    /// `error::timed_out` does: match on [`ErrorKind::TimedOut`](super::ErrorKind::TimedOut)
+    /// to catch both.
     pub const TIMED_OUT: i32 = 1008;
     /// Bytes received differ from what was expected (load generator checks).
     pub const VERIFICATION: i32 = 1009;
@@ -126,7 +130,9 @@ impl Error {
         }
     }
 
-    /// A deadline that passed, naming what was waited for.
+    /// A deadline that passed, naming what was waited for. The code is
+    /// `ETIMEDOUT` (Asio's `error::timed_out`); [`Error::os_code`] is `None`
+    /// because no system call reported it.
     pub fn timed_out(context: impl fmt::Display, after: std::time::Duration) -> Self {
         Error::new(
             ErrorKind::TimedOut,
@@ -165,11 +171,13 @@ impl fmt::Display for Error {
     }
 }
 
+/// The message already contains the OS error's text, so `source()` skips the
+/// wrapped `io::Error` and returns what lies beneath it (nothing, for an OS
+/// error); otherwise chain printers such as anyhow's `{:#}` would print the
+/// OS text twice. The errno stays available from [`Error::os_code`].
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_ref().and_then(std::error::Error::source)
     }
 }
 
@@ -264,6 +272,22 @@ mod tests {
                 .starts_with("bind [::]:3333: address already in use"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_os_text_is_not_repeated_by_the_source_chain() {
+        let err = Error::io(
+            io::Error::from_raw_os_error(libc::EADDRINUSE),
+            "bind [::]:3333",
+        );
+        // What a chain printer (anyhow's `{:#}`) shows: each level's Display.
+        let mut text = err.to_string();
+        let mut next = std::error::Error::source(&err);
+        while let Some(cause) = next {
+            text = format!("{text}: {cause}");
+            next = cause.source();
+        }
+        assert_eq!(text.matches("in use").count(), 1, "{text}");
     }
 
     #[test]

@@ -54,7 +54,7 @@
 //! * [`codec`]: I/O-free framing (lines, length-prefixed) with maximums.
 //! * [`service`]: what a connection does: echo, discard, chat.
 //! * [`client`]: connecting over every resolved address, and stdin/stdout piping.
-//! * [`bench`]: the load generator and its histograms.
+//! * [`bench`](mod@bench): the load generator and its histograms.
 //! * [`metrics`]: counters shared by the server, the bench and progress output.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 

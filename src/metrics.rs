@@ -1,1 +1,148 @@
 //! Counters shared by the server, the bench and progress output.
+//!
+//! [`Metrics`] is a set of atomics a server updates and anyone may read;
+//! [`Snapshot`] is a plain, serializable copy taken at one moment. The
+//! per-message path never touches these: a connection keeps its own byte
+//! counts in local integers and adds them here once, when it closes. The one
+//! exception is the backpressure gauge ([`Snapshot::buffered_bytes`]), updated
+//! only when a peer stops reading and the server has to hold bytes for it.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Live counters. Cheap to share behind an `Arc`; every field is an atomic.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    active: AtomicU64,
+    closed: AtomicU64,
+    idle_timeouts: AtomicU64,
+    slow_consumers: AtomicU64,
+    accept_errors: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    buffered_bytes: AtomicU64,
+    buffered_bytes_max: AtomicU64,
+}
+
+/// A copy of [`Metrics`] at one moment, for printing or `--json` output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Connections accepted and handed to the service.
+    pub connections_accepted: u64,
+    /// Connections accepted and closed at once because the server was full.
+    pub connections_rejected: u64,
+    /// Connections open right now.
+    pub connections_active: u64,
+    /// Connections that have finished (any reason).
+    pub connections_closed: u64,
+    /// Connections closed for having no traffic for the idle timeout.
+    pub idle_timeouts: u64,
+    /// Clients disconnected for falling behind (chat).
+    pub slow_consumers: u64,
+    /// `accept(2)` failures survived (aborted handshakes, out of descriptors).
+    pub accept_errors: u64,
+    /// Bytes read from clients, by closed connections.
+    pub bytes_in: u64,
+    /// Bytes written to clients, by closed connections.
+    pub bytes_out: u64,
+    /// Bytes the server holds right now for peers that are not reading.
+    pub buffered_bytes: u64,
+    /// The most [`Snapshot::buffered_bytes`] has ever been.
+    pub buffered_bytes_max: u64,
+}
+
+impl Metrics {
+    /// All counters at zero.
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// A consistent-enough copy (each field read once, relaxed).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            connections_accepted: self.accepted.load(Relaxed),
+            connections_rejected: self.rejected.load(Relaxed),
+            connections_active: self.active.load(Relaxed),
+            connections_closed: self.closed.load(Relaxed),
+            idle_timeouts: self.idle_timeouts.load(Relaxed),
+            slow_consumers: self.slow_consumers.load(Relaxed),
+            accept_errors: self.accept_errors.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            buffered_bytes: self.buffered_bytes.load(Relaxed),
+            buffered_bytes_max: self.buffered_bytes_max.load(Relaxed),
+        }
+    }
+
+    /// A connection was accepted and is being served.
+    pub fn connection_opened(&self) {
+        self.accepted.fetch_add(1, Relaxed);
+        self.active.fetch_add(1, Relaxed);
+    }
+
+    /// A connection finished, having moved these many bytes.
+    pub fn connection_closed(&self, bytes_in: u64, bytes_out: u64) {
+        self.active.fetch_sub(1, Relaxed);
+        self.closed.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
+    /// A connection was accepted over the limit and closed at once.
+    pub fn connection_rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was closed by the idle timeout.
+    pub fn idle_timeout(&self) {
+        self.idle_timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// A slow consumer was disconnected.
+    pub fn slow_consumer(&self) {
+        self.slow_consumers.fetch_add(1, Relaxed);
+    }
+
+    /// An `accept(2)` call failed and the loop carried on.
+    pub fn accept_error(&self) {
+        self.accept_errors.fetch_add(1, Relaxed);
+    }
+
+    /// The server started holding `bytes` for a peer that is not reading.
+    pub fn buffer_grew(&self, bytes: u64) {
+        let now = self.buffered_bytes.fetch_add(bytes, Relaxed) + bytes;
+        self.buffered_bytes_max.fetch_max(now, Relaxed);
+    }
+
+    /// The server released `bytes` it held for a peer.
+    pub fn buffer_shrank(&self, bytes: u64) {
+        self.buffered_bytes.fetch_sub(bytes, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_gauge_high_water_mark() {
+        let m = Metrics::new();
+        m.connection_opened();
+        m.buffer_grew(10);
+        m.buffer_grew(5);
+        m.buffer_shrank(15);
+        m.connection_closed(3, 4);
+        m.connection_rejected();
+        let s = m.snapshot();
+        assert_eq!(s.connections_accepted, 1);
+        assert_eq!(s.connections_active, 0);
+        assert_eq!(s.connections_rejected, 1);
+        assert_eq!((s.bytes_in, s.bytes_out), (3, 4));
+        assert_eq!((s.buffered_bytes, s.buffered_bytes_max), (0, 15));
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"buffered_bytes_max\":15"), "{json}");
+    }
+}

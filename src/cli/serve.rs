@@ -1,13 +1,266 @@
-//! `tcpkit serve` (being built on its own branch).
+//! `tcpkit serve`: flags -> validated [`ServerConfig`] -> bind -> print the
+//! `listening on` line -> serve until SIGINT/SIGTERM -> print the summary.
+//!
+//! The first line on stdout is a contract other tools parse:
+//! `listening on <ENDPOINT> (<mode>, backlog <N>)`, with the endpoint actually
+//! bound. Signals are wired here, never in the library: the first
+//! SIGINT/SIGTERM drains, a second closes everything at once.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tcpkit::server::{Listen, Server, ServerBuilder, ServerConfig, ShutdownHandle, Summary};
+use tcpkit::service::{Chat, Discard, Echo, Service};
+use tcpkit::{Endpoint, Error, ErrorKind};
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::Globals;
 
+/// What each connection gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Every byte back, in order (RFC 862).
+    Echo,
+    /// Read and count (RFC 863).
+    Discard,
+    /// Line-based chat rooms (/nick, /join, /who, /quit).
+    Chat,
+}
+
 /// Arguments of `tcpkit serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Endpoint to listen on, e.g. 127.0.0.1:0, [::1]:4000, localhost:4000 [default: [::]:3333
+    /// dual-stack, 0.0.0.0:3333 without IPv6]
+    #[arg(short, long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// What each connection gets.
+    #[arg(short, long, value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+    /// listen(2) backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = tcpkit::DEFAULT_BACKLOG, value_name = "N")]
+    backlog: u32,
+    /// Connections served at once; more are accepted and closed at once
+    /// [default: the open-file limit minus a few]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Close connections with no traffic for this long ("0" disables).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Longest chat line, in bytes.
+    #[arg(long, default_value_t = tcpkit::codec::DEFAULT_MAX_LINE, value_name = "BYTES")]
+    max_line: usize,
+    /// Runtime worker threads; 1 uses a single-threaded runtime [default: cores]
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// How long shutdown waits for connections to finish.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Set TCP_DEFER_ACCEPT: accept only once the client sends (echo/discard).
+    #[arg(long)]
+    defer_accept: bool,
+}
 
-pub fn run(_args: Args, _globals: Globals) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`tcpkit serve` is not available in this build yet")
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 30s, 500ms, 5m)"))
+}
+
+fn invalid(msg: impl Into<String>) -> anyhow::Error {
+    Error::new(
+        ErrorKind::InvalidConfig,
+        tcpkit::error::code::INVALID_CONFIG,
+        msg,
+    )
+    .into()
+}
+
+/// Flags to a config, checked before any socket opens.
+fn config(args: &Args) -> anyhow::Result<ServerConfig> {
+    let mut config = ServerConfig::default();
+    if let Some(text) = &args.listen {
+        // An address, or a name such as `localhost:4000` (first address);
+        // a name that does not resolve reports the address parse error.
+        let ep = Endpoint::parse(text).or_else(|err| {
+            Endpoint::resolve(text)
+                .ok()
+                .and_then(|eps| eps.into_iter().next())
+                .ok_or(err)
+        })?;
+        config.listen = if ep.is_ipv6() && ep.is_unspecified() {
+            Listen::Any(ep.port())
+        } else {
+            Listen::At(ep)
+        };
+    }
+    if args.defer_accept && args.mode == Mode::Chat {
+        return Err(invalid(
+            "--defer-accept needs a client-speaks-first mode (echo or discard); chat greets first",
+        ));
+    }
+    config.backlog = args.backlog;
+    if let Some(max) = args.max_connections {
+        config.max_connections = max;
+    }
+    config.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
+    config.max_line = args.max_line;
+    if let Some(workers) = args.workers {
+        config.workers = workers;
+    }
+    config.shutdown_grace = args.shutdown_grace;
+    config.defer_accept = args.defer_accept;
+    config.validate()?;
+    Ok(config)
+}
+
+pub fn run(args: Args, _globals: Globals) -> anyhow::Result<ExitCode> {
+    // Before sizing the default connection limit from it.
+    raise_fd_limit();
+    let config = config(&args)?;
+    let runtime = config.runtime()?;
+    let server = ServerBuilder::from_config(config).bind()?;
+    runtime.block_on(async move {
+        let summary = match args.mode {
+            Mode::Echo => serve(server, Echo).await?,
+            Mode::Discard => serve(server, Discard).await?,
+            Mode::Chat => serve(server, Chat::new()).await?,
+        };
+        // The summary is a result (stdout), so -q, which quiets stderr, keeps it.
+        println!("{summary}");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn serve<S: Service>(server: Server, service: S) -> anyhow::Result<Summary> {
+    let requested = server.config().backlog;
+    let granted = server.effective_backlog();
+    if granted < requested {
+        tracing::warn!(
+            "backlog {requested} capped by the kernel (net.core.somaxconn) at {granted}"
+        );
+    }
+    tracing::info!(
+        max_connections = server.config().max_connections,
+        idle_timeout = ?server.config().idle_timeout,
+        workers = server.config().workers,
+        "server configured"
+    );
+    // Signal handlers before the contract line: once a supervisor has read
+    // it, SIGTERM must already drain rather than kill.
+    let handle = server.handle();
+    let signals = watch_signals(handle)?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "listening on {} ({}, backlog {requested})",
+            server.local_endpoint(),
+            service.name()
+        )
+        .and_then(|()| out.flush())
+        .context("write to stdout")?;
+    }
+    let summary = server.run(service).await?;
+    signals.abort();
+    Ok(summary)
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown; second: immediate.
+fn watch_signals(handle: ShutdownHandle) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    Ok(tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            seen += 1;
+            if seen == 1 {
+                tracing::info!("{name}: draining connections (again to stop at once)");
+                handle.shutdown();
+            } else {
+                tracing::warn!("{name} again: closing every connection now");
+                handle.shutdown_now();
+                return;
+            }
+        }
+    }))
+}
+
+/// Raises the soft open-file limit to the hard one, so the default connection
+/// limit is as high as the process may go. Failure only lowers that limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!("raised open-file limit from {old} to {}", lim.rlim_max);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> anyhow::Result<ServerConfig> {
+        let t = T::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))?;
+        config(&t.args)
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let c = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--idle-timeout",
+            "500ms",
+            "--shutdown-grace",
+            "2s",
+            "--backlog",
+            "64",
+            "--workers",
+            "1",
+            "--max-connections",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, Listen::At(Endpoint::loopback_v4(0)));
+        assert_eq!(c.idle_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(2));
+        assert_eq!((c.backlog, c.workers, c.max_connections), (64, 1, 7));
+        assert_eq!(parse(&["--idle-timeout", "0"]).unwrap().idle_timeout, None);
+        assert_eq!(
+            parse(&[]).unwrap().listen,
+            Listen::Any(tcpkit::DEFAULT_PORT)
+        );
+    }
+
+    #[test]
+    fn bad_flags_fail_before_binding() {
+        assert!(parse(&["--idle-timeout", "soon"]).is_err());
+        assert!(parse(&["--backlog", "0"]).is_err());
+        assert!(parse(&["--listen", "nowhere"]).is_err());
+        assert!(parse(&["--mode", "chat", "--defer-accept"]).is_err());
+    }
 }

@@ -184,9 +184,11 @@ impl Acceptor {
     }
 
     /// Hands the listening socket to tokio (sets `O_NONBLOCK` first). Must be
-    /// called inside a runtime.
+    /// called inside a runtime with I/O enabled; outside one it is an error
+    /// (tokio itself would panic).
     pub fn into_tokio(self) -> Result<tokio::net::TcpListener> {
         let name = self.name();
+        super::require_runtime(&name)?;
         super::set_nonblocking(&self.inner, &name)?;
         tokio::net::TcpListener::from_std(self.inner.into())
             .map_err(|e| Error::io(e, format_args!("register {name} with tokio")))

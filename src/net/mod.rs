@@ -17,10 +17,22 @@ pub use acceptor::{Acceptor, DEFAULT_BACKLOG};
 pub use protocol::Protocol;
 pub use socket::Socket;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Sets `O_NONBLOCK`, as tokio's `from_std` requires (it debug-asserts it).
 pub(crate) fn set_nonblocking(sock: &socket2::Socket, what: &dyn std::fmt::Display) -> Result<()> {
     sock.set_nonblocking(true)
         .map_err(|e| Error::io(e, format_args!("set non-blocking on {what}")))
+}
+
+/// `from_std` panics outside a tokio runtime; report that as an error instead.
+pub(crate) fn require_runtime(what: &dyn std::fmt::Display) -> Result<()> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::new(
+            ErrorKind::Io,
+            libc::EINVAL,
+            format!("register {what} with tokio: not inside a tokio runtime"),
+        )),
+    }
 }

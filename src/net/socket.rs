@@ -2,7 +2,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Type};
 
@@ -85,19 +86,38 @@ impl Socket {
 
     /// Like [`Socket::connect`], giving up after `timeout` with
     /// [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut).
+    ///
+    /// A non-blocking `connect(2)` then `poll(2)` until the handshake finishes
+    /// or the deadline passes; it never returns before `timeout` has elapsed
+    /// (`poll` counts whole milliseconds, so the wait is rounded up, not down).
+    /// The socket is blocking again afterwards. After a timeout the handshake
+    /// may still be in flight: drop the socket rather than reuse it.
     pub fn connect_timeout(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<()> {
-        match self
-            .inner
-            .connect_timeout(&SockAddr::from(endpoint.socket_addr()), timeout)
-        {
-            Ok(()) => {
+        let context = format!("connect {endpoint}");
+        self.inner
+            .set_nonblocking(true)
+            .map_err(|e| Error::io(e, &context))?;
+        let outcome = match self.inner.connect(&SockAddr::from(endpoint.socket_addr())) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINPROGRESS)
+                    || e.kind() == io::ErrorKind::WouldBlock =>
+            {
+                wait_connected(&self.inner, timeout)
+            }
+            Err(e) => Err(e),
+        };
+        // Restore blocking mode whatever happened: read_some/write_some and
+        // their timeouts rely on it.
+        let restored = self.inner.set_nonblocking(false);
+        match outcome {
+            Ok(true) => {
+                restored.map_err(|e| Error::io(e, &context))?;
                 self.peer = Some(*endpoint);
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() => Err(
-                Error::timed_out(format_args!("connect {endpoint}"), timeout),
-            ),
-            Err(e) => Err(Error::io(e, format_args!("connect {endpoint}"))),
+            Ok(false) => Err(Error::timed_out(&context, timeout)),
+            Err(e) => Err(Error::io(e, &context)),
         }
     }
 
@@ -115,9 +135,15 @@ impl Socket {
     }
 
     /// Writes some of `buf` (`send(2)`), returning how much was taken.
+    ///
+    /// Sends with `MSG_NOSIGNAL`, as `std::net::TcpStream` does: writing to a
+    /// connection the peer reset (or we shut down) is an
+    /// [`ErrorKind::ConnectionReset`](crate::ErrorKind::ConnectionReset) error
+    /// (`EPIPE`), never a `SIGPIPE` that would kill a process that does not
+    /// ignore it.
     pub fn write_some(&mut self, buf: &[u8]) -> Result<usize> {
         loop {
-            match self.inner.write(buf) {
+            match self.inner.send_with_flags(buf, libc::MSG_NOSIGNAL) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.io_error(e, "write to")),
@@ -193,12 +219,16 @@ impl Socket {
             .map_err(|e| Error::io(e, "get TCP_NODELAY"))
     }
 
-    /// Enables `SO_KEEPALIVE` with the given idle time, or disables it (`None`).
+    /// Enables `SO_KEEPALIVE` with the given idle time (`TCP_KEEPIDLE`, rounded
+    /// up to whole seconds, at least 1), or disables it (`None`).
     pub fn set_keepalive(&self, idle: Option<Duration>) -> Result<()> {
         let result = match idle {
-            Some(idle) => self
-                .inner
-                .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle)),
+            // TCP_KEEPIDLE counts whole seconds from 1: round up, so 500 ms
+            // is 1 s rather than an EINVAL for 0.
+            Some(idle) => self.inner.set_tcp_keepalive(
+                &socket2::TcpKeepalive::new()
+                    .with_time(whole_seconds_up(idle).max(Duration::from_secs(1))),
+            ),
             None => self.inner.set_keepalive(false),
         };
         result.map_err(|e| Error::io(e, "set SO_KEEPALIVE"))
@@ -240,10 +270,13 @@ impl Socket {
             .map_err(|e| Error::io(e, "get SO_SNDBUF"))
     }
 
-    /// Sets `SO_LINGER`. `Some(Duration::ZERO)` makes close send a reset (RST).
+    /// Sets `SO_LINGER`: how long `close(2)` waits for unsent data.
+    /// `Some(Duration::ZERO)` makes close send a reset (RST). The kernel counts
+    /// whole seconds, so other durations are rounded up: truncating 500 ms to
+    /// 0 would silently turn a graceful close into a reset.
     pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
         self.inner
-            .set_linger(linger)
+            .set_linger(linger.map(whole_seconds_up))
             .map_err(|e| Error::io(e, "set SO_LINGER"))
     }
 
@@ -280,9 +313,11 @@ impl Socket {
     }
 
     /// Hands the connected socket to tokio (sets `O_NONBLOCK` first, as
-    /// `TcpStream::from_std` requires). Must be called inside a runtime.
+    /// `TcpStream::from_std` requires). Must be called inside a runtime with
+    /// I/O enabled; outside one it is an error (tokio itself would panic).
     pub fn into_tokio(self) -> Result<tokio::net::TcpStream> {
         let name = self.peer_name();
+        super::require_runtime(&name)?;
         super::set_nonblocking(&self.inner, &name)?;
         tokio::net::TcpStream::from_std(self.inner.into())
             .map_err(|e| Error::io(e, format_args!("register {name} with tokio")))
@@ -308,6 +343,13 @@ impl Socket {
     }
 }
 
+/// Rounds up to whole seconds (for options the kernel keeps in seconds),
+/// clamped to what a `c_int` holds.
+fn whole_seconds_up(d: Duration) -> Duration {
+    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    Duration::from_secs(secs.min(libc::c_int::MAX as u64))
+}
+
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read_some(buf).map_err(io::Error::from)
@@ -321,6 +363,52 @@ impl Write for Socket {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Waits for a non-blocking connect to finish: `Ok(false)` if `timeout`
+/// passed first, the connect error if it failed. A timeout too large to add
+/// to the clock (`Duration::MAX`) waits without a deadline.
+fn wait_connected(sock: &socket2::Socket, timeout: Duration) -> io::Result<bool> {
+    let deadline = Instant::now().checked_add(timeout);
+    loop {
+        // poll(2) counts whole milliseconds: round up so it never wakes early.
+        let left_ms = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(false);
+                }
+                let left_ms = (deadline - now).as_micros().div_ceil(1000);
+                libc::c_int::try_from(left_ms).unwrap_or(libc::c_int::MAX)
+            }
+        };
+        let mut pollfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid, initialised pollfd for the call's duration.
+        match unsafe { libc::poll(&mut pollfd, 1, left_ms) } {
+            0 => continue, // the loop re-checks the deadline
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            _ => {
+                // Writable or failed: SO_ERROR says which; getpeername confirms
+                // a connection (ENOTCONN otherwise).
+                if let Some(e) = sock.take_error()? {
+                    return Err(e);
+                }
+                sock.peer_addr()?;
+                return Ok(true);
+            }
+        }
     }
 }
 

@@ -1,0 +1,142 @@
+//! The accept loop: take a permit, accept, hand the connection to the service.
+//!
+//! A permit is taken *before* `accept(2)` so the limit is known the moment a
+//! client arrives; without one the client is still accepted (so it does not
+//! sit in the backlog retrying) but closed at once, after the service's
+//! optional refusal line. Per-connection accept failures never stop the loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::ServerConfig;
+use super::connection::{self, Connection};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, ErrorKind};
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+/// Pause after running out of descriptors (or buffers): accepting again at
+/// once would spin on the same error while connections that could free one
+/// wait for CPU.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What the loop needs, borrowed from the [`Server`](super::Server).
+pub(crate) struct AcceptLoop<'a, S> {
+    pub listener: &'a TcpListener,
+    pub local: Endpoint,
+    pub service: &'a S,
+    pub config: &'a ServerConfig,
+    pub metrics: &'a Arc<Metrics>,
+    pub shutdown: &'a CancellationToken,
+}
+
+impl<S: Service> AcceptLoop<'_, S> {
+    /// Accepts until `shutdown` is cancelled, spawning one task per connection
+    /// into `conns` (and reaping finished ones so the set stays small).
+    pub async fn run(self, conns: &mut JoinSet<()>) {
+        let permits = Arc::new(Semaphore::new(self.config.max_connections));
+        let mut next_id: u64 = 0;
+        let mut errors = RateLimitedLog::default();
+        loop {
+            let permit = permits.clone().try_acquire_owned().ok();
+            let accepted = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                // Reap finished connections while waiting for the next one.
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                r = self.listener.accept() => r,
+            };
+            let (stream, addr) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    self.metrics.accept_error();
+                    let err = Error::io(e, format_args!("accept on {}", self.local));
+                    errors.log(&err);
+                    // An aborted handshake is that client's problem: go on at
+                    // once. Anything else (EMFILE, ENFILE, ENOBUFS) would
+                    // fail again immediately, so back off.
+                    if err.kind() != ErrorKind::ConnectionAborted {
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(EMFILE_BACKOFF) => {}
+                        }
+                    }
+                    continue;
+                }
+            };
+            // A connection may have closed while we waited in accept.
+            match permit.or_else(|| permits.clone().try_acquire_owned().ok()) {
+                Some(permit) => {
+                    next_id += 1;
+                    let conn = self.connection(stream, addr, next_id);
+                    self.metrics.connection_opened();
+                    conns.spawn(connection::run(self.service, conn, permit));
+                }
+                None => self.reject(stream, addr),
+            }
+        }
+    }
+
+    fn connection(&self, stream: TcpStream, addr: SocketAddr, id: u64) -> Connection {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(peer = %addr, "set TCP_NODELAY: {e}");
+        }
+        Connection {
+            local: stream.local_addr().map_or(self.local, Endpoint::from),
+            stream,
+            peer: Endpoint::from(addr),
+            id,
+            shutdown: self.shutdown.clone(),
+            idle_timeout: self.config.idle_timeout,
+            max_line: self.config.max_line,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Over the limit: the service's refusal line, if any, then close.
+    fn reject(&self, stream: TcpStream, addr: SocketAddr) {
+        self.metrics.connection_rejected();
+        if let Some(line) = self.service.reject_line() {
+            // A fresh socket's send buffer is empty: this does not block, and
+            // being best effort it never stalls the loop.
+            let _ = stream.try_write(line);
+        }
+        tracing::debug!(peer = %addr, "connection rejected: at max connections");
+    }
+}
+
+/// Logs accept errors at most once a second, saying how many were skipped.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn log(&mut self, err: &Error) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        self.last = Some(now);
+        let skipped = std::mem::take(&mut self.suppressed);
+        match err.kind() {
+            // A client gave up between handshake and accept: routine.
+            ErrorKind::ConnectionAborted => {
+                tracing::debug!(code = err.code(), skipped, "{err}; still accepting")
+            }
+            _ => tracing::warn!(code = err.code(), skipped, "{err}; still accepting"),
+        }
+    }
+}

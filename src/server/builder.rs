@@ -1,0 +1,251 @@
+//! [`ServerBuilder`] and [`ServerConfig`]: every knob of the server, validated
+//! before any socket opens, then [`ServerBuilder::bind`] to get a [`Server`].
+
+use std::time::Duration;
+
+use crate::codec::DEFAULT_MAX_LINE;
+use crate::endpoint::{DEFAULT_PORT, Endpoint};
+use crate::error::{Error, ErrorKind, Result, code};
+use crate::net::{Acceptor, DEFAULT_BACKLOG};
+
+use super::Server;
+
+/// Default idle timeout: a connection with no traffic for 5 minutes is closed.
+/// Long enough for a person typing into `nc`, short enough that forgotten
+/// clients do not pin descriptors forever.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Default grace period for draining connections at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// `TCP_DEFER_ACCEPT` wait, in seconds: how long the kernel holds a silent
+/// handshake before handing it to `accept` anyway.
+pub const DEFER_ACCEPT_SECS: u32 = 10;
+
+/// Descriptors kept back from the `RLIMIT_NOFILE`-derived connection limit for
+/// the listener, the runtime's epoll/eventfd, stdio and logs.
+const RESERVED_FDS: u64 = 32;
+
+/// Where to listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// `[::]:port` dual-stack, falling back to `0.0.0.0:port` on hosts
+    /// without IPv6 ([`Acceptor::bind_listen_any`]).
+    Any(u16),
+    /// Exactly this endpoint (port 0 lets the kernel choose).
+    At(Endpoint),
+}
+
+/// The validated configuration of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen; default `[::]:3333` dual-stack.
+    pub listen: Listen,
+    /// `listen(2)` backlog requested; default 30 (the kernel may cap it).
+    pub backlog: u32,
+    /// Connections served at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Close a connection after this long without traffic; `None` never.
+    pub idle_timeout: Option<Duration>,
+    /// Longest line line-based services accept, in bytes.
+    pub max_line: usize,
+    /// How long shutdown waits for connections to finish before closing them.
+    pub shutdown_grace: Duration,
+    /// Runtime worker threads ([`ServerConfig::runtime`]); 1 means a
+    /// single-threaded runtime with no work stealing.
+    pub workers: usize,
+    /// Set `TCP_DEFER_ACCEPT` on the listener (for client-speaks-first services).
+    pub defer_accept: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: Listen::Any(DEFAULT_PORT),
+            backlog: DEFAULT_BACKLOG,
+            max_connections: default_max_connections(),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_line: DEFAULT_MAX_LINE,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            defer_accept: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks every value's range; the error names the offending setting.
+    pub fn validate(&self) -> Result<()> {
+        let checks: [(&str, bool); 4] = [
+            ("backlog", self.backlog >= 1),
+            ("max connections", self.max_connections >= 1),
+            ("max line", self.max_line >= 1),
+            ("workers", self.workers >= 1),
+        ];
+        match checks.iter().find(|(_, ok)| !ok) {
+            Some((name, _)) => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                code::INVALID_CONFIG,
+                format!("{name} must be at least 1"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A tokio runtime with [`ServerConfig::workers`] threads: the
+    /// current-thread flavour for 1 (no work stealing, no cross-thread wakeups),
+    /// multi-threaded otherwise.
+    pub fn runtime(&self) -> Result<tokio::runtime::Runtime> {
+        let mut builder = if self.workers <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(self.workers);
+            b
+        };
+        builder
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io(e, "start the tokio runtime"))
+    }
+}
+
+/// The connection limit the process's descriptor limit allows: the soft
+/// `RLIMIT_NOFILE` minus a few descriptors the server itself needs.
+pub fn default_max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and nothing else.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    let usable = soft.saturating_sub(RESERVED_FDS).max(1);
+    usize::try_from(usable).unwrap_or(usize::MAX)
+}
+
+/// Builds a [`Server`]: set what differs from the defaults, then
+/// [`ServerBuilder::bind`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tcpkit::{Endpoint, server::ServerBuilder};
+/// let server = ServerBuilder::new()
+///     .listen(Endpoint::loopback_v4(0))
+///     .idle_timeout(Some(Duration::from_secs(30)))
+///     .bind()?;
+/// println!("listening on {}", server.local_endpoint());
+/// # Ok::<(), tcpkit::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+}
+
+impl ServerBuilder {
+    /// A builder with the defaults of [`ServerConfig::default`].
+    pub fn new() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Starts from an existing configuration.
+    pub fn from_config(config: ServerConfig) -> ServerBuilder {
+        ServerBuilder { config }
+    }
+
+    /// Listens on exactly `endpoint`. A `[::]` wildcard still falls back to
+    /// `0.0.0.0` on hosts without IPv6.
+    pub fn listen(mut self, endpoint: Endpoint) -> Self {
+        self.config.listen = if endpoint.is_ipv6() && endpoint.is_unspecified() {
+            Listen::Any(endpoint.port())
+        } else {
+            Listen::At(endpoint)
+        };
+        self
+    }
+
+    /// The `listen(2)` backlog.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.config.backlog = backlog;
+        self
+    }
+
+    /// The most connections served at once.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = max;
+        self
+    }
+
+    /// Idle timeout; `None` disables it.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Longest accepted line, in bytes.
+    pub fn max_line(mut self, bytes: usize) -> Self {
+        self.config.max_line = bytes;
+        self
+    }
+
+    /// Grace period for draining at shutdown.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Worker threads for [`ServerConfig::runtime`].
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.config.workers = workers;
+        self
+    }
+
+    /// Whether to set `TCP_DEFER_ACCEPT` on the listener.
+    pub fn defer_accept(mut self, on: bool) -> Self {
+        self.config.defer_accept = on;
+        self
+    }
+
+    /// The configuration so far.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Validates, then opens, binds and listens (`socket(2)`, `bind(2)`,
+    /// `listen(2)`), blocking. No runtime is needed until [`Server::run`].
+    pub fn bind(self) -> Result<Server> {
+        self.config.validate()?;
+        let acceptor = match self.config.listen {
+            Listen::Any(port) => Acceptor::bind_listen_any(port, self.config.backlog)?,
+            Listen::At(ep) => Acceptor::bind_listen(&ep, self.config.backlog)?,
+        };
+        if self.config.defer_accept {
+            acceptor.set_defer_accept(DEFER_ACCEPT_SECS)?;
+        }
+        Server::new(acceptor, self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_values_are_rejected_before_binding() {
+        let err = ServerBuilder::new().backlog(0).bind().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.message().contains("backlog"), "{err}");
+        let err = ServerBuilder::new().workers(0).bind().unwrap_err();
+        assert!(err.message().contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn wildcard_v6_listen_keeps_the_fallback() {
+        let b = ServerBuilder::new().listen(Endpoint::any_v6(7));
+        assert_eq!(b.config().listen, Listen::Any(7));
+        assert!(default_max_connections() >= 1);
+    }
+}

@@ -1,0 +1,321 @@
+//! [`Chat`]: line-based rooms usable from plain `nc` or telnet.
+//!
+//! Each line a client sends goes to every *other* client in its room as
+//! `name: line`. Commands: `/nick NAME`, `/join ROOM` (everyone starts in
+//! `lobby`), `/who`, `/quit`. Server notices start with `* `. Lines end in
+//! `\n` or `\r\n` and are passed on as bytes (UTF-8 or not); a line over the
+//! maximum gets an error line and closes its sender only. Each client has a
+//! bounded queue; one that falls behind is disconnected with a reason.
+//!
+//! * `room`: [`Room`], the [`Hub`] of rooms, and the non-blocking fan-out.
+//! * this file: one client's session (read loop, write loop, commands).
+
+mod room;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use room::notice;
+pub use room::{Hub, Member, Room};
+
+use super::{CloseReason, Connection, Served, Service};
+use crate::codec::LineCodec;
+use crate::metrics::Metrics;
+
+/// The room everyone starts in.
+pub const DEFAULT_ROOM: &str = "lobby";
+
+/// Default per-client queue, in messages: a client this far behind is
+/// disconnected rather than let the server buffer without bound.
+pub const DEFAULT_QUEUE: usize = 256;
+
+/// Longest `/nick` or `/join` argument, in bytes.
+pub const MAX_NAME: usize = 32;
+
+/// How long the farewell line (error, shutdown, slow) may take to write.
+const FAREWELL_DEADLINE: Duration = Duration::from_secs(1);
+
+/// The chat service. Cheap to clone; clones share rooms.
+#[derive(Debug, Clone)]
+pub struct Chat {
+    hub: Arc<Hub>,
+    queue: usize,
+}
+
+impl Default for Chat {
+    fn default() -> Self {
+        Chat::new()
+    }
+}
+
+impl Chat {
+    /// A chat with no rooms yet and [`DEFAULT_QUEUE`] per client.
+    pub fn new() -> Chat {
+        Chat {
+            hub: Arc::new(Hub::default()),
+            queue: DEFAULT_QUEUE,
+        }
+    }
+
+    /// Sets the per-client queue length in messages (at least 1).
+    pub fn with_queue(mut self, messages: usize) -> Chat {
+        self.queue = messages.max(1);
+        self
+    }
+}
+
+impl Service for Chat {
+    fn name(&self) -> &'static str {
+        "chat"
+    }
+
+    fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send + 'static {
+        session(self.hub.clone(), self.queue, conn)
+    }
+
+    fn reject_line(&self) -> Option<&'static [u8]> {
+        Some(b"* server full: too many connections, try again later\r\n")
+    }
+}
+
+/// One client's state as its session sees it.
+struct Me {
+    id: u64,
+    name: String,
+    room: String,
+    tx: mpsc::Sender<Bytes>,
+    kick: CancellationToken,
+    bytes_in: u64,
+}
+
+impl Me {
+    fn member(&self) -> Member {
+        Member {
+            id: self.id,
+            name: self.name.clone(),
+            tx: self.tx.clone(),
+            kick: self.kick.clone(),
+        }
+    }
+
+    /// A line for this client only; dropped if its own queue is full (a
+    /// client that far behind is disconnected by the next broadcast).
+    fn tell(&self, text: std::fmt::Arguments<'_>) {
+        let _ = self.tx.try_send(notice(text));
+    }
+}
+
+async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
+    let Connection {
+        mut stream,
+        id,
+        shutdown,
+        idle_timeout,
+        max_line,
+        metrics,
+        ..
+    } = conn;
+    let (tx, mut rx) = mpsc::channel(queue);
+    let mut me = Me {
+        id,
+        name: format!("user{id}"),
+        room: DEFAULT_ROOM.to_owned(),
+        tx,
+        kick: CancellationToken::new(),
+        bytes_in: 0,
+    };
+    me.tell(format_args!(
+        "welcome {}, you are in {}; commands: /nick NAME, /join ROOM, /who, /quit",
+        me.name, me.room
+    ));
+    count_slow(&metrics, hub.join(&me.room, me.member()));
+
+    let mut bytes_out = 0u64;
+    let (rd, mut wr) = stream.split();
+    let reason = {
+        let mut lines = FramedRead::new(rd, LineCodec::new(max_line));
+        let kick = me.kick.clone();
+        tokio::select! {
+            r = read_loop(&hub, &mut me, &mut lines, idle_timeout, &metrics) => r,
+            r = write_loop(&mut rx, &mut wr, &mut bytes_out) => r,
+            _ = kick.cancelled() => CloseReason::SlowConsumer,
+            _ = shutdown.cancelled() => CloseReason::Shutdown,
+        }
+    };
+    // A slow consumer was already removed (and counted) by whoever found
+    // its queue full.
+    if !matches!(reason, CloseReason::SlowConsumer) {
+        hub.leave(&me.room, me.id);
+    }
+    if let Some(text) = farewell(&reason, max_line, queue) {
+        let line = notice(format_args!("{text}"));
+        if let Ok(Ok(())) = tokio::time::timeout(FAREWELL_DEADLINE, wr.write_all(&line)).await {
+            bytes_out += line.len() as u64;
+        }
+    }
+    Served {
+        bytes_in: me.bytes_in,
+        bytes_out,
+        reason,
+    }
+}
+
+fn farewell(reason: &CloseReason, max_line: usize, queue: usize) -> Option<String> {
+    Some(match reason {
+        CloseReason::Done => "bye".to_owned(),
+        CloseReason::LineTooLong => {
+            format!("error: line longer than {max_line} bytes; closing")
+        }
+        CloseReason::SlowConsumer => {
+            format!("disconnected: you fell behind by more than {queue} messages")
+        }
+        CloseReason::Shutdown => "server shutting down".to_owned(),
+        CloseReason::IdleTimeout => "idle for too long; closing".to_owned(),
+        _ => return None,
+    })
+}
+
+fn count_slow(metrics: &Metrics, kicked: usize) {
+    for _ in 0..kicked {
+        metrics.slow_consumer();
+    }
+}
+
+async fn write_loop(
+    rx: &mut mpsc::Receiver<Bytes>,
+    wr: &mut WriteHalf<'_>,
+    bytes_out: &mut u64,
+) -> CloseReason {
+    while let Some(msg) = rx.recv().await {
+        if let Err(e) = wr.write_all(&msg).await {
+            return CloseReason::Error(crate::Error::io(e, "chat write"));
+        }
+        *bytes_out += msg.len() as u64;
+    }
+    CloseReason::Done
+}
+
+async fn read_loop(
+    hub: &Hub,
+    me: &mut Me,
+    lines: &mut FramedRead<ReadHalf<'_>, LineCodec>,
+    idle_timeout: Option<Duration>,
+    metrics: &Metrics,
+) -> CloseReason {
+    loop {
+        let next = match idle_timeout {
+            // Chat is not the hot path: a timeout per line is fine here.
+            Some(limit) => match tokio::time::timeout(limit, lines.next()).await {
+                Ok(next) => next,
+                Err(_) => return CloseReason::IdleTimeout,
+            },
+            None => lines.next().await,
+        };
+        let line = match next {
+            None => return CloseReason::PeerClosed,
+            Some(Err(e)) if e.kind() == crate::ErrorKind::LineTooLong => {
+                return CloseReason::LineTooLong;
+            }
+            Some(Err(e)) => return CloseReason::Error(e),
+            Some(Ok(line)) => line,
+        };
+        // The codec strips the terminator: count it as one byte (a `\r`
+        // before it goes uncounted, so chat's bytes in are approximate).
+        me.bytes_in += line.len() as u64 + 1;
+        if let Some(reason) = handle_line(hub, me, line, metrics) {
+            return reason;
+        }
+    }
+}
+
+/// One line from the client: a command or a message for the room.
+fn handle_line(hub: &Hub, me: &mut Me, line: Bytes, metrics: &Metrics) -> Option<CloseReason> {
+    if line.is_empty() {
+        return None;
+    }
+    if line.first() != Some(&b'/') {
+        let mut msg = BytesMut::with_capacity(me.name.len() + line.len() + 4);
+        msg.put_slice(me.name.as_bytes());
+        msg.put_slice(b": ");
+        msg.put_slice(&line);
+        msg.put_slice(b"\r\n");
+        count_slow(metrics, hub.say(&me.room, me.id, &msg.freeze()));
+        return None;
+    }
+    let text = String::from_utf8_lossy(&line);
+    let mut words = text.splitn(2, char::is_whitespace);
+    let command = words.next().unwrap_or_default();
+    let arg = words.next().map(str::trim).unwrap_or_default();
+    match command {
+        "/quit" => return Some(CloseReason::Done),
+        "/who" => {
+            let names = hub.who(&me.room).join(", ");
+            me.tell(format_args!("in {}: {names}", me.room));
+        }
+        "/nick" => match valid_name(arg) {
+            Err(why) => me.tell(format_args!("error: /nick {why}")),
+            Ok(name) => {
+                count_slow(metrics, hub.rename(&me.room, me.id, name));
+                me.name = name.to_owned();
+                me.tell(format_args!("you are now {name}"));
+            }
+        },
+        "/join" => match valid_name(arg) {
+            Err(why) => me.tell(format_args!("error: /join {why}")),
+            Ok(room) if room == me.room => me.tell(format_args!("already in {room}")),
+            Ok(room) => {
+                if hub.leave(&me.room, me.id).is_none() {
+                    // Dropped as slow in the meantime.
+                    return Some(CloseReason::SlowConsumer);
+                }
+                me.room = room.to_owned();
+                count_slow(metrics, hub.join(&me.room, me.member()));
+                me.tell(format_args!("you joined {room}"));
+            }
+        },
+        other => me.tell(format_args!(
+            "error: unknown command {other}; try /nick NAME, /join ROOM, /who, /quit"
+        )),
+    }
+    None
+}
+
+/// A nick or room name: 1 to [`MAX_NAME`] bytes, no spaces or control
+/// characters (a lossy-decoded `\u{FFFD}` counts as invalid too).
+fn valid_name(arg: &str) -> Result<&str, String> {
+    if arg.is_empty() {
+        return Err("needs a name".to_owned());
+    }
+    if arg.len() > MAX_NAME {
+        return Err(format!("name longer than {MAX_NAME} bytes"));
+    }
+    if arg
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\u{FFFD}')
+    {
+        return Err("name must be printable UTF-8 without spaces".to_owned());
+    }
+    Ok(arg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(valid_name("ana"), Ok("ana"));
+        assert!(valid_name("").is_err());
+        assert!(valid_name("a b").is_err());
+        assert!(valid_name(&"x".repeat(MAX_NAME + 1)).is_err());
+        assert!(valid_name("bad\u{FFFD}").is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! [`Room`]s and the hub that holds them: membership and fan-out.
+//!
+//! Fan-out never waits: each member has a bounded queue and a message is
+//! `try_send`'d to it. A member whose queue is full is removed and told to go
+//! (its `kick` token), so one slow reader never slows the room.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One client as the room sees it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The connection's id.
+    pub id: u64,
+    /// Display name, prefixed to what it says.
+    pub name: String,
+    /// Its bounded outgoing queue.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Cancelled when the member is disconnected for falling behind.
+    pub kick: CancellationToken,
+}
+
+/// The members of one room.
+#[derive(Debug, Default)]
+pub struct Room {
+    members: Vec<Member>,
+}
+
+impl Room {
+    /// Queues `msg` to every member but `from`; returns those too slow to
+    /// take it, already removed from the room.
+    fn send_others(&mut self, from: Option<u64>, msg: &Bytes) -> Vec<Member> {
+        let mut slow = Vec::new();
+        self.members.retain(|m| {
+            if Some(m.id) == from {
+                return true;
+            }
+            match m.tx.try_send(msg.clone()) {
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    m.kick.cancel();
+                    slow.push(m.clone());
+                    false
+                }
+                // Closed: that member is on its way out already.
+                _ => true,
+            }
+        });
+        slow
+    }
+
+    /// Sends `msg`, then tells the room about anyone dropped for it; returns
+    /// how many were dropped.
+    fn broadcast(&mut self, room: &str, from: Option<u64>, msg: &Bytes) -> usize {
+        let mut kicked = 0;
+        let mut slow = self.send_others(from, msg);
+        while let Some(m) = slow.pop() {
+            kicked += 1;
+            let notice = notice(format_args!("{} left {room} (too slow)", m.name));
+            slow.extend(self.send_others(None, &notice));
+        }
+        kicked
+    }
+}
+
+/// Every room, by name. A room exists while it has members.
+#[derive(Debug, Default)]
+pub struct Hub {
+    rooms: Mutex<HashMap<String, Room>>,
+}
+
+/// `* text\r\n`: server notices stand out from `name: text` lines.
+pub(crate) fn notice(text: std::fmt::Arguments<'_>) -> Bytes {
+    Bytes::from(format!("* {text}\r\n"))
+}
+
+impl Hub {
+    fn with_room<T>(&self, room: &str, f: impl FnOnce(&mut Room) -> T) -> T {
+        // A panic elsewhere while holding the lock leaves consistent data
+        // (every mutation is a single push/retain), so poison is ignored.
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let r = rooms.entry(room.to_owned()).or_default();
+        let out = f(r);
+        if r.members.is_empty() {
+            rooms.remove(room);
+        }
+        out
+    }
+
+    /// Adds `member` to `room` and announces it; returns members dropped as slow.
+    pub fn join(&self, room: &str, member: Member) -> usize {
+        let msg = notice(format_args!("{} joined {room}", member.name));
+        self.with_room(room, |r| {
+            let id = member.id;
+            r.members.push(member);
+            r.broadcast(room, Some(id), &msg)
+        })
+    }
+
+    /// Removes member `id` from `room`, announcing it; `None` if it was not
+    /// there (e.g. already dropped as slow).
+    pub fn leave(&self, room: &str, id: u64) -> Option<Member> {
+        self.with_room(room, |r| {
+            let at = r.members.iter().position(|m| m.id == id)?;
+            let member = r.members.remove(at);
+            let msg = notice(format_args!("{} left {room}", member.name));
+            r.broadcast(room, None, &msg);
+            Some(member)
+        })
+    }
+
+    /// Queues `msg` to everyone in `room` but `from`; returns how many were
+    /// dropped as too slow.
+    pub fn say(&self, room: &str, from: u64, msg: &Bytes) -> usize {
+        self.with_room(room, |r| r.broadcast(room, Some(from), msg))
+    }
+
+    /// Renames member `id`, announcing it to the others.
+    pub fn rename(&self, room: &str, id: u64, name: &str) -> usize {
+        self.with_room(room, |r| {
+            let Some(m) = r.members.iter_mut().find(|m| m.id == id) else {
+                return 0;
+            };
+            let msg = notice(format_args!("{} is now known as {name}", m.name));
+            m.name = name.to_owned();
+            r.broadcast(room, Some(id), &msg)
+        })
+    }
+
+    /// The names in `room`.
+    pub fn who(&self, room: &str) -> Vec<String> {
+        self.with_room(room, |r| r.members.iter().map(|m| m.name.clone()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, queue: usize) -> (Member, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let m = Member {
+            id,
+            name: format!("user{id}"),
+            tx,
+            kick: CancellationToken::new(),
+        };
+        (m, rx)
+    }
+
+    #[test]
+    fn fan_out_skips_sender_and_drops_the_slow() {
+        let hub = Hub::default();
+        let (a, mut a_rx) = member(1, 8);
+        let (b, _b_rx) = member(2, 1);
+        let b_kick = b.kick.clone();
+        hub.join("lobby", a);
+        hub.join("lobby", b); // a hears "user2 joined"
+        assert_eq!(hub.say("lobby", 1, &Bytes::from_static(b"x\r\n")), 0);
+        assert_eq!(hub.say("lobby", 1, &Bytes::from_static(b"y\r\n")), 1);
+        assert!(b_kick.is_cancelled());
+        assert_eq!(hub.who("lobby"), vec!["user1"]);
+        assert_eq!(&a_rx.try_recv().unwrap()[..], b"* user2 joined lobby\r\n");
+        assert_eq!(
+            &a_rx.try_recv().unwrap()[..],
+            b"* user2 left lobby (too slow)\r\n"
+        );
+        assert!(hub.leave("lobby", 2).is_none());
+        assert!(hub.leave("lobby", 1).is_some());
+        assert!(hub.rooms.lock().unwrap().is_empty());
+    }
+}

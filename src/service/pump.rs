@@ -1,0 +1,262 @@
+//! The read loop echo and discard share, built so an idle connection holds no
+//! buffer and a busy one allocates nothing per message.
+//!
+//! It waits for read readiness and reads with `try_read` into a buffer owned
+//! by the worker *thread* (not the connection), writes back with `try_write`,
+//! and only when the peer's receive window is full copies the unwritten
+//! remainder into a connection-owned buffer. While that buffer is non-empty
+//! the loop waits for write readiness and does not read: that is the
+//! backpressure, and it bounds what the server holds per connection to one
+//! read. A peer that neither reads nor sends for the idle timeout is closed
+//! (the timer runs during that wait too), which is the write deadline.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::task::Poll;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{CloseReason, Connection, Served};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::server::IdleClock;
+
+/// The per-thread read buffer: one read's worth, and so the most a stalled
+/// peer can make the server hold for it.
+pub const READ_BUF_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUF_BYTES].into_boxed_slice());
+}
+
+/// Whether read bytes go back to the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Echo,
+    Discard,
+}
+
+/// What woke the loop.
+enum Event {
+    /// The socket is ready for the operation we waited on.
+    Ready,
+    /// The idle (or drain) timer fired.
+    Timer,
+    /// Shutdown was requested.
+    Shutdown,
+    /// The readiness wait itself failed.
+    Failed(io::Error),
+}
+
+/// What one readiness event produced.
+enum Step {
+    /// Bytes read (and how many of them were written straight back).
+    Moved { read: usize, written: usize },
+    /// End of stream from the peer.
+    Eof,
+    /// Spurious readiness.
+    Again,
+}
+
+/// Not an `async fn`: destructuring here, outside the future, keeps the
+/// fields the loop never uses (endpoints, id) out of the per-connection state;
+/// an `async fn` would keep its whole argument alongside the locals.
+pub(crate) fn pump(conn: Connection, mode: Mode) -> impl Future<Output = Served> + Send {
+    let Connection {
+        stream,
+        shutdown,
+        idle_timeout,
+        metrics,
+        ..
+    } = conn;
+    let mut state = Pump {
+        stream,
+        metrics,
+        mode,
+        idle: IdleClock::new(idle_timeout),
+        pending: Vec::new(),
+        written: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        eof: false,
+    };
+    // The loop borrows the state rather than taking it: an argument moved
+    // into an `async fn` is stored twice in its future.
+    async move {
+        let reason = pump_loop(&mut state, &shutdown).await;
+        state.finish(reason)
+    }
+}
+
+/// One connection's state between wakeups.
+struct Pump {
+    stream: TcpStream,
+    metrics: Arc<Metrics>,
+    mode: Mode,
+    idle: IdleClock,
+    /// Bytes the peer has not taken yet; `pending[written..]` is still owed.
+    pending: Vec<u8>,
+    written: usize,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// The peer shut down its sending side.
+    eof: bool,
+}
+
+async fn pump_loop(p: &mut Pump, shutdown: &CancellationToken) -> CloseReason {
+    let sleep = tokio::time::sleep_until(p.idle.deadline());
+    tokio::pin!(sleep);
+    // Created once and kept: re-creating the wait each iteration would
+    // register and unregister a waiter (a lock) per message.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut draining = false;
+    loop {
+        let backlogged = p.backlogged();
+        if !backlogged && p.eof {
+            // Half-close: everything echoed; pass the EOF on.
+            let _ = p.stream.shutdown().await;
+            break CloseReason::PeerClosed;
+        }
+        // Hand-written rather than `select!`: `poll_*_ready` use the
+        // stream's own waker slot, so the wait stores no readiness future
+        // in the connection's state. I/O first, so the timer and the
+        // shutdown wait are only polled when the socket has nothing for us.
+        let event = std::future::poll_fn(|cx| {
+            let io = if backlogged {
+                p.stream.poll_write_ready(cx)
+            } else {
+                p.stream.poll_read_ready(cx)
+            };
+            if let Poll::Ready(r) = io {
+                return Poll::Ready(r.map_or_else(Event::Failed, |()| Event::Ready));
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+            if !draining && cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            Poll::Pending
+        })
+        .await;
+        let step = match event {
+            Event::Failed(e) => Err(io_error(e)),
+            Event::Ready if backlogged => p.on_writable(),
+            Event::Ready => p.on_readable(),
+            Event::Timer => match p.idle.expired() {
+                Some(deadline) => {
+                    sleep.as_mut().reset(deadline);
+                    Ok(())
+                }
+                None if draining => Err(CloseReason::Shutdown),
+                None => Err(CloseReason::IdleTimeout),
+            },
+            Event::Shutdown => {
+                // Finish what is in flight: stay until the peer goes quiet.
+                draining = true;
+                p.idle.start_draining();
+                sleep.as_mut().reset(p.idle.deadline());
+                Ok(())
+            }
+        };
+        if let Err(reason) = step {
+            break reason;
+        }
+    }
+}
+
+impl Pump {
+    fn backlogged(&self) -> bool {
+        self.written < self.pending.len()
+    }
+
+    /// Writes what the peer is owed; frees the buffer once it is all out.
+    fn on_writable(&mut self) -> Result<(), CloseReason> {
+        match self.stream.try_write(&self.pending[self.written..]) {
+            Ok(n) => {
+                self.written += n;
+                self.bytes_out += n as u64;
+                self.idle.touch();
+                if self.written == self.pending.len() {
+                    self.metrics.buffer_shrank(self.pending.len() as u64);
+                    // Give the memory back: an idle connection holds none.
+                    self.pending = Vec::new();
+                    self.written = 0;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    /// Reads once and, for echo, writes straight back what the peer takes.
+    fn on_readable(&mut self) -> Result<(), CloseReason> {
+        match read_once(&self.stream, self.mode, &mut self.pending) {
+            Ok(Step::Moved { read, written }) => {
+                self.bytes_in += read as u64;
+                self.bytes_out += written as u64;
+                self.idle.touch();
+                if !self.pending.is_empty() {
+                    self.metrics.buffer_grew(self.pending.len() as u64);
+                }
+                Ok(())
+            }
+            Ok(Step::Eof) => {
+                self.eof = true;
+                Ok(())
+            }
+            Ok(Step::Again) => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn finish(self, reason: CloseReason) -> Served {
+        if self.backlogged() {
+            self.metrics.buffer_shrank(self.pending.len() as u64);
+        }
+        Served {
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            reason,
+        }
+    }
+}
+
+/// One `try_read` into the thread's buffer and, for echo, `try_write`s of it
+/// until the peer's window is full; the remainder goes to `pending`.
+fn read_once(stream: &TcpStream, mode: Mode, pending: &mut Vec<u8>) -> io::Result<Step> {
+    READ_BUF.with_borrow_mut(|buf| {
+        let read = match stream.try_read(buf) {
+            Ok(0) => return Ok(Step::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Again),
+            Err(e) => return Err(e),
+        };
+        if mode == Mode::Discard {
+            return Ok(Step::Moved { read, written: 0 });
+        }
+        let mut written = 0;
+        while written < read {
+            match stream.try_write(&buf[written..read]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if written < read {
+            pending.extend_from_slice(&buf[written..read]);
+        }
+        Ok(Step::Moved { read, written })
+    })
+}
+
+fn io_error(e: io::Error) -> CloseReason {
+    CloseReason::Error(Error::io(e, "echo/discard connection"))
+}

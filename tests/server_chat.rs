@@ -1,0 +1,176 @@
+//! Chat over loopback: fan-out, /nick, /join, join/leave notices, over-long
+//! lines, slow consumers and non-UTF-8 input.
+
+mod server_util;
+
+use std::time::Duration;
+
+use server_util::{DEADLINE, LineClient, start, within};
+use tcpkit::server::ServerBuilder;
+use tcpkit::service::Chat;
+use tokio::net::TcpSocket;
+
+/// Connects and reads the welcome line, returning the client and its name.
+async fn join(addr: std::net::SocketAddr) -> (LineClient, String) {
+    let mut c = LineClient::connect(addr).await;
+    let welcome = c.recv().await.expect("welcome line");
+    let name = welcome
+        .strip_prefix("* welcome ")
+        .and_then(|r| r.split(',').next())
+        .expect("welcome names the client")
+        .to_owned();
+    (c, name)
+}
+
+#[tokio::test]
+async fn fan_out_nick_and_join_leave_notices() {
+    let server = start(ServerBuilder::new(), Chat::new());
+    let (mut a, a_name) = join(server.addr).await;
+    let (mut b, b_name) = join(server.addr).await;
+    a.expect(&format!("* {b_name} joined lobby")).await;
+    let (mut c, c_name) = join(server.addr).await;
+    a.expect(&format!("* {c_name} joined lobby")).await;
+    b.expect(&format!("* {c_name} joined lobby")).await;
+
+    a.send("/nick ana").await;
+    a.expect("* you are now ana").await;
+    b.expect(&format!("* {a_name} is now known as ana")).await;
+    c.expect(&format!("* {a_name} is now known as ana")).await;
+
+    // CRLF and LF both end lines; the sender does not hear itself.
+    a.send_bytes(b"hello everyone\r\n").await;
+    b.expect("ana: hello everyone").await;
+    c.expect("ana: hello everyone").await;
+    a.send("/who").await;
+    a.expect(&format!("* in lobby: ana, {b_name}, {c_name}"))
+        .await;
+
+    // Rooms: c moves away and stops hearing the lobby.
+    c.send("/join attic").await;
+    c.expect("* you joined attic").await;
+    b.expect(&format!("* {c_name} left lobby")).await;
+    b.send("lobby only").await;
+    a.expect(&format!("{b_name}: lobby only")).await;
+    c.send("/who").await;
+    c.expect(&format!("* in attic: {c_name}")).await;
+
+    b.send("/quit").await;
+    b.expect("* bye").await;
+    assert_eq!(b.recv().await, None, "closed after /quit");
+    a.expect(&format!("* {b_name} left lobby")).await;
+    drop((a, c));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn over_long_line_closes_only_its_sender() {
+    let server = start(ServerBuilder::new().max_line(64), Chat::new());
+    let (mut a, a_name) = join(server.addr).await;
+    let (mut b, b_name) = join(server.addr).await;
+    let (mut c, c_name) = join(server.addr).await;
+    a.expect(&format!("* {c_name} joined lobby")).await;
+    b.expect(&format!("* {c_name} joined lobby")).await;
+
+    a.send(&"x".repeat(100)).await;
+    a.expect("* error: line longer than 64 bytes; closing")
+        .await;
+    assert_eq!(a.recv().await, None);
+
+    // The others see the departure, nothing of the line, and carry on.
+    let skipped = b.expect(&format!("* {a_name} left lobby")).await;
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let skipped = c.expect(&format!("* {a_name} left lobby")).await;
+    assert!(skipped.is_empty(), "{skipped:?}");
+    b.send("still here").await;
+    c.expect(&format!("{b_name}: still here")).await;
+    drop((b, c));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn non_utf8_is_passed_on_as_bytes() {
+    let server = start(ServerBuilder::new(), Chat::new());
+    let (mut a, a_name) = join(server.addr).await;
+    let (mut b, b_name) = join(server.addr).await;
+    a.expect(&format!("* {b_name} joined lobby")).await;
+    a.send_bytes(b"caf\xe9 \xff\x00!\n").await;
+    let line = b.recv().await.expect("line");
+    assert_eq!(
+        line,
+        String::from_utf8_lossy(format!("{a_name}: caf\u{0}").as_bytes())
+            .replace('\u{0}', "\u{FFFD} \u{FFFD}\u{0}!")
+    );
+    a.send_bytes(b"/nick \xff\n").await;
+    let reply = a.recv().await.expect("reply");
+    assert!(reply.starts_with("* error: /nick"), "{reply}");
+    drop((a, b));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
+    let server = start(ServerBuilder::new(), Chat::new().with_queue(32));
+    // The slow one: a small receive window so its socket fills quickly.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let slow_stream = within(DEADLINE, "connect", sock.connect(server.addr))
+        .await
+        .unwrap();
+    let mut slow = LineClient::from_stream(slow_stream);
+    let slow_name = slow.recv().await.unwrap()["* welcome ".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (mut sender, sender_name) = join(server.addr).await;
+    let (mut reader, _) = join(server.addr).await;
+    sender
+        .expect(&{
+            let r = server.metrics.snapshot().connections_accepted;
+            format!("* user{r} joined lobby")
+        })
+        .await;
+
+    // Well under the queue, so the reader (which takes each batch before
+    // the next is sent) can never be the one that falls behind.
+    const BATCH: usize = 8;
+    let payload = "y".repeat(1000);
+    let mut batches = 0;
+    let mut notices = Vec::new();
+    within(
+        Duration::from_secs(30),
+        "slow consumer disconnected",
+        async {
+            while server.metrics.snapshot().slow_consumers == 0 {
+                for _ in 0..BATCH {
+                    sender.send(&payload).await;
+                }
+                let mut got = 0;
+                while got < BATCH {
+                    let line = reader.recv().await.expect("reader kept up");
+                    if line.starts_with(&format!("{sender_name}: ")) {
+                        got += 1;
+                    } else {
+                        notices.push(line);
+                    }
+                }
+                batches += 1;
+            }
+        },
+    )
+    .await;
+    assert!(batches >= 1);
+    sender.send("after the slow one left").await;
+    notices.extend(
+        reader
+            .expect(&format!("{sender_name}: after the slow one left"))
+            .await,
+    );
+    assert!(
+        notices.contains(&format!("* {slow_name} left lobby (too slow)")),
+        "{notices:?}"
+    );
+    drop(slow);
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.slow_consumers, 1);
+}
