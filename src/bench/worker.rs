@@ -94,6 +94,8 @@ struct Ctx {
     live: Arc<Live>,
     stats: Rc<RefCell<ThreadStats>>,
     gate: Rc<Semaphore>,
+    /// Connects made, to rotate source addresses (connect mode).
+    connects: std::cell::Cell<u32>,
 }
 
 impl Ctx {
@@ -151,8 +153,7 @@ impl Ctx {
     async fn open(&self) -> Result<(TcpStream, Option<SemaphorePermit<'_>>), ConnError> {
         let permit = self.gate.acquire().await.ok();
         let target = self.config.target;
-        let addr = target.socket_addr();
-        let stream = match timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+        let stream = match timeout(self.config.connect_timeout, self.connect()).await {
             Err(_) => {
                 let e = Error::timed_out(
                     format_args!("connect {target}"),
@@ -173,6 +174,53 @@ impl Ctx {
         })?;
         Ok((stream, permit))
     }
+}
+
+impl Ctx {
+    /// `connect(2)`. In connect mode against 127.0.0.0/8, each connection
+    /// leaves from another source address of 127.0.0.0/8 (bound with
+    /// `IP_BIND_ADDRESS_NO_PORT`, so the port is still picked at connect): the
+    /// client closes first, and tens of thousands of its `TIME_WAIT` sockets
+    /// on one source address turn the kernel's ephemeral port search into
+    /// the load generator's largest cost (`__inet_hash_connect`).
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let addr = self.config.target.socket_addr();
+        let spread = match addr.ip() {
+            std::net::IpAddr::V4(ip) => self.config.mode == Mode::Connect && ip.is_loopback(),
+            std::net::IpAddr::V6(_) => false,
+        };
+        if !spread {
+            return TcpStream::connect(addr).await;
+        }
+        let n = self.connects.get().wrapping_add(1);
+        self.connects.set(n);
+        // One of 60,000 addresses from 127.0.0.2 up, never 127.0.0.1.
+        let host = 2 + self.id.wrapping_mul(251).wrapping_add(n) % 60_000;
+        let source = std::net::Ipv4Addr::from(0x7f00_0000 | host);
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        set_bind_address_no_port(&socket)?;
+        socket.bind(std::net::SocketAddr::from((source, 0)))?;
+        socket.connect(addr).await
+    }
+}
+
+fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on an open socket with a correctly sized int.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Runs connections `ids` on a current-thread runtime until the clock stops.
@@ -199,6 +247,7 @@ pub(crate) fn run_thread(
                 live: live.clone(),
                 stats: stats.clone(),
                 gate: gate.clone(),
+                connects: std::cell::Cell::new(0),
             };
             tasks.push(tokio::task::spawn_local(connection(ctx)));
         }
