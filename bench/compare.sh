@@ -7,10 +7,12 @@
 #
 # Usage: bench/compare.sh [--quick]
 #   --quick      4 workloads, 1 s windows (under 2 minutes)
+#   --table=FILE only print the table of an earlier run's results (JSON lines)
 # Environment:
 #   ANCHORS      directory with build.sh (default: $REPO/../shared/anchors)
 #   ROUNDS       rounds (default 3); DURATION / WARMUP (default 3s / 1s)
 #   SERVERS      space-separated subset of: asio asio_blocking tokio epoll tcpkit
+#   ONLY         run only workloads whose name matches this grep -E pattern (e.g. '64 KiB')
 #   TCPKIT_SERVE tcpkit binary whose `serve` is measured (default: this repo's release build)
 #   RESULTS      JSON lines of every run go here (default target/compare/results.jsonl)
 # Prints one markdown table on stdout; progress on stderr.
@@ -18,10 +20,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 ANCHORS=${ANCHORS:-$REPO/../shared/anchors}
 QUICK=0
+TABLE_ONLY=
 for arg in "$@"; do
   case $arg in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --table=*) TABLE_ONLY=${arg#--table=} ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -34,8 +38,78 @@ fi
 SERVERS=${SERVERS:-asio asio_blocking tokio epoll tcpkit}
 RESULTS=${RESULTS:-$REPO/target/compare/results.jsonl}
 mkdir -p "$(dirname "$RESULTS")"
-: >"$RESULTS"
 log() { echo "compare: $*" >&2; }
+
+print_table() { # results.jsonl "servers..."
+  python3 - "$1" "$2" <<'PY'
+import json, statistics, sys
+from collections import defaultdict
+
+path, servers = sys.argv[1], sys.argv[2].split()
+runs = defaultdict(list)
+workloads = []
+for line in open(path):
+    r = json.loads(line)
+    runs[(r["workload"], r["server"])].append(r)
+    if r["workload"] not in workloads:
+        workloads.append(r["workload"])
+
+label = {"asio": "asio_echo (1 thread)", "asio_blocking": "asio_blocking_echo",
+         "tokio": "tokio_echo (1 worker)", "epoll": "epoll_echo once (C)",
+         "tcpkit": "tcpkit serve --workers 1"}
+
+def med(rs, key):
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+def p99(rs):
+    vals = [r["latency_us"]["p99"] for r in rs if r["latency_us"]["count"]]
+    return statistics.median(vals) if vals else None
+
+def spread(rs, key):
+    vals = sorted(r[key] for r in rs if r.get(key) is not None)
+    if not vals:
+        return "—"
+    m = statistics.median(vals)
+    return f"{m:.2f} ({vals[0]:.1f}–{vals[-1]:.1f})" if len(vals) > 1 else f"{m:.2f}"
+
+def fmt(v, spec):
+    return "—" if v is None else format(v, spec)
+
+print("| workload | server | runs | msgs/s | MB/s | p99 µs | server µs/msg, median (min–max) | client µs/msg | RSS/conn KiB | errors | tcpkit ÷ this |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for w in workloads:
+    idle = "idle" in w
+    key = "server_rss_per_conn_kib" if idle else "server_cpu_us_per_msg"
+    ours = med(runs.get((w, "tcpkit"), []), key)
+    for s in servers:
+        rs = runs.get((w, s), [])
+        if not rs:
+            continue
+        mine = med(rs, key)
+        if s == "tcpkit":
+            ratio = "1.00"
+        elif ours is not None and mine is not None and mine < 0.05:
+            ratio = "— (≈ 0)"
+        elif ours is not None and mine:
+            ratio = f"{ours / mine:.2f}"
+        else:
+            ratio = "pending"
+        errors = sum(r["errors"] + r["connect_failures"] for r in rs)
+        # Idle runs count connections, not traffic: only RSS/conn means something.
+        traffic = (lambda v: None) if idle else (lambda v: v)
+        print(f"| {w} | {label.get(s, s)} | {len(rs)} | {fmt(traffic(med(rs, 'msgs_per_s')), ',.0f')} "
+              f"| {fmt(traffic(med(rs, 'mb_per_s')), ',.1f')} | {fmt(traffic(p99(rs)), '.0f')} "
+              f"| {spread(rs, 'server_cpu_us_per_msg') if not idle else '—'} "
+              f"| {fmt(traffic(med(rs, 'client_cpu_us_per_msg')), '.2f')} "
+              f"| {fmt(med(rs, 'server_rss_per_conn_kib') if idle else None, '.2f')} | {errors} | {ratio} |")
+PY
+}
+
+if [[ -n $TABLE_ONLY ]]; then
+  print_table "$TABLE_ONLY" "${SERVERS}"
+  exit 0
+fi
 
 # --- packages (taskset, jq, python3; build.sh installs g++ and Boost) ---------
 need=()
@@ -48,6 +122,8 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if (($(nproc) < 2)); then log "need 2 CPUs (server on 0, load on 1)"; exit 1; fi
+
+: >"$RESULTS"
 
 # --- build ----------------------------------------------------------------------
 OUT=$REPO/target/anchors
@@ -136,6 +212,14 @@ else
   )
 fi
 
+if [[ -n ${ONLY:-} ]]; then
+  kept=()
+  for w in "${WORKLOADS[@]}"; do
+    if grep -qE -- "$ONLY" <<<"${w%%|*}"; then kept+=("$w"); fi
+  done
+  WORKLOADS=("${kept[@]}")
+fi
+
 # tcpkit serve may not exist yet in this build: probe once.
 servers=()
 for s in $SERVERS; do
@@ -186,59 +270,4 @@ for round in $(seq "$ROUNDS"); do
 done
 log "done in $(($(date +%s) - started)) s; raw results in $RESULTS"
 
-python3 - "$RESULTS" "${servers[*]}" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-
-path, servers = sys.argv[1], sys.argv[2].split()
-runs = defaultdict(list)
-workloads = []
-for line in open(path):
-    r = json.loads(line)
-    runs[(r["workload"], r["server"])].append(r)
-    if r["workload"] not in workloads:
-        workloads.append(r["workload"])
-
-label = {"asio": "asio_echo (1 thread)", "asio_blocking": "asio_blocking_echo",
-         "tokio": "tokio_echo (1 worker)", "epoll": "epoll_echo once (C)",
-         "tcpkit": "tcpkit serve --workers 1"}
-
-def med(rs, key):
-    vals = [r[key] for r in rs if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
-
-def p99(rs):
-    vals = [r["latency_us"]["p99"] for r in rs if r["latency_us"]["count"]]
-    return statistics.median(vals) if vals else None
-
-def fmt(v, spec):
-    return "—" if v is None else format(v, spec)
-
-print("| workload | server | runs | msgs/s | MB/s | p99 µs | server µs/msg | client µs/msg | RSS/conn KiB | errors | tcpkit ÷ this |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-for w in workloads:
-    idle = "idle" in w
-    key = "server_rss_per_conn_kib" if idle else "server_cpu_us_per_msg"
-    ours = med(runs.get((w, "tcpkit"), []), key)
-    for s in servers:
-        rs = runs.get((w, s), [])
-        if not rs:
-            continue
-        mine = med(rs, key)
-        if s == "tcpkit":
-            ratio = "1.00"
-        elif ours is not None and mine is not None and mine < 0.05:
-            ratio = "— (≈ 0)"
-        elif ours is not None and mine:
-            ratio = f"{ours / mine:.2f}"
-        else:
-            ratio = "pending"
-        errors = sum(r["errors"] + r["connect_failures"] for r in rs)
-        # Idle runs count connections, not traffic: only RSS/conn means something.
-        traffic = (lambda v: None) if idle else (lambda v: v)
-        print(f"| {w} | {label.get(s, s)} | {len(rs)} | {fmt(traffic(med(rs, 'msgs_per_s')), ',.0f')} "
-              f"| {fmt(traffic(med(rs, 'mb_per_s')), ',.1f')} | {fmt(traffic(p99(rs)), '.0f')} "
-              f"| {fmt(traffic(med(rs, 'server_cpu_us_per_msg')), '.2f')} "
-              f"| {fmt(traffic(med(rs, 'client_cpu_us_per_msg')), '.2f')} "
-              f"| {fmt(med(rs, 'server_rss_per_conn_kib') if idle else None, '.2f')} | {errors} | {ratio} |")
-PY
+print_table "$RESULTS" "${servers[*]}"
