@@ -2,8 +2,9 @@
 //! and reports.
 //!
 //! [`run`] starts `threads` OS threads, each a current-thread tokio runtime
-//! with one task per connection ([`worker`]), waits out the warm-up, samples
-//! the server's and its own CPU time ([`proc`]) around the measured window,
+//! with one task per connection (the private `worker` module), waits out the
+//! warm-up, samples the server's and its own CPU time ([`proc`]) around the
+//! measured window,
 //! and merges the per-thread [`histogram`]s into a [`BenchReport`]
 //! ([`report`]). Every echoed byte is checked against the [`message`] format;
 //! [`plot`] draws the latency distribution; [`server`] starts and stops a
