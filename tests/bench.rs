@@ -364,6 +364,14 @@ fn a_message_smaller_than_the_header_is_a_usage_error() {
 }
 
 #[test]
+fn a_bad_flag_fails_before_any_server_starts() {
+    // Without --target bench would start `tcpkit serve`; validation comes first.
+    let out = bench(&["--pipeline", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline 0"));
+}
+
+#[test]
 fn a_refused_target_fails_naming_it() {
     // Bind then drop to find a port nothing listens on.
     let port = TcpListener::bind("127.0.0.1:0")

@@ -109,42 +109,28 @@ struct Options {
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let args = *args.options;
-    let mode = Mode::from(args.mode);
+    // Validated before any server starts or socket opens; the target is
+    // filled in once known.
+    let mut config = config_from(&args, Endpoint::loopback_v4(0));
+    config.validate()?;
     // Both the bench and a server it starts may hold thousands of sockets.
     proc::raise_fd_limit();
     let mut server = None;
-    let (target, server_pid) = match &args.target {
-        Some(text) => (resolve(text)?, args.server_pid),
+    match &args.target {
+        Some(text) => config.target = resolve(text)?,
         None => {
             let workers = args.server_workers.or(args.server_cpu.map(|_| 1));
-            let s = start_server(mode, args.server_cpu, workers)?;
-            let found = (s.endpoint(), Some(s.pid()));
+            let s = start_server(config.mode, args.server_cpu, workers)?;
             tracing::info!("started server pid {}: {}", s.pid(), s.banner());
+            config.target = s.endpoint();
+            config.server_pid = Some(s.pid());
             server = Some(s);
-            found
         }
-    };
+    }
     if let Some(cpu) = args.client_cpu {
         // Worker threads started later inherit the mask.
         proc::pin_to_cpu(cpu)?;
     }
-    let threads = args.threads.unwrap_or_else(|| match args.client_cpu {
-        Some(_) => 1,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    });
-    let config = BenchConfig {
-        target,
-        mode,
-        connections: args.connections,
-        size_bytes: args.size,
-        pipeline: args.pipeline,
-        rate_per_s: args.rate,
-        duration: args.duration,
-        warmup: args.warmup,
-        threads,
-        connect_timeout: args.connect_timeout,
-        server_pid,
-    };
     let progress = progress_bar(&globals, &config);
     let result = bench::run(&config, |tick| {
         if let Some(bar) = &progress {
@@ -165,6 +151,32 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     }
     let report = result?;
     output(&args, &report)?;
+    verdict(&report)
+}
+
+fn config_from(args: &Options, target: Endpoint) -> BenchConfig {
+    let threads = args.threads.unwrap_or_else(|| match args.client_cpu {
+        Some(_) => 1,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    });
+    BenchConfig {
+        target,
+        mode: Mode::from(args.mode),
+        connections: args.connections,
+        size_bytes: args.size,
+        pipeline: args.pipeline,
+        rate_per_s: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        threads,
+        connect_timeout: args.connect_timeout,
+        server_pid: args.server_pid,
+    }
+}
+
+/// Exit 8 if any byte failed verification; the connect error's exit code if
+/// no connection opened at all.
+fn verdict(report: &BenchReport) -> anyhow::Result<ExitCode> {
     if report.verification_failures > 0 {
         let first = report
             .first_verification_failure
