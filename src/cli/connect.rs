@@ -1,13 +1,215 @@
-//! `tcpkit connect` (being built on its own branch).
+//! `tcpkit connect HOST:PORT`: a netcat-class client. Copies stdin to the
+//! socket and the socket to stdout, as bytes, both at once; the session
+//! options (`--idle-timeout`, `--no-shutdown`, `-o`, `-x`) are shared with
+//! `tcpkit listen`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use tcpkit::Endpoint;
+use tcpkit::client::{
+    ConnectOptions, Connector, DumpFormat, Family, PipeEnd, PipeOptions, PipeStats, SessionDump,
+    pipe,
+};
+use tokio::io::AsyncRead;
 
 use super::Globals;
 
 /// Arguments of `tcpkit connect`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = super::exit::EXIT_CODES_HELP)]
+pub struct Args {
+    /// Whom to connect to: `HOST:PORT`, `a.b.c.d:PORT` or `[v6]:PORT`. Every
+    /// address HOST resolves to is tried, IPv6 and IPv4 raced (RFC 8305).
+    #[arg(value_name = "HOST:PORT")]
+    target: String,
+    /// Give up connecting after this long (all addresses and retries), e.g.
+    /// `5s`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Use IPv4 addresses only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    ipv4: bool,
+    /// Use IPv6 addresses only.
+    #[arg(short = '6')]
+    ipv6: bool,
+    /// Send TEXT and a newline instead of reading stdin, then read until the
+    /// server closes (or `--idle-timeout`, which then ends it with status 0).
+    #[arg(long, value_name = "TEXT")]
+    send: Option<String>,
+    /// Exit after N lines have been received (and printed).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    lines: Option<u64>,
+    /// Bind this local address (`IP` or `IP:PORT`) before connecting; only
+    /// addresses of its family are tried.
+    #[arg(long, value_name = "ADDR")]
+    source: Option<String>,
+    /// Try all addresses again this many times if they all fail (backoff
+    /// 200 ms, doubling).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retries: u32,
+    #[command(flatten)]
+    session: SessionArgs,
+}
 
-pub fn run(_args: Args, _globals: Globals) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`tcpkit connect` is not available in this build yet")
+/// Session options shared by `connect` and `listen`.
+#[derive(Debug, clap::Args)]
+pub struct SessionArgs {
+    /// End the session (exit status 5) when no byte moved either way for this
+    /// long.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// At stdin EOF keep the write side open (default: shut it down so the
+    /// peer sees EOF, like `nc -N`).
+    #[arg(long)]
+    pub no_shutdown: bool,
+    /// Record the session as text to FILE (`> ` sent, `< ` received).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        conflicts_with = "hex_dump"
+    )]
+    pub output: Option<PathBuf>,
+    /// Record the session as a hex dump to FILE (`>` sent, `<` received).
+    #[arg(short = 'x', long = "hex-dump", value_name = "FILE")]
+    pub hex_dump: Option<PathBuf>,
+}
+
+/// A session dump written to a file.
+pub type FileDump = Mutex<SessionDump<std::io::BufWriter<std::fs::File>>>;
+
+impl SessionArgs {
+    /// Opens the dump file, if one was asked for.
+    pub fn open_dump(&self) -> anyhow::Result<Option<FileDump>> {
+        let (path, format) = match (&self.output, &self.hex_dump) {
+            (Some(p), _) => (p, DumpFormat::Text),
+            (None, Some(p)) => (p, DumpFormat::Hex),
+            (None, None) => return Ok(None),
+        };
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("create session dump {}", path.display()))?;
+        Ok(Some(Mutex::new(SessionDump::new(
+            std::io::BufWriter::new(file),
+            format,
+        ))))
+    }
+
+    /// The pipe options these flags ask for.
+    pub fn pipe_options(&self, max_lines: Option<u64>) -> PipeOptions {
+        PipeOptions {
+            shutdown_on_eof: !self.no_shutdown,
+            idle_timeout: self.idle_timeout,
+            max_lines,
+        }
+    }
+}
+
+/// Builds the single-threaded runtime the client runs on. It is shut down in
+/// the background at the end because tokio's stdin reader is a blocking
+/// thread that would otherwise keep the process waiting for one more line.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+/// The error for a session that went idle.
+pub fn idle_error(peer: Endpoint, idle: Option<Duration>) -> anyhow::Error {
+    tcpkit::Error::timed_out(
+        format_args!("idle session with {peer}"),
+        idle.unwrap_or_default(),
+    )
+    .into()
+}
+
+impl Args {
+    /// The library's connect options for these flags (validates `--source`).
+    fn connect_options(&self) -> tcpkit::Result<ConnectOptions> {
+        let source = self.source.as_deref().map(parse_source).transpose()?;
+        let family = match (self.ipv4, self.ipv6) {
+            (true, _) => Family::V4,
+            (_, true) => Family::V6,
+            _ => Family::Any,
+        };
+        Ok(ConnectOptions {
+            attempt_timeout: Some(self.timeout),
+            overall_timeout: Some(self.timeout),
+            family,
+            source,
+            retries: self.retries,
+            ..ConnectOptions::default()
+        })
+    }
+}
+
+pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
+    // Validate everything before a socket opens.
+    let options = args.connect_options()?;
+    let dump = args.session.open_dump()?;
+    let pipe_options = args.session.pipe_options(args.lines);
+    let verbose = globals.verbose > 0 && !globals.quiet;
+
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let conn = Connector::new()
+            .with_options(options)
+            .connect(&args.target)
+            .await?;
+        if verbose {
+            let list: Vec<String> = conn.resolved.iter().map(ToString::to_string).collect();
+            eprintln!("resolved {} to {}", args.target, list.join(", "));
+            eprintln!("connected to {} from {}", conn.peer, conn.local);
+        }
+        let mut input: Box<dyn AsyncRead + Unpin + Send> = match &args.send {
+            Some(text) => Box::new(std::io::Cursor::new(format!("{text}\n").into_bytes())),
+            None => Box::new(tokio::io::stdin()),
+        };
+        let mut stdout = tokio::io::stdout();
+        let stats = pipe(
+            conn.stream,
+            &mut *input,
+            &mut stdout,
+            &pipe_options,
+            dump.as_ref(),
+        )
+        .await?;
+        anyhow::Ok((conn.peer, stats))
+    });
+    rt.shutdown_background();
+    let (peer, stats) = result?;
+    if verbose {
+        print_stats(&stats);
+    }
+    match stats.end {
+        // With --send the idle timeout is the expected way to stop reading
+        // from a server that never closes.
+        PipeEnd::IdleTimeout if args.send.is_none() => {
+            Err(idle_error(peer, args.session.idle_timeout))
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `-v`'s closing line.
+pub fn print_stats(stats: &PipeStats) {
+    let why = match stats.end {
+        PipeEnd::PeerClosed => "peer closed",
+        PipeEnd::LineLimit => "line limit reached",
+        PipeEnd::IdleTimeout => "idle timeout",
+        PipeEnd::OutputClosed => "output closed",
+    };
+    eprintln!(
+        "sent {} bytes, received {} bytes ({why})",
+        stats.bytes_sent, stats.bytes_received
+    );
+}
+
+/// `--source`: `IP` (any port) or `IP:PORT`.
+fn parse_source(text: &str) -> tcpkit::Result<Endpoint> {
+    Endpoint::new(text, 0).or_else(|e| Endpoint::parse(text).map_err(|_| e))
 }

@@ -1,0 +1,480 @@
+//! [`Connector`]: connect to a name over every address it resolves to, racing
+//! IPv6 and IPv4 as RFC 8305 ("Happy Eyeballs v2") describes.
+//!
+//! The addresses are interleaved by family (the resolver's first family
+//! first), one attempt starts, and the next starts when the previous one fails
+//! or after the *connection attempt delay* (250 ms), whichever comes first.
+//! The first handshake to complete wins; every other attempt is dropped,
+//! which closes its socket. Each attempt has its own deadline and the whole
+//! operation (resolve, attempts and retries) has an overall one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::endpoint::{Endpoint, Resolve, SystemResolver, parse_port, split_host_port};
+use crate::error::{Error, ErrorKind, Result, code};
+
+/// RFC 8305 §5's recommended connection attempt delay.
+pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Which address families a connect may use (`-4` / `-6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// IPv4 and IPv6, raced.
+    #[default]
+    Any,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+}
+
+impl Family {
+    fn allows(self, ep: &Endpoint) -> bool {
+        match self {
+            Family::Any => true,
+            Family::V4 => ep.is_ipv4(),
+            Family::V6 => ep.is_ipv6(),
+        }
+    }
+}
+
+/// How to connect: deadlines, retries, family and source address.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Deadline of each single attempt (one address). `None`: the kernel's
+    /// own SYN retry limit (about two minutes on Linux).
+    pub attempt_timeout: Option<Duration>,
+    /// Deadline of the whole connect, resolution and retries included.
+    pub overall_timeout: Option<Duration>,
+    /// Delay before racing the next address while one is still pending.
+    pub attempt_delay: Duration,
+    /// Address families to use.
+    pub family: Family,
+    /// Local endpoint to `bind(2)` before connecting (port 0: any port).
+    /// Only addresses of its family are tried.
+    pub source: Option<Endpoint>,
+    /// How many times to try all addresses again after they all failed.
+    pub retries: u32,
+    /// Pause before the first retry; doubled for each further retry.
+    pub retry_backoff: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            attempt_timeout: Some(Duration::from_secs(10)),
+            overall_timeout: Some(Duration::from_secs(30)),
+            attempt_delay: CONNECTION_ATTEMPT_DELAY,
+            family: Family::Any,
+            source: None,
+            retries: 0,
+            retry_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A connected stream and what it took to get it.
+#[derive(Debug)]
+pub struct Connected {
+    /// The connected stream.
+    pub stream: TcpStream,
+    /// The remote endpoint that answered.
+    pub peer: Endpoint,
+    /// The local endpoint the kernel (or `source`) gave the connection.
+    pub local: Endpoint,
+    /// Every address the target resolved to, in the order they were tried.
+    pub resolved: Vec<Endpoint>,
+}
+
+/// Connects to names or endpoints with Happy Eyeballs, through an injectable
+/// resolver.
+///
+/// ```no_run
+/// # async fn f() -> tcpkit::Result<()> {
+/// use tcpkit::client::Connector;
+/// let conn = Connector::new().connect("localhost:3333").await?;
+/// println!("connected to {} from {}", conn.peer, conn.local);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Connector {
+    resolver: Arc<dyn Resolve>,
+    options: ConnectOptions,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Connector::new()
+    }
+}
+
+impl Connector {
+    /// A connector with the system resolver and default options.
+    pub fn new() -> Connector {
+        Connector {
+            resolver: Arc::new(SystemResolver),
+            options: ConnectOptions::default(),
+        }
+    }
+
+    /// Uses `resolver` for names (tests pass a `StaticResolver`).
+    pub fn with_resolver(mut self, resolver: impl Resolve) -> Connector {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: ConnectOptions) -> Connector {
+        self.options = options;
+        self
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
+    }
+
+    /// Resolves `target` (`host:port`, `a.b.c.d:port` or `[v6]:port`) and
+    /// connects to the first address that answers.
+    ///
+    /// Text that looks like an IP address but is not one (`192.168.1.3x`) is
+    /// [`ErrorKind::InvalidAddress`], not a name to look up. Cancel-safe:
+    /// dropping the future closes every pending attempt.
+    pub async fn connect(&self, target: &str) -> Result<Connected> {
+        let work = async {
+            let resolved = self.resolve(target).await?;
+            self.connect_resolved(target, resolved).await
+        };
+        with_deadline(self.options.overall_timeout, target, work).await
+    }
+
+    /// Connects to the first of `endpoints` that answers, with the same racing,
+    /// deadlines and retries as [`Connector::connect`].
+    pub async fn connect_endpoints(&self, endpoints: &[Endpoint]) -> Result<Connected> {
+        let name = match endpoints {
+            [one] => one.to_string(),
+            _ => format!("{} addresses", endpoints.len()),
+        };
+        let work = self.connect_resolved(&name, endpoints.to_vec());
+        with_deadline(self.options.overall_timeout, &name, work).await
+    }
+
+    /// Resolves `target` to the endpoints this connector would try, in order.
+    pub async fn resolve(&self, target: &str) -> Result<Vec<Endpoint>> {
+        let trimmed = target.trim();
+        let (host, port_text) = split_host_port(trimmed)?;
+        let port = parse_port(port_text, target)?;
+        let endpoints = if looks_like_ip(host) {
+            // Named by the text itself: a typo in an address must not become a
+            // DNS query (and an exit code 3) for "192.168.1.3x".
+            vec![Endpoint::new(host, port)?]
+        } else {
+            let resolver = Arc::clone(&self.resolver);
+            let owned = host.to_owned();
+            tokio::task::spawn_blocking(move || resolver.resolve(&owned, port))
+                .await
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Resolve,
+                        code::RESOLVE,
+                        format!("resolve {host:?}: resolver task failed: {e}"),
+                    )
+                })??
+        };
+        let family = self.effective_family();
+        let kept: Vec<Endpoint> = endpoints.into_iter().filter(|e| family.allows(e)).collect();
+        if kept.is_empty() {
+            let which = if family == Family::V6 { "IPv6" } else { "IPv4" };
+            return Err(Error::new(
+                ErrorKind::Resolve,
+                code::RESOLVE,
+                format!("resolve {host:?}: no {which} address"),
+            ));
+        }
+        Ok(interleave(kept))
+    }
+
+    /// The family filter, narrowed by the source address if one is set.
+    fn effective_family(&self) -> Family {
+        match self.options.source {
+            Some(src) if src.is_ipv4() => Family::V4,
+            Some(_) => Family::V6,
+            None => self.options.family,
+        }
+    }
+
+    async fn connect_resolved(&self, name: &str, resolved: Vec<Endpoint>) -> Result<Connected> {
+        let mut backoff = self.options.retry_backoff;
+        let mut round = 0;
+        loop {
+            match race(&resolved, &self.options).await {
+                Ok((stream, peer)) => {
+                    let local = stream
+                        .local_addr()
+                        .map(Endpoint::from)
+                        .map_err(|e| Error::io(e, format_args!("getsockname for {peer}")))?;
+                    return Ok(Connected {
+                        stream,
+                        peer,
+                        local,
+                        resolved,
+                    });
+                }
+                Err(errors) if round >= self.options.retries => {
+                    return Err(combine(name, errors));
+                }
+                Err(errors) => {
+                    tracing::info!("{}; retrying in {backoff:?}", combine(name, errors));
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                    round += 1;
+                }
+            }
+        }
+    }
+}
+
+/// One Happy Eyeballs round over `endpoints`: the winner, or every error.
+async fn race(
+    endpoints: &[Endpoint],
+    options: &ConnectOptions,
+) -> std::result::Result<(TcpStream, Endpoint), Vec<Error>> {
+    // A JoinSet aborts its tasks when dropped, so returning the winner cancels
+    // (and closes) every other pending attempt.
+    let mut pending = JoinSet::new();
+    let mut errors = Vec::new();
+    let mut next = endpoints.iter();
+    loop {
+        if let Some(&ep) = next.next() {
+            let (timeout, source) = (options.attempt_timeout, options.source);
+            pending.spawn(async move { (ep, attempt(ep, source, timeout).await) });
+        }
+        let more = next.len() > 0;
+        if pending.is_empty() {
+            return Err(errors);
+        }
+        let delay = tokio::time::sleep(options.attempt_delay);
+        tokio::pin!(delay);
+        loop {
+            tokio::select! {
+                joined = pending.join_next() => match joined {
+                    Some(Ok((ep, Ok(stream)))) => return Ok((stream, ep)),
+                    Some(Ok((_, Err(e)))) => {
+                        errors.push(e);
+                        // A failure starts the next attempt at once (RFC 8305 §5).
+                        if more || pending.is_empty() {
+                            break;
+                        }
+                    }
+                    Some(Err(join)) => {
+                        errors.push(Error::new(ErrorKind::Io, libc::EIO, format!("connect task failed: {join}")));
+                        if more || pending.is_empty() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                () = &mut delay, if more => break,
+            }
+        }
+    }
+}
+
+/// One connect attempt: `socket(2)`, optional `bind(2)`, `connect(2)` under
+/// its own deadline.
+async fn attempt(
+    ep: Endpoint,
+    source: Option<Endpoint>,
+    timeout: Option<Duration>,
+) -> Result<TcpStream> {
+    let addr: SocketAddr = ep.socket_addr();
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| Error::io(e, format_args!("open socket for {ep}")))?;
+    if let Some(src) = source {
+        socket
+            .bind(src.socket_addr())
+            .map_err(|e| Error::io(e, format_args!("bind source {src} to connect {ep}")))?;
+    }
+    let connect = socket.connect(addr);
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, connect)
+            .await
+            .map_err(|_| Error::timed_out(format_args!("connect {ep}"), t))?,
+        None => connect.await,
+    };
+    result.map_err(|e| Error::io(e, format_args!("connect {ep}")))
+}
+
+async fn with_deadline<T>(
+    deadline: Option<Duration>,
+    name: &str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout(d, work)
+            .await
+            .map_err(|_| Error::timed_out(format_args!("connect {name}"), d))?,
+        None => work.await,
+    }
+}
+
+/// One error for a failed round: a single address's error as it is; for
+/// several, the first one's kind and code with every address's reason.
+fn combine(name: &str, mut errors: Vec<Error>) -> Error {
+    if errors.len() == 1 {
+        return errors.remove(0);
+    }
+    let Some(first) = errors.first() else {
+        return Error::new(
+            ErrorKind::Resolve,
+            code::RESOLVE,
+            format!("connect {name}: no address to try"),
+        );
+    };
+    let reasons: Vec<&str> = errors.iter().map(Error::message).collect();
+    Error::new(
+        first.kind(),
+        first.code(),
+        format!(
+            "connect {name}: all {} addresses failed: {}",
+            errors.len(),
+            reasons.join("; ")
+        ),
+    )
+}
+
+/// RFC 8305 §4: alternate families, starting with the family of the
+/// resolver's first answer, keeping the resolver's order within a family.
+pub fn interleave(endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+    let Some(first_v6) = endpoints.first().map(Endpoint::is_ipv6) else {
+        return endpoints;
+    };
+    let (mut first, mut second): (Vec<_>, Vec<_>) =
+        endpoints.into_iter().partition(|e| e.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    first.reverse();
+    second.reverse();
+    loop {
+        match (first.pop(), second.pop()) {
+            (None, None) => return out,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
+/// Whether host text is meant as an IP literal: it has a `:` (IPv6 needs
+/// one), or starts with a digit and has four dot-separated parts or a
+/// numeric last part (no DNS name ends in an all-digit label).
+fn looks_like_ip(host: &str) -> bool {
+    if host.contains(':') || host.starts_with('[') {
+        return true;
+    }
+    if !host.starts_with(|c: char| c.is_ascii_digit()) {
+        return false;
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    labels.len() == 4
+        || labels
+            .last()
+            .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(text: &str) -> Endpoint {
+        Endpoint::parse(text).unwrap()
+    }
+
+    #[test]
+    fn interleaves_families_starting_with_the_first() {
+        let v = interleave(vec![
+            ep("[::1]:1"),
+            ep("[::2]:1"),
+            ep("[::3]:1"),
+            ep("127.0.0.1:1"),
+        ]);
+        let want = vec![
+            ep("[::1]:1"),
+            ep("127.0.0.1:1"),
+            ep("[::2]:1"),
+            ep("[::3]:1"),
+        ];
+        assert_eq!(v, want);
+        let v = interleave(vec![ep("10.0.0.1:1"), ep("[::1]:1"), ep("10.0.0.2:1")]);
+        assert_eq!(v, vec![ep("10.0.0.1:1"), ep("[::1]:1"), ep("10.0.0.2:1")]);
+        assert!(interleave(vec![]).is_empty());
+    }
+
+    #[test]
+    fn ip_lookalikes_are_not_names() {
+        for host in ["192.168.1.3x", "1.2.3.4", "::1", "10.0.0.300", "1.2"] {
+            assert!(looks_like_ip(host), "{host}");
+        }
+        for host in ["localhost", "example.com", "3com.com", "db"] {
+            assert!(!looks_like_ip(host), "{host}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_address_text_is_invalid_address_naming_it() {
+        let err = Connector::new()
+            .resolve("192.168.1.3x:3333")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidAddress);
+        assert!(err.message().contains("192.168.1.3x"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn family_filter_and_source_narrow_the_list() {
+        let r = crate::endpoint::StaticResolver::new().with(
+            "dual",
+            ["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+        );
+        let opts = ConnectOptions {
+            family: Family::V4,
+            ..ConnectOptions::default()
+        };
+        let c = Connector::new().with_resolver(r.clone()).with_options(opts);
+        assert_eq!(c.resolve("dual:9").await.unwrap(), vec![ep("127.0.0.1:9")]);
+        let opts = ConnectOptions {
+            source: Some(Endpoint::loopback_v6(0)),
+            ..ConnectOptions::default()
+        };
+        let c = Connector::new().with_resolver(r).with_options(opts);
+        assert_eq!(c.resolve("dual:9").await.unwrap(), vec![ep("[::1]:9")]);
+        let only_v4 =
+            crate::endpoint::StaticResolver::new().with("v4", ["127.0.0.1".parse().unwrap()]);
+        let opts = ConnectOptions {
+            family: Family::V6,
+            ..ConnectOptions::default()
+        };
+        let err = Connector::new()
+            .with_resolver(only_v4)
+            .with_options(opts)
+            .resolve("v4:9")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Resolve);
+        assert!(err.message().contains("v4"), "{err}");
+    }
+}
