@@ -198,7 +198,7 @@ if ((QUICK)); then
     "50 × 64 B|-c 50 -s 64"
     "10 × 64 KiB|-c 10 -s 65536"
     "connect rate|--mode connect -c 50 -s 64"
-    "5,000 idle|--mode idle -c 5000|2s|0s"
+    "5,000 idle|--mode idle -c 5000|1s|0s"
   )
 else
   WORKLOADS=(
