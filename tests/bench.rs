@@ -429,3 +429,56 @@ fn without_target_bench_starts_serve_measures_it_and_stops_it() {
     // Stopped with SIGTERM and reaped before bench exited.
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
+
+#[test]
+fn throughput_mode_writes_one_way() {
+    // Against an echo server the reader drains what comes back.
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let args = [
+        "--target",
+        &addr,
+        "--mode",
+        "throughput",
+        "-c",
+        "1",
+        "-s",
+        "4096",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["latency_of"], "write");
+    assert!(v["mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn throughput_mode_starts_a_discard_server() {
+    if !serve_available() {
+        eprintln!("skipped: `tcpkit serve` is not in this build");
+        return;
+    }
+    let args = [
+        "--mode",
+        "throughput",
+        "-c",
+        "1",
+        "-s",
+        "65536",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert!(v["bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["server_pid"].is_number(), "{v}");
+}
