@@ -1,1 +1,399 @@
-//! The load generator: workers that verify every echoed byte, HDR histograms and reports.
+//! The load generator: workers that verify every echoed byte, HDR histograms
+//! and reports.
+//!
+//! [`run`] starts `threads` OS threads, each a current-thread tokio runtime
+//! with one task per connection (the private `worker` module), waits out the
+//! warm-up, samples the server's and its own CPU time ([`proc`]) around the
+//! measured window,
+//! and merges the per-thread [`histogram`]s into a [`BenchReport`]
+//! ([`report`]). Every echoed byte is checked against the [`message`] format;
+//! [`plot`] draws the latency distribution; [`server`] starts and stops a
+//! server process to measure.
+
+pub mod histogram;
+pub mod message;
+pub mod plot;
+pub mod proc;
+pub mod report;
+pub mod server;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use histogram::{LatencyHistogram, LatencySummary};
+pub use report::BenchReport;
+pub use worker::MAX_ERROR_SAMPLES;
+
+use crate::endpoint::Endpoint;
+use crate::error::{Error, ErrorKind, Result, code};
+
+/// What the load generator does with each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Echo round trips, closed loop (`pipeline` in flight) or open loop
+    /// (`rate_per_s`); every byte verified.
+    Echo,
+    /// Connect, write one message, read its echo, close, repeatedly.
+    Connect,
+    /// Open connections, echo one byte each, hold them idle.
+    Idle,
+    /// One-way bulk writes (to a discard server).
+    Throughput,
+}
+
+impl Mode {
+    /// The mode's name as in `--mode`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Connect => "connect",
+            Mode::Idle => "idle",
+            Mode::Throughput => "throughput",
+        }
+    }
+
+    fn latency_of(self) -> &'static str {
+        match self {
+            Mode::Echo | Mode::Idle => "round trip",
+            Mode::Connect => "connect",
+            Mode::Throughput => "write",
+        }
+    }
+}
+
+/// A validated description of one run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The server to load.
+    pub target: Endpoint,
+    /// The workload.
+    pub mode: Mode,
+    /// Connections (concurrent slots in `connect` mode).
+    pub connections: usize,
+    /// Message size in bytes (at least [`message::MIN_MESSAGE_BYTES`] for
+    /// `echo` and `connect`).
+    pub size_bytes: usize,
+    /// Messages in flight per connection in a closed loop.
+    pub pipeline: usize,
+    /// Open loop: total messages (or connections) per second.
+    pub rate_per_s: Option<f64>,
+    /// The measured window.
+    pub duration: Duration,
+    /// Load before the window, not counted.
+    pub warmup: Duration,
+    /// Load-generator threads (each a current-thread runtime).
+    pub threads: usize,
+    /// Deadline for each `connect(2)`.
+    pub connect_timeout: Duration,
+    /// The server's PID, to read its CPU time and RSS from `/proc`.
+    pub server_pid: Option<u32>,
+}
+
+/// The most bytes in flight per connection in a closed loop: beyond the
+/// socket buffers, writing before reading would deadlock with the server.
+pub const MAX_IN_FLIGHT_BYTES: usize = 1 << 20;
+
+impl BenchConfig {
+    /// Defaults of `tcpkit bench`: echo, 50 connections × 64 B, pipeline 1,
+    /// 10 s after 1 s of warm-up, one thread.
+    pub fn new(target: Endpoint) -> BenchConfig {
+        BenchConfig {
+            target,
+            mode: Mode::Echo,
+            connections: 50,
+            size_bytes: 64,
+            pipeline: 1,
+            rate_per_s: None,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            threads: 1,
+            connect_timeout: Duration::from_secs(5),
+            server_pid: None,
+        }
+    }
+
+    /// Checks ranges; the error names the offending value.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::new(
+                ErrorKind::InvalidConfig,
+                code::INVALID_CONFIG,
+                msg,
+            ))
+        };
+        if self.connections == 0 || self.connections > u32::MAX as usize {
+            return bad(format!(
+                "connections {} must be 1..=2^32-1",
+                self.connections
+            ));
+        }
+        if self.threads == 0 {
+            return bad("threads must be at least 1".into());
+        }
+        let min = match self.mode {
+            Mode::Echo | Mode::Connect => message::MIN_MESSAGE_BYTES,
+            Mode::Idle | Mode::Throughput => 1,
+        };
+        if self.size_bytes < min || self.size_bytes > u32::MAX as usize {
+            return bad(format!(
+                "size {} B is below the {min} B minimum of {} mode (a {}-byte header with connection id and sequence number)",
+                self.size_bytes,
+                self.mode.name(),
+                message::HEADER_BYTES
+            ));
+        }
+        if self.pipeline == 0 || self.pipeline.saturating_mul(self.size_bytes) > MAX_IN_FLIGHT_BYTES
+        {
+            return bad(format!(
+                "pipeline {} × size {} B must be 1..={MAX_IN_FLIGHT_BYTES} bytes in flight",
+                self.pipeline, self.size_bytes
+            ));
+        }
+        if let Some(rate) = self.rate_per_s {
+            if !(rate.is_finite() && rate > 0.0) {
+                return bad(format!("rate {rate} must be a positive number per second"));
+            }
+            if !matches!(self.mode, Mode::Echo | Mode::Connect) {
+                return bad(format!(
+                    "--rate applies to echo and connect modes, not {}",
+                    self.mode.name()
+                ));
+            }
+        }
+        if self.duration.is_zero() {
+            return bad("duration must be more than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// A progress snapshot, passed to [`run`]'s callback about 5 times a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    /// Time since the load started (warm-up included).
+    pub elapsed: Duration,
+    /// Warm-up plus measured window.
+    pub total: Duration,
+    /// Messages counted so far in the window.
+    pub messages: u64,
+    /// Messages per second over the last tick.
+    pub msgs_per_s: f64,
+}
+
+/// Runs the benchmark described by `config`, calling `on_tick` from the
+/// calling thread during the run. Errors are configuration or thread-start
+/// failures; connection errors and verification failures are counted in the
+/// report (see [`BenchReport::verification_failures`]).
+pub fn run(config: &BenchConfig, mut on_tick: impl FnMut(Tick)) -> Result<BenchReport> {
+    config.validate()?;
+    let config = Arc::new(config.clone());
+    let rss_before = match (config.mode, config.server_pid) {
+        (Mode::Idle, Some(pid)) => Some(proc::sample(pid)?.rss_kib),
+        _ => None,
+    };
+    let start = Instant::now();
+    let clock = worker::Clock {
+        start,
+        measure_from: start + config.warmup,
+        stop_at: start + config.warmup + config.duration,
+    };
+    let live = Arc::new(worker::Live::default());
+    let threads = config.threads.min(config.connections);
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let ids: Vec<u32> = (t..config.connections)
+            .step_by(threads)
+            .map(|i| i as u32)
+            .collect();
+        let (config, live) = (config.clone(), live.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || worker::run_thread(config, clock, ids, live))
+            .map_err(|e| Error::io(e, "start a bench thread"))?;
+        handles.push(handle);
+    }
+
+    let mut ticker = Ticker::new(start, config.warmup + config.duration, &live);
+    ticker.wait_until(clock.measure_from, &mut on_tick);
+    let before = Window::sample(config.server_pid);
+    let mut rss_holding = None;
+    if config.mode == Mode::Idle {
+        // RSS once every connection has opened (or failed), not before.
+        while live.opened_or_failed.load(Relaxed) < config.connections as u64
+            && Instant::now() < clock.stop_at
+        {
+            ticker.wait_until(Instant::now() + Duration::from_millis(20), &mut on_tick);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        rss_holding = config
+            .server_pid
+            .and_then(|pid| proc::sample(pid).ok())
+            .map(|s| s.rss_kib);
+    }
+    ticker.wait_until(clock.stop_at, &mut on_tick);
+    let after = Window::sample(config.server_pid);
+
+    let mut total = worker::ThreadStats::default();
+    for handle in handles {
+        let stats = handle
+            .join()
+            .map_err(|_| Error::new(ErrorKind::Io, libc::EIO, "a bench thread panicked"))??;
+        merge(&mut total, stats);
+    }
+    Ok(build_report(
+        &config,
+        threads,
+        total,
+        &before,
+        &after,
+        rss_before,
+        rss_holding,
+    ))
+}
+
+fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
+    total.histogram.merge(&s.histogram);
+    total.messages += s.messages;
+    total.bytes += s.bytes;
+    total.established += s.established;
+    total.connect_failures += s.connect_failures;
+    total.errors += s.errors;
+    total.verification_failures += s.verification_failures;
+    for e in s.error_samples {
+        if total.error_samples.len() < MAX_ERROR_SAMPLES {
+            total.error_samples.push(e);
+        }
+    }
+    if total.first_mismatch.is_none() {
+        total.first_mismatch = s.first_mismatch;
+    }
+    if total.first_connect_error.is_none() {
+        total.first_connect_error = s.first_connect_error;
+    }
+}
+
+/// CPU and RSS at one edge of the measured window.
+struct Window {
+    at: Instant,
+    client_cpu: Duration,
+    server: Option<proc::ProcSample>,
+}
+
+impl Window {
+    fn sample(server_pid: Option<u32>) -> Window {
+        Window {
+            at: Instant::now(),
+            client_cpu: proc::self_cpu(),
+            server: server_pid.and_then(|pid| proc::sample(pid).ok()),
+        }
+    }
+}
+
+fn build_report(
+    config: &BenchConfig,
+    threads: usize,
+    total: worker::ThreadStats,
+    before: &Window,
+    after: &Window,
+    rss_before: Option<u64>,
+    rss_holding: Option<u64>,
+) -> BenchReport {
+    let secs = config.duration.as_secs_f64();
+    let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+    let per_msg = |cpu: Duration| {
+        if total.messages == 0 {
+            0.0
+        } else {
+            cpu.as_secs_f64() * 1e6 / total.messages as f64
+        }
+    };
+    let server_cpu = match (&before.server, &after.server) {
+        (Some(b), Some(a)) => Some(a.cpu.saturating_sub(b.cpu)),
+        _ => None,
+    };
+    let client_cpu = after.client_cpu.saturating_sub(before.client_cpu);
+    let rss_per_conn = match (rss_before, rss_holding) {
+        (Some(b), Some(h)) if total.established > 0 => {
+            Some((h as f64 - b as f64) / total.established as f64)
+        }
+        _ => None,
+    };
+    BenchReport {
+        mode: config.mode,
+        target: config.target.to_string(),
+        connections: config.connections,
+        size_bytes: config.size_bytes,
+        pipeline: config.pipeline,
+        rate_per_s: config.rate_per_s,
+        threads,
+        warmup: config.warmup,
+        duration: config.duration,
+        messages: total.messages,
+        bytes: total.bytes,
+        msgs_per_s: total.messages as f64 / secs,
+        mb_per_s: total.bytes as f64 / secs / 1e6,
+        latency_of: config.mode.latency_of(),
+        latency_us: total.histogram.summary(),
+        connections_established: total.established,
+        connect_failures: total.connect_failures,
+        errors: total.errors,
+        verification_failures: total.verification_failures,
+        error_samples: total.error_samples,
+        first_verification_failure: total.first_mismatch,
+        server_pid: config.server_pid,
+        server_cpu_us_per_msg: server_cpu.map(per_msg),
+        server_cpu_pct: server_cpu.map(|c| c.as_secs_f64() / wall * 100.0),
+        server_rss_kib: after.server.map(|s| s.rss_kib),
+        server_rss_per_conn_kib: rss_per_conn,
+        client_cpu_us_per_msg: per_msg(client_cpu),
+        client_cpu_pct: client_cpu.as_secs_f64() / wall * 100.0,
+        histogram: total.histogram,
+        first_connect_error: total.first_connect_error,
+    }
+}
+
+/// Sleeps towards a deadline in short steps, reporting progress.
+struct Ticker<'a> {
+    start: Instant,
+    total: Duration,
+    live: &'a worker::Live,
+    last: (Instant, u64),
+}
+
+impl<'a> Ticker<'a> {
+    const STEP: Duration = Duration::from_millis(200);
+
+    fn new(start: Instant, total: Duration, live: &'a worker::Live) -> Ticker<'a> {
+        Ticker {
+            start,
+            total,
+            live,
+            last: (start, 0),
+        }
+    }
+
+    fn wait_until(&mut self, deadline: Instant, on_tick: &mut impl FnMut(Tick)) {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            std::thread::sleep((deadline - now).min(Self::STEP));
+            let now = Instant::now();
+            let messages = self.live.messages.load(Relaxed);
+            let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-9);
+            on_tick(Tick {
+                elapsed: now.duration_since(self.start),
+                total: self.total,
+                messages,
+                msgs_per_s: messages.saturating_sub(self.last.1) as f64 / dt,
+            });
+            self.last = (now, messages);
+        }
+    }
+}

@@ -1,13 +1,287 @@
-//! `tcpkit bench` (being built on its own branch).
+//! `tcpkit bench`: arguments → [`BenchConfig`], an optional embedded server,
+//! progress on stderr, the report on stdout, exit 8 on a verification failure.
 
-use std::process::ExitCode;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::Context;
+use tcpkit::bench::server::ServerProcess;
+use tcpkit::bench::{self, BenchConfig, BenchReport, Mode, proc};
+use tcpkit::error::code;
+use tcpkit::{Endpoint, Error, ErrorKind};
 
 use super::Globals;
 
-/// Arguments of `tcpkit bench`.
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+/// Workloads of `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    /// Round trips over N connections, every byte verified (closed loop, or open loop with --rate).
+    Echo,
+    /// Connect, write one message, read the echo, close, repeatedly: conns/s and connect latency.
+    Connect,
+    /// Open and hold N connections (one byte echoed each): server RSS per connection.
+    Idle,
+    /// One-way bulk writes to a discard server: MB/s.
+    Throughput,
+}
 
-pub fn run(_args: Args, _globals: Globals) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`tcpkit bench` is not available in this build yet")
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Echo => Mode::Echo,
+            ModeArg::Connect => Mode::Connect,
+            ModeArg::Idle => Mode::Idle,
+            ModeArg::Throughput => Mode::Throughput,
+        }
+    }
+}
+
+/// Arguments of `tcpkit bench`, boxed so the `Command` enum stays small
+/// (clippy's `large_enum_variant`).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    options: Box<Options>,
+}
+
+/// The flags of `tcpkit bench`.
+#[derive(Debug, clap::Args)]
+struct Options {
+    /// Server to load, HOST:PORT. Without it, bench starts `tcpkit serve
+    /// --listen 127.0.0.1:0` (echo; discard for throughput) as a child,
+    /// measures its CPU and RSS, and stops it with SIGTERM afterwards.
+    #[arg(long, short = 't', value_name = "ADDR")]
+    target: Option<String>,
+    /// Workload.
+    #[arg(long, short = 'm', value_enum, default_value_t = ModeArg::Echo)]
+    mode: ModeArg,
+    /// Connections (concurrent connection slots in connect mode).
+    #[arg(long, short = 'c', default_value_t = 50)]
+    connections: usize,
+    /// Message size in bytes (at least 16 for echo and connect: the header
+    /// carries connection id, sequence number and size).
+    #[arg(long, short = 's', default_value_t = 64, value_name = "BYTES")]
+    size: usize,
+    /// Messages in flight per connection (closed-loop echo).
+    #[arg(long, short = 'k', default_value_t = 1, value_name = "K")]
+    pipeline: usize,
+    /// Open loop: R messages (connect mode: connections) per second in total,
+    /// latency measured from each send's scheduled time.
+    #[arg(long, short = 'r', value_name = "R")]
+    rate: Option<f64>,
+    /// Measured window (after the warm-up).
+    #[arg(long, short = 'd', default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Load before the window, not counted.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Load-generator threads (default: 1 with --client-cpu, else the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Pin the embedded server to this CPU.
+    #[arg(long, value_name = "CPU")]
+    server_cpu: Option<usize>,
+    /// Worker threads of the embedded server (`serve --workers`) [default: 1
+    /// with --server-cpu, else serve's default].
+    #[arg(long, value_name = "N", conflicts_with = "target")]
+    server_workers: Option<usize>,
+    /// Pin the load generator to this CPU.
+    #[arg(long, value_name = "CPU")]
+    client_cpu: Option<usize>,
+    /// PID of an external server (with --target), to report its CPU time and RSS.
+    #[arg(long, value_name = "PID", requires = "target")]
+    server_pid: Option<u32>,
+    /// Deadline for each connect.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Print one JSON object with every field instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write the latency percentile distribution (HdrHistogram text format) to FILE.
+    #[arg(long, value_name = "FILE")]
+    histogram: Option<PathBuf>,
+    /// Write latency by percentile as an SVG plot to FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
+    let args = *args.options;
+    // Validated before any server starts or socket opens; the target is
+    // filled in once known.
+    let mut config = config_from(&args, Endpoint::loopback_v4(0));
+    config.validate()?;
+    // Both the bench and a server it starts may hold thousands of sockets.
+    proc::raise_fd_limit();
+    let mut server = None;
+    match &args.target {
+        Some(text) => config.target = resolve(text)?,
+        None => {
+            let workers = args.server_workers.or(args.server_cpu.map(|_| 1));
+            let s = start_server(config.mode, args.server_cpu, workers)?;
+            tracing::info!("started server pid {}: {}", s.pid(), s.banner());
+            config.target = s.endpoint();
+            config.server_pid = Some(s.pid());
+            server = Some(s);
+        }
+    }
+    if let Some(cpu) = args.client_cpu {
+        // Worker threads started later inherit the mask.
+        proc::pin_to_cpu(cpu)?;
+    }
+    let progress = progress_bar(&globals, &config);
+    let result = bench::run(&config, |tick| {
+        if let Some(bar) = &progress {
+            bar.set_position(tick.elapsed.as_millis() as u64);
+            bar.set_message(format!(
+                "{} msgs/s",
+                bench::report::thousands(tick.msgs_per_s)
+            ));
+        }
+    });
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    if let Some(mut s) = server
+        && let Err(e) = s.stop(Duration::from_secs(5))
+    {
+        tracing::warn!("stopping the server: {e}");
+    }
+    let report = result?;
+    output(&args, &report)?;
+    verdict(&report)
+}
+
+fn config_from(args: &Options, target: Endpoint) -> BenchConfig {
+    let threads = args.threads.unwrap_or_else(|| match args.client_cpu {
+        Some(_) => 1,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    });
+    BenchConfig {
+        target,
+        mode: Mode::from(args.mode),
+        connections: args.connections,
+        size_bytes: args.size,
+        pipeline: args.pipeline,
+        rate_per_s: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        threads,
+        connect_timeout: args.connect_timeout,
+        server_pid: args.server_pid,
+    }
+}
+
+/// Exit 8 if any byte failed verification; the connect error's exit code if
+/// no connection opened at all.
+fn verdict(report: &BenchReport) -> anyhow::Result<ExitCode> {
+    if report.verification_failures > 0 {
+        let first = report
+            .first_verification_failure
+            .as_deref()
+            .unwrap_or("(no detail)");
+        let err = Error::new(
+            ErrorKind::Verification,
+            code::VERIFICATION,
+            format!(
+                "{} connection(s) received bytes that differ from those sent; first: {first}",
+                report.verification_failures
+            ),
+        );
+        return Err(anyhow::Error::new(err));
+    }
+    if report.connections_established == 0 && report.connect_failures > 0 {
+        let first = report.error_samples.first().map_or("", String::as_str);
+        let (kind, code) = report
+            .first_connect_error
+            .unwrap_or((ErrorKind::Io, libc::EIO));
+        let message = format!(
+            "no connection to {} could be opened: {first}",
+            report.target
+        );
+        return Err(anyhow::Error::new(Error::new(kind, code, message)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn resolve(text: &str) -> anyhow::Result<Endpoint> {
+    let endpoints = Endpoint::resolve(text)?;
+    endpoints
+        .into_iter()
+        .next()
+        .with_context(|| format!("{text} resolved to no address"))
+}
+
+/// `tcpkit serve` from this same binary, on a port the kernel picks, with
+/// the anchors' backlog of 1024 so connect bursts are not dropped.
+fn start_server(
+    mode: Mode,
+    cpu: Option<usize>,
+    workers: Option<usize>,
+) -> anyhow::Result<ServerProcess> {
+    let exe = std::env::current_exe().context("find the tcpkit executable")?;
+    let service = if mode == Mode::Throughput {
+        "discard"
+    } else {
+        "echo"
+    };
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--mode", service]);
+    cmd.args(["--backlog", "1024"]);
+    if let Some(n) = workers {
+        cmd.args(["--workers", &n.to_string()]);
+    }
+    Ok(ServerProcess::spawn(cmd, cpu, Duration::from_secs(10))?)
+}
+
+fn progress_bar(globals: &Globals, config: &BenchConfig) -> Option<indicatif::ProgressBar> {
+    if globals.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total = config.warmup + config.duration;
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total.as_millis() as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {msg}")
+        .ok()?
+        .progress_chars("=> ");
+    bar.set_style(style);
+    Some(bar)
+}
+
+fn output(args: &Options, report: &BenchReport) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let printed = if args.json {
+        serde_json::to_writer(&mut stdout, report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(stdout))
+    } else {
+        stdout.write_all(report.render_table().as_bytes())
+    };
+    match printed {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.context("write the report to stdout")?,
+    }
+    if let Some(path) = &args.histogram {
+        let mut file = std::fs::File::create(path)
+            .with_context(|| format!("create histogram file {}", path.display()))?;
+        report
+            .histogram
+            .write_percentile_distribution(&mut file)
+            .with_context(|| format!("write histogram file {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} latency ({}), {} × {} B",
+            report.mode.name(),
+            report.latency_of,
+            report.connections,
+            report.size_bytes
+        );
+        bench::plot::write_svg(&report.histogram, &title, path)?;
+    }
+    Ok(())
 }

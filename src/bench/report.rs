@@ -1,0 +1,301 @@
+//! The result of a run: one serializable [`BenchReport`] (the `--json`
+//! object) and its human table.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use super::Mode;
+use super::histogram::{LatencyHistogram, LatencySummary};
+use crate::error::ErrorKind;
+
+/// Everything a run measured. Absent values (no server PID, idle mode's RSS
+/// per connection in other modes) serialize as `null`, so every field is
+/// always present in `--json` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Workload: `echo`, `connect`, `idle` or `throughput`.
+    pub mode: Mode,
+    /// The server endpoint.
+    pub target: String,
+    /// Connections (concurrent slots in `connect` mode).
+    pub connections: usize,
+    /// Message size in bytes.
+    pub size_bytes: usize,
+    /// Messages in flight per connection (closed loop).
+    pub pipeline: usize,
+    /// Open-loop target rate in messages (or connections) per second.
+    pub rate_per_s: Option<f64>,
+    /// Load-generator threads.
+    pub threads: usize,
+    /// Warm-up, not counted.
+    #[serde(rename = "warmup_s", serialize_with = "secs")]
+    pub warmup: Duration,
+    /// The measured window.
+    #[serde(rename = "duration_s", serialize_with = "secs")]
+    pub duration: Duration,
+    /// Messages (connections in `connect` mode, writes in `throughput`)
+    /// completed in the window.
+    pub messages: u64,
+    /// Payload bytes of those messages (one direction).
+    pub bytes: u64,
+    /// `messages / duration`.
+    pub msgs_per_s: f64,
+    /// `bytes / duration` in MB/s (10^6 bytes).
+    pub mb_per_s: f64,
+    /// What the latency measures: `round trip`, `connect` or `write`.
+    pub latency_of: &'static str,
+    /// Latency percentiles in microseconds.
+    pub latency_us: LatencySummary,
+    /// Connections that opened.
+    pub connections_established: u64,
+    /// Connects that failed or timed out.
+    pub connect_failures: u64,
+    /// Connections that stopped on an error (including verification).
+    pub errors: u64,
+    /// Connections whose echo differed from what was sent.
+    pub verification_failures: u64,
+    /// The first few errors, naming connection and offset.
+    pub error_samples: Vec<String>,
+    /// The first verification failure, naming connection and offset.
+    pub first_verification_failure: Option<String>,
+    /// The server's PID when known (embedded server or `--server-pid`).
+    pub server_pid: Option<u32>,
+    /// Server user+system CPU over the window ÷ messages, in µs.
+    pub server_cpu_us_per_msg: Option<f64>,
+    /// Server CPU busy over the window, percent of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// Server resident set size at the end of the window, KiB.
+    pub server_rss_kib: Option<u64>,
+    /// Idle mode: (RSS while holding − RSS before) ÷ connections, KiB.
+    pub server_rss_per_conn_kib: Option<f64>,
+    /// The load generator's own CPU over the window ÷ messages, in µs.
+    pub client_cpu_us_per_msg: f64,
+    /// The load generator's CPU busy, percent of one core.
+    pub client_cpu_pct: f64,
+    /// The merged latency histogram (for `--histogram` and `--plot`).
+    #[serde(skip)]
+    pub histogram: LatencyHistogram,
+    /// Kind and code of the first failed connect (for the exit status).
+    #[serde(skip)]
+    pub first_connect_error: Option<(ErrorKind, i32)>,
+}
+
+fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl BenchReport {
+    /// The human table printed by default.
+    pub fn render_table(&self) -> String {
+        let mut rows: Vec<(&str, String)> = Vec::new();
+        let rate = match self.rate_per_s {
+            Some(r) => format!(", open loop at {} /s", thousands(r)),
+            None if self.mode == Mode::Echo => format!(", closed loop, pipeline {}", self.pipeline),
+            None => String::new(),
+        };
+        rows.push((
+            "workload",
+            format!(
+                "{} {} × {} conns × {} B{rate}",
+                self.mode.name(),
+                self.target,
+                self.connections,
+                self.size_bytes
+            ),
+        ));
+        rows.push((
+            "window",
+            format!(
+                "{:.1} s after {:.1} s warm-up, {} threads",
+                self.duration.as_secs_f64(),
+                self.warmup.as_secs_f64(),
+                self.threads
+            ),
+        ));
+        let unit = match self.mode {
+            Mode::Connect => "conns",
+            Mode::Throughput => "writes",
+            _ => "msgs",
+        };
+        let throughput = if self.mode == Mode::Idle {
+            format!(
+                "{} connections held {:.1} s",
+                self.connections_established,
+                self.duration.as_secs_f64()
+            )
+        } else {
+            format!(
+                "{} {unit}/s, {:.1} MB/s ({} {unit})",
+                thousands(self.msgs_per_s),
+                self.mb_per_s,
+                self.messages
+            )
+        };
+        rows.push(("throughput", throughput));
+        let l = &self.latency_us;
+        rows.push((
+            "latency µs",
+            format!(
+                "{}: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+                self.latency_of, l.p50, l.p90, l.p99, l.p999, l.max
+            ),
+        ));
+        rows.push((
+            "connections",
+            format!(
+                "{} established, {} connect failures",
+                self.connections_established, self.connect_failures
+            ),
+        ));
+        rows.push((
+            "errors",
+            format!(
+                "{} ({} verification)",
+                self.errors, self.verification_failures
+            ),
+        ));
+        for e in &self.error_samples {
+            rows.push(("", e.clone()));
+        }
+        if let Some(pid) = self.server_pid {
+            rows.push(("server", self.server_line(pid)));
+        }
+        if let Some(kib) = self.server_rss_per_conn_kib {
+            rows.push(("server RSS/conn", format!("{kib:.2} KiB")));
+        }
+        rows.push((
+            "client CPU",
+            format!(
+                "{:.2} µs/{}, {:.0}% busy",
+                self.client_cpu_us_per_msg,
+                unit.trim_end_matches('s'),
+                self.client_cpu_pct
+            ),
+        ));
+        let width = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for (k, v) in rows {
+            let pad = width - k.chars().count();
+            let _ = writeln!(out, "{k}{:pad$}  {v}", "");
+        }
+        out
+    }
+
+    fn server_line(&self, pid: u32) -> String {
+        let mut parts = vec![format!("pid {pid}")];
+        if let Some(us) = self.server_cpu_us_per_msg {
+            parts.push(format!("{us:.2} µs CPU/msg"));
+        }
+        if let Some(pct) = self.server_cpu_pct {
+            parts.push(format!("{pct:.0}% busy"));
+        }
+        if let Some(kib) = self.server_rss_kib {
+            parts.push(format!("RSS {kib} KiB"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// `1234567.8` → `"1,234,568"`.
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report built on a fixed histogram: 1..=1000 µs, one value each.
+    pub(crate) fn fixed_report() -> BenchReport {
+        let mut h = LatencyHistogram::new();
+        for us in 1..=1000 {
+            h.record(Duration::from_micros(us));
+        }
+        BenchReport {
+            mode: Mode::Echo,
+            target: "127.0.0.1:3333".into(),
+            connections: 50,
+            size_bytes: 64,
+            pipeline: 1,
+            rate_per_s: None,
+            threads: 1,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(10),
+            messages: 2_000_000,
+            bytes: 128_000_000,
+            msgs_per_s: 200_000.0,
+            mb_per_s: 12.8,
+            latency_of: "round trip",
+            latency_us: h.summary(),
+            histogram: h,
+            first_connect_error: None,
+            connections_established: 50,
+            connect_failures: 0,
+            errors: 1,
+            verification_failures: 1,
+            error_samples: vec!["connection 3: byte at stream offset 94 ...".into()],
+            first_verification_failure: Some("connection 3: byte at stream offset 94 ...".into()),
+            server_pid: Some(42),
+            server_cpu_us_per_msg: Some(4.83),
+            server_cpu_pct: Some(96.6),
+            server_rss_kib: Some(5120),
+            server_rss_per_conn_kib: None,
+            client_cpu_us_per_msg: 4.9,
+            client_cpu_pct: 98.0,
+        }
+    }
+
+    #[test]
+    fn table_on_a_fixed_histogram() {
+        let table = fixed_report().render_table();
+        let expected = "\
+workload     echo 127.0.0.1:3333 × 50 conns × 64 B, closed loop, pipeline 1
+window       10.0 s after 1.0 s warm-up, 1 threads
+throughput   200,000 msgs/s, 12.8 MB/s (2000000 msgs)
+latency µs   round trip: p50 500.2  p90 900.1  p99 990.2  p99.9 999.4  max 1000.4
+connections  50 established, 0 connect failures
+errors       1 (1 verification)
+             connection 3: byte at stream offset 94 ...
+server       pid 42, 4.83 µs CPU/msg, 97% busy, RSS 5120 KiB
+client CPU   4.90 µs/msg, 98% busy
+";
+        assert_eq!(table, expected, "\n{table}");
+    }
+
+    #[test]
+    fn table_without_server_and_with_rate() {
+        let mut r = fixed_report();
+        r.server_pid = None;
+        r.rate_per_s = Some(20_000.0);
+        r.mode = Mode::Connect;
+        r.latency_of = "connect";
+        let table = r.render_table();
+        assert!(
+            table.contains("connect 127.0.0.1:3333 × 50 conns × 64 B, open loop at 20,000 /s"),
+            "{table}"
+        );
+        assert!(table.contains("200,000 conns/s"), "{table}");
+        assert!(!table.contains("server "), "{table}");
+    }
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1234567.8), "1,234,568");
+    }
+}

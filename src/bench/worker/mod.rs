@@ -1,0 +1,294 @@
+//! One load-generator thread: a current-thread tokio runtime running one task
+//! per connection. Nothing on the message path locks or allocates: each
+//! connection fills its send buffer once and rewrites only the header, reads
+//! into one reused buffer, and records into its thread's histogram. The
+//! workloads live in [`echo`] (closed and open loop) and [`churn`] (connect,
+//! idle, throughput).
+
+mod churn;
+mod echo;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::timeout;
+
+use super::histogram::LatencyHistogram;
+use super::message::Mismatch;
+use super::{BenchConfig, Mode};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How many error descriptions a run keeps (the rest are only counted).
+pub const MAX_ERROR_SAMPLES: usize = 5;
+
+/// Connects in flight per thread: a burst of thousands of SYNs would overflow
+/// the server's accept queue and cost 1 s SYN retransmits.
+const CONNECTS_IN_FLIGHT: usize = 64;
+
+/// The run's timeline, shared by every thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    /// When load starts (warm-up begins).
+    pub start: Instant,
+    /// When counting starts (warm-up ends).
+    pub measure_from: Instant,
+    /// When counting and sending stop.
+    pub stop_at: Instant,
+}
+
+impl Clock {
+    pub(super) fn in_window(&self, at: Instant) -> bool {
+        at >= self.measure_from && at < self.stop_at
+    }
+}
+
+/// Counters the orchestrator reads while the run goes on (progress, idle).
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// Messages (or connections) counted so far in the window.
+    pub messages: AtomicU64,
+    /// Connections that finished opening, successfully or not.
+    pub opened_or_failed: AtomicU64,
+}
+
+/// What one thread measured.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadStats {
+    pub histogram: LatencyHistogram,
+    pub messages: u64,
+    pub bytes: u64,
+    pub established: u64,
+    pub connect_failures: u64,
+    pub errors: u64,
+    pub verification_failures: u64,
+    pub error_samples: Vec<String>,
+    /// The first verification failure, kept whole for the exit error.
+    pub first_mismatch: Option<String>,
+    /// Kind and code of the first failed connect, for the exit status.
+    pub first_connect_error: Option<(ErrorKind, i32)>,
+}
+
+impl ThreadStats {
+    fn sample(&mut self, text: String) {
+        if self.error_samples.len() < MAX_ERROR_SAMPLES {
+            self.error_samples.push(text);
+        }
+    }
+}
+
+/// Why a connection stopped early.
+pub(super) enum ConnError {
+    Connect(Error),
+    Verify(Mismatch),
+    Io { offset: u64, err: Error },
+}
+
+pub(super) struct Ctx {
+    pub(super) id: u32,
+    pub(super) config: Arc<BenchConfig>,
+    pub(super) clock: Clock,
+    pub(super) live: Arc<Live>,
+    pub(super) stats: Rc<RefCell<ThreadStats>>,
+    gate: Rc<Semaphore>,
+    /// Connects made, to rotate source addresses (connect mode).
+    connects: std::cell::Cell<u32>,
+}
+
+impl Ctx {
+    /// Counts one message completed for a send intended `at`.
+    pub(super) fn record(&self, at: Instant, latency: Duration, bytes: usize) {
+        if self.clock.in_window(at) {
+            let mut s = self.stats.borrow_mut();
+            s.histogram.record(latency);
+            s.messages += 1;
+            s.bytes += bytes as u64;
+            self.live.messages.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub(super) fn io<'a>(
+        &'a self,
+        offset: u64,
+        what: &'a str,
+    ) -> impl FnOnce(std::io::Error) -> ConnError + 'a {
+        move |e| ConnError::Io {
+            offset,
+            err: Error::io(e, format_args!("{what} {}", self.config.target)),
+        }
+    }
+
+    pub(super) fn fail(&self, err: ConnError) {
+        let mut s = self.stats.borrow_mut();
+        let id = self.id;
+        match err {
+            ConnError::Connect(e) => {
+                s.connect_failures += 1;
+                s.first_connect_error.get_or_insert((e.kind(), e.code()));
+                s.sample(format!("connection {id}: {e}"));
+            }
+            ConnError::Verify(m) => {
+                s.errors += 1;
+                s.verification_failures += 1;
+                let text = m.to_string();
+                s.sample(text.clone());
+                s.first_mismatch.get_or_insert(text);
+            }
+            ConnError::Io { offset, err } => {
+                s.errors += 1;
+                s.sample(format!("connection {id} at stream offset {offset}: {err}"));
+            }
+        }
+    }
+
+    /// `connect(2)` with the configured deadline and `TCP_NODELAY`, at most
+    /// [`CONNECTS_IN_FLIGHT`] at a time per thread. The caller drops the
+    /// returned permit once the server has answered: `connect` completes
+    /// before the server's `accept`, so only an answer proves the connection
+    /// left the accept queue (an overflowing queue drops the handshake's ACK
+    /// and costs a 1 s SYN-ACK retransmit).
+    pub(super) async fn open(&self) -> Result<(TcpStream, Option<SemaphorePermit<'_>>), ConnError> {
+        let permit = self.gate.acquire().await.ok();
+        let target = self.config.target;
+        let stream = match timeout(self.config.connect_timeout, self.connect()).await {
+            Err(_) => {
+                let e = Error::timed_out(
+                    format_args!("connect {target}"),
+                    self.config.connect_timeout,
+                );
+                return Err(ConnError::Connect(e));
+            }
+            Ok(Err(e)) => {
+                return Err(ConnError::Connect(Error::io(
+                    e,
+                    format_args!("connect {target}"),
+                )));
+            }
+            Ok(Ok(s)) => s,
+        };
+        stream.set_nodelay(true).map_err(|e| {
+            ConnError::Connect(Error::io(e, format_args!("set TCP_NODELAY on {target}")))
+        })?;
+        Ok((stream, permit))
+    }
+}
+
+impl Ctx {
+    /// `connect(2)`. In connect mode against 127.0.0.0/8, each connection
+    /// leaves from another source address of 127.0.0.0/8 (bound with
+    /// `IP_BIND_ADDRESS_NO_PORT`, so the port is still picked at connect): the
+    /// client closes first, and tens of thousands of its `TIME_WAIT` sockets
+    /// on one source address turn the kernel's ephemeral port search into
+    /// the load generator's largest cost (`__inet_hash_connect`).
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let addr = self.config.target.socket_addr();
+        let spread = match addr.ip() {
+            std::net::IpAddr::V4(ip) => self.config.mode == Mode::Connect && ip.is_loopback(),
+            std::net::IpAddr::V6(_) => false,
+        };
+        if !spread {
+            return TcpStream::connect(addr).await;
+        }
+        let n = self.connects.get().wrapping_add(1);
+        self.connects.set(n);
+        // One of 60,000 addresses from 127.0.0.2 up, never 127.0.0.1.
+        let host = 2 + self.id.wrapping_mul(251).wrapping_add(n) % 60_000;
+        let source = std::net::Ipv4Addr::from(0x7f00_0000 | host);
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        set_bind_address_no_port(&socket)?;
+        socket.bind(std::net::SocketAddr::from((source, 0)))?;
+        socket.connect(addr).await
+    }
+}
+
+fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on an open socket with a correctly sized int.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs connections `ids` on a current-thread runtime until the clock stops.
+pub(crate) fn run_thread(
+    config: Arc<BenchConfig>,
+    clock: Clock,
+    ids: Vec<u32>,
+    live: Arc<Live>,
+) -> Result<ThreadStats> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(e, "start the bench runtime"))?;
+    let stats = Rc::new(RefCell::new(ThreadStats::default()));
+    let gate = Rc::new(Semaphore::new(CONNECTS_IN_FLIGHT));
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let mut tasks = Vec::with_capacity(ids.len());
+        for id in ids {
+            let ctx = Ctx {
+                id,
+                config: config.clone(),
+                clock,
+                live: live.clone(),
+                stats: stats.clone(),
+                gate: gate.clone(),
+                connects: std::cell::Cell::new(0),
+            };
+            tasks.push(tokio::task::spawn_local(connection(ctx)));
+        }
+        for task in tasks {
+            // A panicking connection task is a bug; the others still finish.
+            let _ = task.await;
+        }
+    });
+    drop(local);
+    Ok(stats.take())
+}
+
+async fn connection(ctx: Ctx) {
+    let result = match ctx.config.mode {
+        Mode::Echo => echo::run(&ctx).await,
+        Mode::Connect => churn::connect_loop(&ctx).await,
+        Mode::Idle => churn::idle(&ctx).await,
+        Mode::Throughput => churn::throughput(&ctx).await,
+    };
+    if let Err(err) = result {
+        ctx.fail(err);
+    }
+}
+
+pub(super) fn to_tokio(at: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(at)
+}
+
+/// Receive buffer: room for every message in flight, within 4..=64 KiB.
+pub(super) fn recv_len(config: &BenchConfig) -> usize {
+    (config.size_bytes * config.pipeline).clamp(4096, 65536)
+}
+
+pub(super) fn eof(ctx: &Ctx, offset: u64) -> ConnError {
+    ConnError::Io {
+        offset,
+        err: Error::new(
+            ErrorKind::UnexpectedEof,
+            crate::error::code::UNEXPECTED_EOF,
+            format!("{} closed the connection", ctx.config.target),
+        ),
+    }
+}

@@ -1,0 +1,484 @@
+//! `tcpkit bench` end to end: the binary against in-test echo servers on
+//! loopback port 0, some of which damage the stream on purpose.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What the in-test server does to the first connection it accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Flip one bit of the byte at stream offset 100.
+    Corrupt,
+    /// Leave out the byte at stream offset 100.
+    Drop,
+    /// Swap the bytes at stream offsets 100 and 101.
+    Reorder,
+}
+
+const FAULT_OFFSET: usize = 100;
+
+/// A thread-per-connection echo server that stops (and joins) on drop.
+struct EchoServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl EchoServer {
+    fn start(fault: Fault) -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let acceptor = std::thread::spawn(move || {
+            let accepted = AtomicUsize::new(0);
+            let mut conns = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let n = accepted.fetch_add(1, Ordering::Relaxed);
+                        let fault = if n == 0 { fault } else { Fault::None };
+                        let stop = stop2.clone();
+                        conns.push(std::thread::spawn(move || echo(stream, fault, &stop)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        EchoServer {
+            port,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+fn echo(mut stream: TcpStream, fault: Fault, stop: &AtomicBool) {
+    let _ = stream.set_nonblocking(false);
+    stream.set_nodelay(true).unwrap();
+    // A short read timeout so the thread notices `stop` when the client idles.
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut offset = 0usize;
+    let mut pending_swap: Option<u8> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => return,
+        };
+        let mut out = Vec::with_capacity(n + 1);
+        for &b in &buf[..n] {
+            let at = offset;
+            offset += 1;
+            match fault {
+                Fault::Corrupt if at == FAULT_OFFSET => out.push(b ^ 0x01),
+                Fault::Drop if at == FAULT_OFFSET => {}
+                Fault::Reorder if at == FAULT_OFFSET => pending_swap = Some(b),
+                Fault::Reorder if at == FAULT_OFFSET + 1 => {
+                    out.push(b);
+                    out.extend(pending_swap.take());
+                }
+                _ => out.push(b),
+            }
+        }
+        if stream.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+fn bench(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run tcpkit bench");
+    eprintln!(
+        "tcpkit bench {args:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+const SHORT: [&str; 4] = ["--duration", "1s", "--warmup", "0s"];
+
+fn assert_verification_failure(fault: Fault) {
+    let server = EchoServer::start(fault);
+    let addr = server.addr();
+    let mut args = vec!["--target", &addr, "--connections", "2", "--threads", "1"];
+    args.extend(SHORT);
+    let out = bench(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "exit code 8 on a verification failure"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[code 1009]"), "{stderr}");
+    assert!(stderr.contains("byte at stream offset 100"), "{stderr}");
+    assert!(stderr.contains("connection "), "{stderr}");
+    // The report still reaches stdout.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 verification"));
+}
+
+#[test]
+fn a_corrupted_byte_fails_with_exit_8_naming_connection_and_offset() {
+    assert_verification_failure(Fault::Corrupt);
+}
+
+#[test]
+fn a_dropped_byte_fails_verification() {
+    assert_verification_failure(Fault::Drop);
+}
+
+#[test]
+fn reordered_bytes_fail_verification() {
+    assert_verification_failure(Fault::Reorder);
+}
+
+#[test]
+fn json_has_every_field() {
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    // The in-test server runs in this process, so its PID is ours.
+    let pid = std::process::id().to_string();
+    let mut args = vec!["--target", &addr, "-c", "4", "--json", "--server-pid", &pid];
+    args.extend(SHORT);
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    for field in [
+        "mode",
+        "target",
+        "connections",
+        "size_bytes",
+        "pipeline",
+        "rate_per_s",
+        "threads",
+        "warmup_s",
+        "duration_s",
+        "messages",
+        "bytes",
+        "msgs_per_s",
+        "mb_per_s",
+        "latency_of",
+        "latency_us",
+        "connections_established",
+        "connect_failures",
+        "errors",
+        "verification_failures",
+        "error_samples",
+        "first_verification_failure",
+        "server_pid",
+        "server_cpu_us_per_msg",
+        "server_cpu_pct",
+        "server_rss_kib",
+        "server_rss_per_conn_kib",
+        "client_cpu_us_per_msg",
+        "client_cpu_pct",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field} in {v}");
+    }
+    for p in ["count", "min", "mean", "p50", "p90", "p99", "p999", "max"] {
+        assert!(v["latency_us"][p].is_number(), "latency_us.{p} in {v}");
+    }
+    assert_eq!(v["mode"], "echo");
+    assert_eq!(v["errors"], 0);
+    assert!(v["messages"].as_u64().unwrap() > 0);
+    assert!(v["server_cpu_us_per_msg"].is_number(), "{v}");
+    assert!(v["server_rss_kib"].as_u64().unwrap() > 0);
+    assert_eq!(v["latency_us"]["count"], v["messages"]);
+}
+
+#[test]
+fn open_loop_hits_its_rate_within_5_percent() {
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let args = [
+        "--target",
+        &addr,
+        "-c",
+        "4",
+        "--rate",
+        "2000",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+        "--threads",
+        "1",
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    let rate = v["msgs_per_s"].as_f64().unwrap();
+    assert!(
+        (rate - 2000.0).abs() <= 100.0,
+        "msgs/s {rate} not within 5% of 2000"
+    );
+    assert_eq!(v["rate_per_s"], 2000.0);
+    assert_eq!(v["errors"], 0);
+}
+
+#[test]
+fn pipelined_echo_verifies() {
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let mut args = vec![
+        "--target",
+        &addr,
+        "-c",
+        "2",
+        "--pipeline",
+        "8",
+        "--size",
+        "100",
+        "--json",
+    ];
+    args.extend(SHORT);
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["pipeline"], 8);
+    assert_eq!(v["verification_failures"], 0);
+    assert!(v["messages"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn connect_mode_counts_connections() {
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let args = [
+        "--target",
+        &addr,
+        "--mode",
+        "connect",
+        "-c",
+        "2",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["latency_of"], "connect");
+    assert!(v["connections_established"].as_u64().unwrap() > 10, "{v}");
+}
+
+#[test]
+fn idle_mode_reports_rss_per_connection() {
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let pid = std::process::id().to_string();
+    let args = [
+        "--target",
+        &addr,
+        "--mode",
+        "idle",
+        "-c",
+        "20",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--server-pid",
+        &pid,
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["connections_established"], 20);
+    assert!(v["server_rss_per_conn_kib"].is_number(), "{v}");
+}
+
+#[test]
+fn histogram_and_plot_files_are_written() {
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("h.txt");
+    let plot = dir.path().join("p.svg");
+    let (h, p) = (hist.to_str().unwrap(), plot.to_str().unwrap());
+    let mut args = vec!["--target", &addr, "-c", "2", "--histogram", h, "--plot", p];
+    args.extend(["--duration", "300ms", "--warmup", "0s"]);
+    let out = bench(&args);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&hist).unwrap();
+    assert!(
+        text.contains("Percentile") && text.contains("#[Max"),
+        "{text}"
+    );
+    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+}
+
+#[test]
+fn a_message_smaller_than_the_header_is_a_usage_error() {
+    let out = bench(&["--target", "127.0.0.1:9", "--size", "8"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("16 B minimum"));
+}
+
+#[test]
+fn a_bad_flag_fails_before_any_server_starts() {
+    // Without --target bench would start `tcpkit serve`; validation comes first.
+    let out = bench(&["--pipeline", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pipeline 0"));
+}
+
+#[test]
+fn a_refused_target_fails_naming_it() {
+    // Bind then drop to find a port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = bench(&[
+        "--target",
+        &addr,
+        "-c",
+        "1",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0s",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "exit 4: connection refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
+}
+
+/// Whether this build has `tcpkit serve` (it lands on its own branch).
+fn serve_available() -> bool {
+    let help = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run tcpkit serve --help");
+    String::from_utf8_lossy(&help.stdout).contains("--listen")
+}
+
+#[test]
+fn without_target_bench_starts_serve_measures_it_and_stops_it() {
+    if !serve_available() {
+        eprintln!("skipped: `tcpkit serve` is not in this build");
+        return;
+    }
+    let args = [
+        "-c",
+        "2",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--server-workers",
+        "1",
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["server_cpu_us_per_msg"].is_number(), "{v}");
+    let pid = v["server_pid"].as_u64().expect("embedded server pid");
+    // Stopped with SIGTERM and reaped before bench exited.
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn throughput_mode_writes_one_way() {
+    // Against an echo server the reader drains what comes back.
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let args = [
+        "--target",
+        &addr,
+        "--mode",
+        "throughput",
+        "-c",
+        "1",
+        "-s",
+        "4096",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["latency_of"], "write");
+    assert!(v["mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn throughput_mode_starts_a_discard_server() {
+    if !serve_available() {
+        eprintln!("skipped: `tcpkit serve` is not in this build");
+        return;
+    }
+    let args = [
+        "--mode",
+        "throughput",
+        "-c",
+        "1",
+        "-s",
+        "65536",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert!(v["bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["server_pid"].is_number(), "{v}");
+}
