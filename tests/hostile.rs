@@ -191,11 +191,11 @@ fn chat_passes_nul_invalid_utf8_and_both_line_endings_through_as_bytes() {
     server.stop();
 }
 
-/// Ignored while it fails: see `chat_burst_of_lines_does_not_kick_readers`.
-/// Each `/nick` fans a notice out to the room; a burst of them fills every
-/// member's 256-message queue before their write loops run.
+/// Each `/nick` fans a notice out to the room; a burst of them used to fill
+/// every member's 256-message queue before their write loops ran (see
+/// `chat_burst_of_lines_does_not_kick_readers`). Senders now pace
+/// themselves, so only the flooder itself, which never reads, may be dropped.
 #[test]
-#[ignore = "server bug: a burst of >256 /nick lines kicks every reading member as slow"]
 fn chat_nick_flood_from_a_client_that_never_reads_stays_bounded() {
     let _serial = hostile_util::serial();
     let server = serve_or_skip!(&["--mode", "chat"]);
@@ -232,14 +232,11 @@ fn chat_nick_flood_from_a_client_that_never_reads_stays_bounded() {
 }
 
 /// One client pastes 1,000 lines in a single write (`cat file | nc`). Every
-/// other member is reading as fast as it can, yet the sender's read loop
-/// decodes the whole burst from its buffer and fans it out before any
-/// receiver's write loop runs, so each receiver's 256-message queue fills
-/// and it is disconnected as "slow" (src/service/chat: `read_loop` never
-/// yields between buffered lines; `Room::send_others` kicks on a full
-/// queue at once). Ignored until the server paces senders.
+/// other member is reading as fast as it can, so none may be dropped as
+/// "slow". This found a bug: the sender's read loop fanned the whole burst
+/// out before any receiver's write loop ran, filling their 256-message
+/// queues; the fix is sender pacing (`service::chat::pace`).
 #[test]
-#[ignore = "server bug: a burst of >256 lines kicks every reading member as slow"]
 fn chat_burst_of_lines_does_not_kick_readers() {
     let _serial = hostile_util::serial();
     let server = serve_or_skip!(&["--mode", "chat"]);

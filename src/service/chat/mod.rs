@@ -40,6 +40,14 @@ pub const DEFAULT_QUEUE: usize = 256;
 /// Longest `/nick` or `/join` argument, in bytes.
 pub const MAX_NAME: usize = 32;
 
+/// How long a sender waits for a lagging member's queue to drain below half
+/// before that member counts as slow and is dropped. It bounds how long one
+/// slow reader can hold up a sender; readers that keep up never hit it.
+pub const SLOW_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How often a pacing sender looks at a lagging member's queue again.
+const PACE_POLL: Duration = Duration::from_millis(2);
+
 /// How long the farewell line (error, shutdown, slow) may take to write.
 const FAREWELL_DEADLINE: Duration = Duration::from_secs(1);
 
@@ -232,6 +240,30 @@ async fn read_loop(
         me.bytes_in += line.len() as u64 + 1;
         if let Some(reason) = handle_line(hub, me, line, metrics) {
             return reason;
+        }
+        pace(hub, me, metrics).await;
+    }
+}
+
+/// Waits, after a line, until every other member of the room has at least
+/// half its queue free again, or drops those that don't within
+/// [`SLOW_DEADLINE`]. While it waits this session reads nothing more, so a
+/// pasting client is held back by TCP, not by the server's memory.
+async fn pace(hub: &Hub, me: &Me, metrics: &Metrics) {
+    for member in hub.lagging(&me.room, me.id) {
+        let deadline = tokio::time::Instant::now() + SLOW_DEADLINE;
+        // Polled, not `reserve_many`: a waiting reservation would take every
+        // slot the member frees, so other senders' `try_send` would find the
+        // queue full and drop a reader that is keeping up.
+        while member.tx.capacity() * 2 < member.tx.max_capacity()
+            && !member.tx.is_closed()
+            && !member.kick.is_cancelled()
+        {
+            if tokio::time::Instant::now() >= deadline {
+                count_slow(metrics, hub.kick(&me.room, member.id));
+                break;
+            }
+            tokio::time::sleep(PACE_POLL).await;
         }
     }
 }

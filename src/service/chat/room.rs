@@ -1,8 +1,12 @@
 //! [`Room`]s and the hub that holds them: membership and fan-out.
 //!
-//! Fan-out never waits: each member has a bounded queue and a message is
-//! `try_send`'d to it. A member whose queue is full is removed and told to go
-//! (its `kick` token), so one slow reader never slows the room.
+//! Fan-out never waits while holding the lock: each member has a bounded
+//! queue and a message is `try_send`'d to it. A member whose queue is full is
+//! removed and told to go (its `kick` token), so one slow reader never slows
+//! the room. Senders pace themselves against that hard bound: after each
+//! line a session waits (outside the lock, up to a deadline) for any member
+//! whose queue is over half full, see [`Hub::lagging`]; so a paste of
+//! thousands of lines reaches readers that keep up instead of kicking them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -130,6 +134,33 @@ impl Hub {
         })
     }
 
+    /// Members of `room` other than `from` whose queues are more than half
+    /// full: the sender should wait for them to drain before its next line.
+    pub fn lagging(&self, room: &str, from: u64) -> Vec<Member> {
+        self.with_room(room, |r| {
+            r.members
+                .iter()
+                .filter(|m| m.id != from && m.tx.capacity() * 2 < m.tx.max_capacity())
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Removes member `id` from `room` as too slow, cancelling its `kick`
+    /// token and telling the others; returns how many were dropped (the
+    /// notice may find more).
+    pub fn kick(&self, room: &str, id: u64) -> usize {
+        self.with_room(room, |r| {
+            let Some(at) = r.members.iter().position(|m| m.id == id) else {
+                return 0;
+            };
+            let m = r.members.remove(at);
+            m.kick.cancel();
+            let msg = notice(format_args!("{} left {room} (too slow)", m.name));
+            1 + r.broadcast(room, None, &msg)
+        })
+    }
+
     /// The names in `room`.
     pub fn who(&self, room: &str) -> Vec<String> {
         self.with_room(room, |r| r.members.iter().map(|m| m.name.clone()).collect())
@@ -169,6 +200,17 @@ mod tests {
             b"* user2 left lobby (too slow)\r\n"
         );
         assert!(hub.leave("lobby", 2).is_none());
+        let (c, _c_rx) = member(3, 4);
+        let c_kick = c.kick.clone();
+        hub.join("lobby", c); // a hears "user3 joined"
+        assert!(hub.lagging("lobby", 1).is_empty());
+        hub.say("lobby", 1, &Bytes::from_static(b"1\r\n"));
+        hub.say("lobby", 1, &Bytes::from_static(b"2\r\n"));
+        hub.say("lobby", 1, &Bytes::from_static(b"3\r\n"));
+        let lagging: Vec<u64> = hub.lagging("lobby", 1).iter().map(|m| m.id).collect();
+        assert_eq!(lagging, vec![3]);
+        assert_eq!(hub.kick("lobby", 3), 1);
+        assert!(c_kick.is_cancelled());
         assert!(hub.leave("lobby", 1).is_some());
         assert!(hub.rooms.lock().unwrap().is_empty());
     }
