@@ -579,6 +579,36 @@ fn ncat_socat_and_nc_move_16mib_through_tcpkit_serve_echo() {
     assert!(status.success(), "serve after SIGTERM: {status:?}");
 }
 
+/// The "done when": `echo hello | tcpkit connect 127.0.0.1:PORT`
+/// against `tcpkit serve` prints `hello` and exits 0; then 16 MiB through
+/// the same pair, byte-exact.
+#[test]
+fn tcpkit_connect_echoes_through_tcpkit_serve() {
+    if !have_serve() {
+        return;
+    }
+    let (mut serve, ep) = tcpkit_serve("127.0.0.1:0", "echo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hello = dir.path().join("hello");
+    std::fs::write(&hello, b"hello\n").expect("input");
+    bulk_echo(
+        "echo hello | tcpkit connect",
+        Proc::tcpkit(&["connect", &ep.to_string()]),
+        &hello,
+        b"hello\n",
+    );
+    let data = random_bytes(BULK, 7);
+    let input = dir.path().join("input");
+    std::fs::write(&input, &data).expect("input");
+    bulk_echo(
+        "tcpkit connect (16 MiB)",
+        Proc::tcpkit(&["connect", &ep.to_string()]),
+        &input,
+        &data,
+    );
+    assert!(serve.terminate(DEADLINE).success());
+}
+
 #[test]
 fn ipv6_clients_echo_through_tcpkit_serve() {
     if !have("ncat") || !have_ipv6() || !have_serve() {
