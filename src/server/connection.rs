@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::tracker::Slot;
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::service::{CloseReason, Served, Service};
@@ -105,6 +106,7 @@ pub(crate) fn run<S: Service>(
     service: &S,
     conn: Connection,
     permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) -> impl Future<Output = ()> + Send + 'static {
     let peer = conn.peer;
     let id = conn.id;
@@ -118,6 +120,7 @@ pub(crate) fn run<S: Service>(
             id,
             _permit: permit,
         }),
+        _slot: slot,
     }
 }
 
@@ -151,6 +154,9 @@ pin_project_lite::pin_project! {
         #[pin]
         serving: F,
         done: Option<Done>,
+        // Last, so it is dropped after the service's future (and its socket):
+        // the drain sees a connection gone only once it is closed.
+        _slot: Slot,
     }
 
     impl<F> PinnedDrop for Tracked<F> {
@@ -229,8 +235,13 @@ mod tests {
         let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
-        let task = run(&crate::service::Echo, conn, permit);
-        let size = std::mem::size_of_val(&task);
+        let tracker = std::sync::Arc::new(super::super::tracker::Tracker::default());
+        let mut size = 0;
+        tracker.spawn(|slot| {
+            let task = run(&crate::service::Echo, conn, permit, slot);
+            size = std::mem::size_of_val(&task);
+            task
+        });
         eprintln!("echo connection task: {size} bytes");
         assert!(size <= 512 + 64, "{size} bytes");
     }
