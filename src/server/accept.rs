@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerConfig;
 use super::connection::{self, Connection};
-use super::tracker::Tracker;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
@@ -39,8 +39,8 @@ pub(crate) struct AcceptLoop<'a, S> {
 
 impl<S: Service> AcceptLoop<'_, S> {
     /// Accepts until `shutdown` is cancelled, spawning one task per connection
-    /// into `conns` (finished tasks leave it by themselves).
-    pub async fn run(self, conns: &Arc<Tracker>) {
+    /// into `conns` (and reaping finished ones so the set stays small).
+    pub async fn run(self, conns: &mut JoinSet<()>) {
         let permits = Arc::new(Semaphore::new(self.config.max_connections));
         let mut next_id: u64 = 0;
         let mut errors = RateLimitedLog::default();
@@ -54,6 +54,8 @@ impl<S: Service> AcceptLoop<'_, S> {
             let accepted = tokio::select! {
                 biased;
                 _ = &mut cancelled => return,
+                // Reap finished connections while waiting for the next one.
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
                 r = self.listener.accept() => r,
             };
             let (stream, addr) = match accepted {
@@ -80,7 +82,7 @@ impl<S: Service> AcceptLoop<'_, S> {
                     next_id += 1;
                     let conn = self.connection(stream, addr, next_id, per_conn);
                     self.metrics.connection_opened();
-                    conns.spawn(|slot| connection::run(self.service, conn, permit, slot));
+                    conns.spawn(connection::run(self.service, conn, permit));
                 }
                 None => self.reject(stream, addr),
             }

@@ -13,7 +13,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::tracker::Slot;
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::service::{CloseReason, Served, Service};
@@ -106,7 +105,6 @@ pub(crate) fn run<S: Service>(
     service: &S,
     conn: Connection,
     permit: OwnedSemaphorePermit,
-    slot: Slot,
 ) -> impl Future<Output = ()> + Send + 'static {
     let peer = conn.peer;
     let id = conn.id;
@@ -120,7 +118,6 @@ pub(crate) fn run<S: Service>(
             id,
             _permit: permit,
         }),
-        _slot: slot,
     }
 }
 
@@ -154,9 +151,6 @@ pin_project_lite::pin_project! {
         #[pin]
         serving: F,
         done: Option<Done>,
-        // Last, so it is dropped after the service's future (and its socket):
-        // the drain sees a connection gone only once it is closed.
-        _slot: Slot,
     }
 
     impl<F> PinnedDrop for Tracked<F> {
@@ -235,13 +229,8 @@ mod tests {
         let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
-        let tracker = std::sync::Arc::new(super::super::tracker::Tracker::default());
-        let mut size = 0;
-        tracker.spawn(|slot| {
-            let task = run(&crate::service::Echo, conn, permit, slot);
-            size = std::mem::size_of_val(&task);
-            task
-        });
+        let task = run(&crate::service::Echo, conn, permit);
+        let size = std::mem::size_of_val(&task);
         eprintln!("echo connection task: {size} bytes");
         assert!(size <= 512 + 64, "{size} bytes");
     }

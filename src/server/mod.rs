@@ -23,13 +23,13 @@ mod accept;
 pub mod builder;
 pub mod connection;
 pub mod shutdown;
-mod tracker;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 pub use builder::{Listen, ServerBuilder, ServerConfig};
 pub use connection::{Connection, IdleClock};
@@ -122,7 +122,7 @@ impl Server {
     pub async fn run<S: Service>(self, service: S) -> Result<Summary> {
         let started = Instant::now();
         let listener = self.acceptor.into_tokio()?;
-        let conns = Arc::new(tracker::Tracker::default());
+        let mut conns = JoinSet::new();
         accept::AcceptLoop {
             listener: &listener,
             local: self.local,
@@ -131,13 +131,14 @@ impl Server {
             metrics: &self.metrics,
             shutdown: &self.handle.graceful,
         }
-        .run(&conns)
+        .run(&mut conns)
         .await;
         // Close the listening socket before draining, so no new client
         // completes a handshake into a backlog nobody will accept from.
         drop(listener);
         tracing::info!(open = conns.len(), "stopped accepting; draining");
-        let aborted = shutdown::drain(&conns, self.config.shutdown_grace, &self.handle.now).await;
+        let aborted =
+            shutdown::drain(&mut conns, self.config.shutdown_grace, &self.handle.now).await;
         if aborted > 0 {
             tracing::info!(
                 aborted,

@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-use super::tracker::Tracker;
 
 /// Requests shutdown of a running [`Server`](super::Server). Cloneable; the
 /// library never installs signal handlers, the CLI calls this on SIGINT/SIGTERM.
@@ -48,15 +47,19 @@ impl ShutdownHandle {
 
 /// Waits for every connection task, at most `grace`, or until `now` is
 /// cancelled; then aborts the rest. Returns how many were aborted.
-pub(crate) async fn drain(conns: &Tracker, grace: Duration, now: &CancellationToken) -> usize {
+pub(crate) async fn drain(
+    conns: &mut JoinSet<()>,
+    grace: Duration,
+    now: &CancellationToken,
+) -> usize {
+    let all_done = async { while conns.join_next().await.is_some() {} };
     tokio::select! {
-        _ = conns.wait_idle() => return 0,
+        _ = all_done => return 0,
         _ = tokio::time::sleep(grace) => {}
         _ = now.cancelled() => {}
     }
-    let left = conns.abort_all();
-    // Aborted tasks free their slots as the runtime drops them (closing
-    // their sockets): return only once that happened.
-    conns.wait_idle().await;
+    let left = conns.len();
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
     left
 }
