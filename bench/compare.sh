@@ -11,9 +11,10 @@
 # Environment:
 #   ANCHORS      directory with build.sh (default: $REPO/../shared/anchors)
 #   ROUNDS       rounds (default 3); DURATION / WARMUP (default 3s / 1s)
-#   SERVERS      space-separated subset of: asio asio_blocking tokio epoll tcpkit
+#   SERVERS      space-separated subset of: asio asio_blocking tokio epoll tcpkit tcpkit_base
 #   ONLY         run only workloads whose name matches this grep -E pattern (e.g. '64 KiB')
 #   TCPKIT_SERVE tcpkit binary whose `serve` is measured (default: this repo's release build)
+#   TCPKIT_BASE  another tcpkit binary, measured as server "tcpkit_base" (before/after in one run)
 #   RESULTS      JSON lines of every run go here (default target/compare/results.jsonl)
 # Prints one markdown table on stdout; progress on stderr.
 set -euo pipefail
@@ -25,7 +26,7 @@ for arg in "$@"; do
   case $arg in
     --quick) QUICK=1 ;;
     --table=*) TABLE_ONLY=${arg#--table=} ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n "2,20p" "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +57,7 @@ for line in open(path):
 
 label = {"asio": "asio_echo (1 thread)", "asio_blocking": "asio_blocking_echo",
          "tokio": "tokio_echo (1 worker)", "epoll": "epoll_echo once (C)",
-         "tcpkit": "tcpkit serve --workers 1"}
+         "tcpkit": "tcpkit serve --workers 1", "tcpkit_base": "tcpkit serve, before (TCPKIT_BASE)"}
 
 def med(rs, key):
     vals = [r[key] for r in rs if r.get(key) is not None]
@@ -161,6 +162,7 @@ server_cmd() {
     tokio) echo "$OUT/tokio_echo $2 1" ;;
     epoll) echo "$OUT/epoll_echo $2 once" ;;
     tcpkit) echo "$TCPKIT_SERVE serve --listen 127.0.0.1:$2 --mode echo --workers 1 --backlog 1024" ;;
+    tcpkit_base) echo "${TCPKIT_BASE:?set TCPKIT_BASE} serve --listen 127.0.0.1:$2 --mode echo --workers 1 --backlog 1024" ;;
   esac
 }
 

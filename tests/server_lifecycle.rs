@@ -95,6 +95,32 @@ async fn idle_timeout_closes_silent_connections_only() {
 }
 
 #[tokio::test]
+async fn deferred_accept_still_times_out_a_silent_client() {
+    // With TCP_DEFER_ACCEPT (the CLI's default for echo) a client that never
+    // sends is handed over by the kernel after about a second: it is then
+    // served by the idle timeout like any other, not left in the backlog.
+    let idle = Duration::from_millis(300);
+    let server = start(
+        ServerBuilder::new()
+            .idle_timeout(Some(idle))
+            .defer_accept(true),
+        Echo,
+    );
+    let mut talker = TcpStream::connect(server.addr).await.unwrap();
+    echo_round_trip(&mut talker, b"first bytes complete the accept").await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    assert!(read_until_closed(&mut silent).await.is_empty());
+    let waited = started.elapsed();
+    assert!(waited >= idle, "{waited:?}");
+    assert!(waited < Duration::from_secs(6), "{waited:?}");
+    server
+        .wait_for("idle timeouts counted", |s| s.idle_timeouts == 2)
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn graceful_shutdown_drains_in_flight_echo_data() {
     let server = start(ServerBuilder::new().shutdown_grace(DEADLINE), Echo);
     let addr = server.addr;
@@ -329,6 +355,9 @@ fn accept_loop_survives_running_out_of_descriptors() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpkit"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
         .args(["--max-connections", "1000", "--shutdown-grace", "1s"])
+        // Silent clients must reach accept(2) at once to exhaust the
+        // descriptors, as described below: no TCP_DEFER_ACCEPT hold.
+        .arg("--no-defer-accept")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: only setrlimit (async-signal-safe) between fork and exec. Soft

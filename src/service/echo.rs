@@ -25,7 +25,7 @@ mod tests {
 
     /// The per-connection footprint the performance design promises: the
     /// whole echo future (connection, idle timer, cancellation wait, counters,
-    /// backpressure buffer header) stays small. Measured 424 bytes in a debug
+    /// backpressure buffer header) stays small. Measured 432 bytes in a debug
     /// build with tokio 1.54 / tokio-util 0.7.20 on x86_64 (of which `Sleep`
     /// is 112 and the cancellation wait 72); the bound leaves some margin.
     pub const ECHO_FUTURE_MAX_BYTES: usize = 512;
