@@ -182,17 +182,7 @@ impl Connector {
             // DNS query (and an exit code 3) for "192.168.1.3x".
             vec![Endpoint::new(host, port)?]
         } else {
-            let resolver = Arc::clone(&self.resolver);
-            let owned = host.to_owned();
-            tokio::task::spawn_blocking(move || resolver.resolve(&owned, port))
-                .await
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Resolve,
-                        code::RESOLVE,
-                        format!("resolve {host:?}: resolver task failed: {e}"),
-                    )
-                })??
+            crate::endpoint::resolve_async(&self.resolver, host, port).await?
         };
         let family = self.effective_family();
         let kept: Vec<Endpoint> = endpoints.into_iter().filter(|e| family.allows(e)).collect();

@@ -7,6 +7,7 @@
 
 mod resolve;
 
+pub(crate) use resolve::resolve_async;
 pub use resolve::{Resolve, StaticResolver, SystemResolver, split_host_port};
 
 use std::fmt;
