@@ -208,8 +208,9 @@ mod tests {
         assert!(clock.expired().is_some());
     }
 
-    /// The whole spawned task (service future + accounting): measured 496
-    /// bytes in a debug build (echo's 432 + 64), bounded at echo's 512 + 64.
+    /// The whole spawned task (service future + accounting): measured 352
+    /// bytes in a debug build and 344 in release (echo's 288 / 280 + 64),
+    /// bounded at echo's 320 + 64 so it stays in tokio's 512-byte cell class.
     #[tokio::test]
     async fn connection_task_adds_little_to_the_service_future() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -232,6 +233,6 @@ mod tests {
         let task = run(&crate::service::Echo, conn, permit);
         let size = std::mem::size_of_val(&task);
         eprintln!("echo connection task: {size} bytes");
-        assert!(size <= 512 + 64, "{size} bytes");
+        assert!(size <= 320 + 64, "{size} bytes");
     }
 }

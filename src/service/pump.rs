@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{CloseReason, Connection, Served};
 use crate::error::Error;
@@ -64,9 +64,11 @@ enum Step {
     Eof,
 }
 
-/// Not an `async fn`: destructuring here, outside the future, keeps the
-/// fields the loop never uses (endpoints, id) out of the per-connection state;
-/// an `async fn` would keep its whole argument alongside the locals.
+/// Not an `async fn`: a hand-written future holds exactly the connection's
+/// state, the idle timer and the shutdown wait. An `async` block stored more
+/// per connection: its captured token next to the borrowing wait, references
+/// to the state, and the readiness closure's captures across the `.await`.
+/// Fields the loop never uses (endpoints, id) are dropped here.
 pub(crate) fn pump(conn: Connection, mode: Mode) -> impl Future<Output = Served> + Send {
     let Connection {
         stream,
@@ -75,22 +77,34 @@ pub(crate) fn pump(conn: Connection, mode: Mode) -> impl Future<Output = Served>
         metrics,
         ..
     } = conn;
-    let mut state = Pump {
-        stream,
-        metrics,
-        mode,
-        idle: SliceClock::new(idle_timeout),
-        pending: Vec::new(),
-        written: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        eof: false,
-    };
-    // The loop borrows the state rather than taking it: an argument moved
-    // into an `async fn` is stored twice in its future.
-    async move {
-        let reason = pump_loop(&mut state, &shutdown).await;
-        state.finish(reason)
+    let idle = SliceClock::new(idle_timeout);
+    PumpFuture {
+        sleep: tokio::time::sleep(idle.slice),
+        // Created once and kept: re-creating the wait each iteration would
+        // register and unregister a waiter (a lock) per message.
+        cancelled: shutdown.cancelled_owned(),
+        state: Pump {
+            stream,
+            metrics,
+            mode,
+            idle,
+            backlog: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            eof: false,
+            draining: false,
+        },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The read loop as a future.
+    struct PumpFuture {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        #[pin]
+        cancelled: WaitForCancellationFutureOwned,
+        state: Pump,
     }
 }
 
@@ -100,81 +114,83 @@ struct Pump {
     metrics: Arc<Metrics>,
     mode: Mode,
     idle: SliceClock,
-    /// Bytes the peer has not taken yet; `pending[written..]` is still owed.
-    pending: Vec<u8>,
-    written: usize,
+    /// Bytes the peer has not taken yet. Boxed: only a connection whose peer
+    /// stopped reading has one, and idle ones should not carry its header.
+    backlog: Option<Box<Backlog>>,
     bytes_in: u64,
     bytes_out: u64,
     /// The peer shut down its sending side.
     eof: bool,
+    /// Shutdown was requested: finishing in-flight data.
+    draining: bool,
 }
 
-async fn pump_loop(p: &mut Pump, shutdown: &CancellationToken) -> CloseReason {
-    let sleep = tokio::time::sleep(p.idle.slice);
-    tokio::pin!(sleep);
-    // Created once and kept: re-creating the wait each iteration would
-    // register and unregister a waiter (a lock) per message.
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
-    let mut draining = false;
-    loop {
-        let backlogged = p.backlogged();
-        if !backlogged && p.eof {
-            // Everything echoed: returning drops (closes) the stream, which
-            // passes the EOF on. No `shutdown(SHUT_WR)` first: the close
-            // right after sends the same FIN, and the extra syscall was ~3 %
-            // of a short connection's server CPU.
-            break CloseReason::PeerClosed;
-        }
-        // Hand-written rather than `select!`: `poll_*_ready` use the
-        // stream's own waker slot, so the wait stores no readiness future
-        // in the connection's state. I/O first, so the timer and the
-        // shutdown wait are only polled when the socket has nothing for us.
-        let event = std::future::poll_fn(|cx| {
+/// What the peer is owed: `buf[written..]`.
+struct Backlog {
+    buf: Vec<u8>,
+    written: usize,
+}
+
+impl Future for PumpFuture {
+    type Output = Served;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Served> {
+        let mut this = self.project();
+        let p = &mut *this.state;
+        loop {
+            let backlogged = p.backlog.is_some();
+            if !backlogged && p.eof {
+                // Everything echoed: returning drops (closes) the stream,
+                // which passes the EOF on. No `shutdown(SHUT_WR)` first: the
+                // close right after sends the same FIN, and the extra syscall
+                // was ~3 % of a short connection's server CPU.
+                return Poll::Ready(p.finish(CloseReason::PeerClosed));
+            }
+            // `poll_*_ready` use the stream's own waker slot, so the wait
+            // stores no readiness future in the connection's state. I/O
+            // first, so the timer and the shutdown wait are only polled when
+            // the socket has nothing for us.
             let io = if backlogged {
                 p.stream
                     .poll_write_ready(cx)
                     .map(|r| r.map_or_else(Event::Failed, |()| Event::Writable))
             } else {
-                read_once(&mut p.stream, p.mode, &mut p.pending, cx).map(Event::Read)
+                read_once(&mut p.stream, p.mode, &mut p.backlog, cx).map(Event::Read)
             };
-            if io.is_ready() {
-                return io;
+            let event = match io {
+                Poll::Ready(event) => event,
+                Poll::Pending if this.sleep.as_mut().poll(cx).is_ready() => Event::Timer,
+                Poll::Pending if !p.draining && this.cancelled.as_mut().poll(cx).is_ready() => {
+                    Event::Shutdown
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            let step = match event {
+                Event::Failed(e) => Err(io_error(e)),
+                Event::Writable => p.on_writable(),
+                Event::Read(r) => p.on_read(r),
+                Event::Timer if p.idle.slice_ended() => {
+                    // One clock read per slice, not per message; from "now"
+                    // so a late wake-up never shortens the next slice.
+                    let next = tokio::time::Instant::now() + p.idle.slice;
+                    this.sleep.as_mut().reset(next);
+                    Ok(())
+                }
+                Event::Timer if p.draining => Err(CloseReason::Shutdown),
+                Event::Timer => Err(CloseReason::IdleTimeout),
+                Event::Shutdown => {
+                    // Finish what is in flight: stay until the peer goes quiet.
+                    p.draining = true;
+                    p.idle.start_draining();
+                    this.sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + p.idle.slice);
+                    Ok(())
+                }
+            };
+            if let Err(reason) = step {
+                return Poll::Ready(p.finish(reason));
             }
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Timer);
-            }
-            if !draining && cancelled.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Shutdown);
-            }
-            Poll::Pending
-        })
-        .await;
-        let step = match event {
-            Event::Failed(e) => Err(io_error(e)),
-            Event::Writable => p.on_writable(),
-            Event::Read(r) => p.on_read(r),
-            Event::Timer if p.idle.slice_ended() => {
-                // One clock read per slice, not per message; from "now" so
-                // a late wake-up never shortens the next slice.
-                let next = tokio::time::Instant::now() + p.idle.slice;
-                sleep.as_mut().reset(next);
-                Ok(())
-            }
-            Event::Timer if draining => Err(CloseReason::Shutdown),
-            Event::Timer => Err(CloseReason::IdleTimeout),
-            Event::Shutdown => {
-                // Finish what is in flight: stay until the peer goes quiet.
-                draining = true;
-                p.idle.start_draining();
-                sleep
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + p.idle.slice);
-                Ok(())
-            }
-        };
-        if let Err(reason) = step {
-            break reason;
         }
     }
 }
@@ -230,22 +246,20 @@ impl SliceClock {
 }
 
 impl Pump {
-    fn backlogged(&self) -> bool {
-        self.written < self.pending.len()
-    }
-
     /// Writes what the peer is owed; frees the buffer once it is all out.
     fn on_writable(&mut self) -> Result<(), CloseReason> {
-        match self.stream.try_write(&self.pending[self.written..]) {
+        let Some(backlog) = self.backlog.as_mut() else {
+            return Ok(());
+        };
+        match self.stream.try_write(&backlog.buf[backlog.written..]) {
             Ok(n) => {
-                self.written += n;
+                backlog.written += n;
                 self.bytes_out += n as u64;
                 self.idle.active = true;
-                if self.written == self.pending.len() {
-                    self.metrics.buffer_shrank(self.pending.len() as u64);
+                if backlog.written == backlog.buf.len() {
+                    self.metrics.buffer_shrank(backlog.buf.len() as u64);
                     // Give the memory back: an idle connection holds none.
-                    self.pending = Vec::new();
-                    self.written = 0;
+                    self.backlog = None;
                 }
                 Ok(())
             }
@@ -261,8 +275,8 @@ impl Pump {
                 self.bytes_in += read as u64;
                 self.bytes_out += written as u64;
                 self.idle.active = true;
-                if !self.pending.is_empty() {
-                    self.metrics.buffer_grew(self.pending.len() as u64);
+                if let Some(backlog) = &self.backlog {
+                    self.metrics.buffer_grew(backlog.buf.len() as u64);
                 }
                 Ok(())
             }
@@ -274,9 +288,10 @@ impl Pump {
         }
     }
 
-    fn finish(self, reason: CloseReason) -> Served {
-        if self.backlogged() {
-            self.metrics.buffer_shrank(self.pending.len() as u64);
+    /// The connection's result; releases the backlog (and its gauge).
+    fn finish(&mut self, reason: CloseReason) -> Served {
+        if let Some(backlog) = self.backlog.take() {
+            self.metrics.buffer_shrank(backlog.buf.len() as u64);
         }
         Served {
             bytes_in: self.bytes_in,
@@ -287,7 +302,7 @@ impl Pump {
 }
 
 /// One read into the thread's buffer and, for echo, `try_write`s of it until
-/// the peer's window is full; the remainder goes to `pending`.
+/// the peer's window is full; the remainder goes to the backlog.
 ///
 /// The read is `AsyncRead::poll_read`, not `try_read`: after a read shorter
 /// than the buffer (the socket is drained: epoll is edge-triggered) tokio
@@ -300,7 +315,7 @@ impl Pump {
 fn read_once(
     stream: &mut TcpStream,
     mode: Mode,
-    pending: &mut Vec<u8>,
+    backlog: &mut Option<Box<Backlog>>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<Step>> {
     READ_BUF.with_borrow_mut(|buf| {
@@ -327,7 +342,11 @@ fn read_once(
             }
         }
         if written < read {
-            pending.extend_from_slice(&buf[written..read]);
+            // Not backlogged on entry (reads stop while it is), so fresh.
+            *backlog = Some(Box::new(Backlog {
+                buf: buf[written..read].to_vec(),
+                written: 0,
+            }));
         }
         Poll::Ready(Ok(Step::Moved { read, written }))
     })
