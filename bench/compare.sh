@@ -27,7 +27,7 @@ for arg in "$@"; do
   case $arg in
     --quick) QUICK=1 ;;
     --table=*) TABLE_ONLY=${arg#--table=} ;;
-    -h|--help) sed -n "2,21p" "$0"; exit 0 ;;
+    -h|--help) sed -n "2,20p" "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
