@@ -27,6 +27,10 @@ const FAULT_OFFSET: usize = 100;
 struct EchoServer {
     port: u16,
     stop: Arc<AtomicBool>,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
+    /// The most connections open at once.
+    peak_open: Arc<AtomicUsize>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -37,16 +41,24 @@ impl EchoServer {
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let peak_open = Arc::new(AtomicUsize::new(0));
+        let (accepted2, peak2) = (accepted.clone(), peak_open.clone());
+        let open = Arc::new(AtomicUsize::new(0));
         let acceptor = std::thread::spawn(move || {
-            let accepted = AtomicUsize::new(0);
             let mut conns = Vec::new();
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let n = accepted.fetch_add(1, Ordering::Relaxed);
+                        let n = accepted2.fetch_add(1, Ordering::Relaxed);
+                        let now_open = open.fetch_add(1, Ordering::Relaxed) + 1;
+                        peak2.fetch_max(now_open, Ordering::Relaxed);
                         let fault = if n == 0 { fault } else { Fault::None };
-                        let stop = stop2.clone();
-                        conns.push(std::thread::spawn(move || echo(stream, fault, &stop)));
+                        let (stop, open) = (stop2.clone(), open.clone());
+                        conns.push(std::thread::spawn(move || {
+                            echo(stream, fault, &stop);
+                            open.fetch_sub(1, Ordering::Relaxed);
+                        }));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -58,6 +70,8 @@ impl EchoServer {
         EchoServer {
             port,
             stop,
+            accepted,
+            peak_open,
             acceptor: Some(acceptor),
         }
     }
@@ -216,6 +230,9 @@ fn json_has_every_field() {
         "server_rss_per_conn_kib",
         "client_cpu_us_per_msg",
         "client_cpu_pct",
+        "idle_connections",
+        "idle_connections_established",
+        "idle_connect_failures",
     ] {
         assert!(v.get(field).is_some(), "missing {field} in {v}");
     }
@@ -334,6 +351,54 @@ fn idle_mode_reports_rss_per_connection() {
     let v = json(&out);
     assert_eq!(v["connections_established"], 20);
     assert!(v["server_rss_per_conn_kib"].is_number(), "{v}");
+}
+
+#[test]
+fn idle_connections_are_held_beside_the_active_ones() {
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let args = [
+        "--target",
+        &addr,
+        "-c",
+        "4",
+        "--idle-connections",
+        "200",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "100ms",
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["idle_connections"], 200, "{v}");
+    assert_eq!(v["idle_connections_established"], 200, "{v}");
+    assert_eq!(v["idle_connect_failures"], 0, "{v}");
+    assert_eq!(v["connections_established"], 4, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    // Only the active connections' round trips count, not the idle bytes.
+    assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["latency_us"]["count"], v["messages"]);
+    // The server saw every connection, all open at once (idle ones held).
+    assert_eq!(server.accepted.load(Ordering::Relaxed), 204);
+    assert_eq!(server.peak_open.load(Ordering::Relaxed), 204);
+}
+
+#[test]
+fn idle_connections_need_echo_mode() {
+    let out = bench(&[
+        "--mode",
+        "connect",
+        "--idle-connections",
+        "5",
+        "-t",
+        "127.0.0.1:9",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--idle-connections"), "{err}");
 }
 
 #[test]

@@ -92,6 +92,10 @@ pub struct BenchConfig {
     pub connect_timeout: Duration,
     /// The server's PID, to read its CPU time and RSS from `/proc`.
     pub server_pid: Option<u32>,
+    /// Echo mode: extra connections opened before the warm-up, each echoing
+    /// one byte (verified) and then held silent until the run ends; not
+    /// counted as messages (issue 6's "10,000 connections, 1 % active").
+    pub idle_connections: usize,
 }
 
 /// The most bytes in flight per connection in a closed loop: beyond the
@@ -114,6 +118,7 @@ impl BenchConfig {
             threads: 1,
             connect_timeout: Duration::from_secs(5),
             server_pid: None,
+            idle_connections: 0,
         }
     }
 
@@ -165,6 +170,20 @@ impl BenchConfig {
                 ));
             }
         }
+        if self.idle_connections > 0 {
+            if self.mode != Mode::Echo {
+                return bad(format!(
+                    "--idle-connections applies to echo mode, not {}",
+                    self.mode.name()
+                ));
+            }
+            if self.connections.saturating_add(self.idle_connections) > u32::MAX as usize {
+                return bad(format!(
+                    "connections {} + idle connections {} must be at most 2^32-1",
+                    self.connections, self.idle_connections
+                ));
+            }
+        }
         if self.duration.is_zero() {
             return bad("duration must be more than 0".into());
         }
@@ -195,6 +214,13 @@ pub fn run(config: &BenchConfig, mut on_tick: impl FnMut(Tick)) -> Result<BenchR
     let rss_before = match (config.mode, config.server_pid) {
         (Mode::Idle, Some(pid)) => Some(proc::sample(pid)?.rss_kib),
         _ => None,
+    };
+    // Idle connections first, so the warm-up and the window see all of them.
+    let (held, idle_stats) = if config.idle_connections > 0 {
+        proc::raise_fd_limit();
+        worker::open_idle(&config)?
+    } else {
+        (Vec::new(), worker::ThreadStats::default())
     };
     let start = Instant::now();
     let clock = worker::Clock {
@@ -245,6 +271,19 @@ pub fn run(config: &BenchConfig, mut on_tick: impl FnMut(Tick)) -> Result<BenchR
             .map_err(|_| Error::new(ErrorKind::Io, libc::EIO, "a bench thread panicked"))??;
         merge(&mut total, stats);
     }
+    // Held silent until every active connection finished.
+    drop(held);
+    total.idle_established = idle_stats.established;
+    total.idle_connect_failures = idle_stats.connect_failures;
+    // Their echo errors and mismatches count like any other connection's.
+    merge(
+        &mut total,
+        worker::ThreadStats {
+            established: 0,
+            connect_failures: 0,
+            ..idle_stats
+        },
+    );
     Ok(build_report(
         &config,
         threads,
@@ -354,6 +393,9 @@ fn build_report(
         client_cpu_pct: client_cpu.as_secs_f64() / wall * 100.0,
         histogram: total.histogram,
         first_connect_error: total.first_connect_error,
+        idle_connections: config.idle_connections,
+        idle_connections_established: total.idle_established,
+        idle_connect_failures: total.idle_connect_failures,
     }
 }
 

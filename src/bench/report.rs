@@ -80,6 +80,12 @@ pub struct BenchReport {
     /// Kind and code of the first failed connect (for the exit status).
     #[serde(skip)]
     pub first_connect_error: Option<(ErrorKind, i32)>,
+    /// Echo mode: extra connections requested, held silent through the run.
+    pub idle_connections: usize,
+    /// Of those, how many opened and echoed their byte.
+    pub idle_connections_established: u64,
+    /// Of those, how many failed to connect (or to echo in time).
+    pub idle_connect_failures: u64,
 }
 
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -149,6 +155,17 @@ impl BenchReport {
                 self.connections_established, self.connect_failures
             ),
         ));
+        if self.idle_connections > 0 {
+            rows.push((
+                "idle conns",
+                format!(
+                    "{} of {} held silent, {} connect failures",
+                    self.idle_connections_established,
+                    self.idle_connections,
+                    self.idle_connect_failures
+                ),
+            ));
+        }
         rows.push((
             "errors",
             format!(
@@ -256,6 +273,9 @@ mod tests {
             server_rss_per_conn_kib: None,
             client_cpu_us_per_msg: 4.9,
             client_cpu_pct: 98.0,
+            idle_connections: 0,
+            idle_connections_established: 0,
+            idle_connect_failures: 0,
         }
     }
 

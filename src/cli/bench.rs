@@ -60,6 +60,11 @@ struct Options {
     /// Connections (concurrent connection slots in connect mode).
     #[arg(long, short = 'c', default_value_t = 50)]
     connections: usize,
+    /// Echo mode: before the warm-up, open N more connections that each echo
+    /// one byte (verified) and then stay silent until the run ends; not
+    /// counted as messages.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    idle_connections: usize,
     /// Message size in bytes (at least 16 for echo and connect: the header
     /// carries connection id, sequence number and size).
     #[arg(long, short = 's', default_value_t = 64, value_name = "BYTES")]
@@ -171,6 +176,7 @@ fn config_from(args: &Options, target: Endpoint) -> BenchConfig {
         threads,
         connect_timeout: args.connect_timeout,
         server_pid: args.server_pid,
+        idle_connections: args.idle_connections,
     }
 }
 

@@ -100,8 +100,23 @@ pub(super) async fn idle(ctx: &Ctx) -> Result<(), ConnError> {
     Ok(())
 }
 
-/// Connects and echoes one byte (the connection id's low byte).
+/// Connects and echoes one byte, counted as one message (idle mode).
 async fn idle_open(ctx: &Ctx) -> Result<TcpStream, ConnError> {
+    let (stream, rtt) = echo_one_byte(ctx).await?;
+    {
+        let mut s = ctx.stats.borrow_mut();
+        s.histogram.record(rtt);
+        s.established += 1;
+        s.messages += 1;
+        s.bytes += 1;
+    }
+    ctx.live.messages.fetch_add(1, Relaxed);
+    Ok(stream)
+}
+
+/// Connects and echoes one byte (the connection id's low byte), verified;
+/// returns the stream and the byte's round trip. Nothing is counted here.
+pub(super) async fn echo_one_byte(ctx: &Ctx) -> Result<(TcpStream, Duration), ConnError> {
     // The permit is held through the echo (see `Ctx::open`).
     let (mut stream, _permit) = ctx.open().await?;
     let byte = [ctx.id as u8];
@@ -125,15 +140,7 @@ async fn idle_open(ctx: &Ctx) -> Result<TcpStream, ConnError> {
             got: got[0],
         }));
     }
-    {
-        let mut s = ctx.stats.borrow_mut();
-        s.histogram.record(t0.elapsed());
-        s.established += 1;
-        s.messages += 1;
-        s.bytes += 1;
-    }
-    ctx.live.messages.fetch_add(1, Relaxed);
-    Ok(stream)
+    Ok((stream, t0.elapsed()))
 }
 
 /// One-way bulk: write `size`-byte chunks as fast as the socket takes them

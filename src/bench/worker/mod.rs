@@ -71,6 +71,10 @@ pub(crate) struct ThreadStats {
     pub first_mismatch: Option<String>,
     /// Kind and code of the first failed connect, for the exit status.
     pub first_connect_error: Option<(ErrorKind, i32)>,
+    /// `--idle-connections` that opened and echoed (set by the orchestrator).
+    pub idle_established: u64,
+    /// `--idle-connections` that failed to open or echo.
+    pub idle_connect_failures: u64,
 }
 
 impl ThreadStats {
@@ -186,8 +190,12 @@ impl Ctx {
     /// the load generator's largest cost (`__inet_hash_connect`).
     async fn connect(&self) -> std::io::Result<TcpStream> {
         let addr = self.config.target.socket_addr();
+        // Idle connections (ids past the active ones) spread too: with
+        // thousands of them, and other runs on the machine, one source
+        // address's ephemeral ports could run short.
+        let many = self.config.mode == Mode::Connect || self.id as usize >= self.config.connections;
         let spread = match addr.ip() {
-            std::net::IpAddr::V4(ip) => self.config.mode == Mode::Connect && ip.is_loopback(),
+            std::net::IpAddr::V4(ip) => many && ip.is_loopback(),
             std::net::IpAddr::V6(_) => false,
         };
         if !spread {
@@ -222,6 +230,77 @@ fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Opens the run's `idle_connections` (ids from `connections` up) on a
+/// current-thread runtime, [`CONNECTS_IN_FLIGHT`] at a time, each echoing one
+/// verified byte, and returns them as plain std sockets: deregistered from
+/// any reactor and holding no buffer, they cost the load generator nothing
+/// until dropped. Failures are in the returned stats (`connect_failures`,
+/// `errors`); `established` counts the streams returned.
+pub(crate) fn open_idle(
+    config: &Arc<BenchConfig>,
+) -> Result<(Vec<std::net::TcpStream>, ThreadStats)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(e, "start the bench runtime"))?;
+    let stats = Rc::new(RefCell::new(ThreadStats::default()));
+    let gate = Rc::new(Semaphore::new(CONNECTS_IN_FLIGHT));
+    let live = Arc::new(Live::default());
+    let now = Instant::now();
+    let clock = Clock {
+        start: now,
+        measure_from: now,
+        stop_at: now,
+    };
+    let first = config.connections as u32;
+    let local = tokio::task::LocalSet::new();
+    let held = local.block_on(&rt, async {
+        let mut tasks = Vec::with_capacity(config.idle_connections);
+        for i in 0..config.idle_connections as u32 {
+            let ctx = Ctx {
+                id: first + i,
+                config: config.clone(),
+                clock,
+                live: live.clone(),
+                stats: stats.clone(),
+                gate: gate.clone(),
+                connects: std::cell::Cell::new(0),
+            };
+            tasks.push(tokio::task::spawn_local(async move {
+                // The connect has its own deadline; this one bounds the echo.
+                let limit = ctx.config.connect_timeout * 2;
+                let opened = match timeout(limit, churn::echo_one_byte(&ctx)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ConnError::Connect(Error::timed_out(
+                        format_args!("open and echo one byte to {}", ctx.config.target),
+                        limit,
+                    ))),
+                };
+                let held = opened.and_then(|(s, _)| s.into_std().map_err(ctx.io(0, "hold")));
+                match held {
+                    Ok(s) => {
+                        ctx.stats.borrow_mut().established += 1;
+                        Some(s)
+                    }
+                    Err(e) => {
+                        ctx.fail(e);
+                        None
+                    }
+                }
+            }));
+        }
+        let mut held = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if let Ok(Some(s)) = task.await {
+                held.push(s);
+            }
+        }
+        held
+    });
+    drop(local);
+    Ok((held, stats.take()))
 }
 
 /// Runs connections `ids` on a current-thread runtime until the clock stops.
