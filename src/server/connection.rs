@@ -179,8 +179,28 @@ impl<F: Future<Output = Served>> Future for Tracked<F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A real loopback connection for unit tests: the accepted side as a
+    /// [`Connection`], and the client stream (keep it alive while testing).
+    pub(crate) async fn loopback_connection() -> (Connection, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let conn = Connection {
+            stream,
+            peer: peer.into(),
+            local: addr.into(),
+            id: 1,
+            shutdown: Default::default(),
+            idle_timeout: None,
+            max_line: 8192,
+            metrics: Default::default(),
+        };
+        (conn, client)
+    }
 
     #[test]
     fn idle_clock_rearms_for_the_remainder() {
@@ -213,20 +233,7 @@ mod tests {
     /// bounded at echo's 320 + 64 so it stays in tokio's 512-byte cell class.
     #[tokio::test]
     async fn connection_task_adds_little_to_the_service_future() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        let conn = Connection {
-            stream,
-            peer: peer.into(),
-            local: addr.into(),
-            id: 1,
-            shutdown: Default::default(),
-            idle_timeout: None,
-            max_line: 8192,
-            metrics: Default::default(),
-        };
+        let (conn, _client) = loopback_connection().await;
         let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();

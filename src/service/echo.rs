@@ -34,20 +34,7 @@ mod tests {
 
     #[tokio::test]
     async fn echo_future_is_small() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        let conn = Connection {
-            stream,
-            peer: peer.into(),
-            local: addr.into(),
-            id: 1,
-            shutdown: Default::default(),
-            idle_timeout: None,
-            max_line: 8192,
-            metrics: Default::default(),
-        };
+        let (conn, _client) = crate::server::connection::tests::loopback_connection().await;
         let fut = Echo.serve(conn);
         let size = std::mem::size_of_val(&fut);
         eprintln!("echo connection future: {size} bytes");

@@ -241,10 +241,7 @@ fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<(
 pub(crate) fn open_idle(
     config: &Arc<BenchConfig>,
 ) -> Result<(Vec<std::net::TcpStream>, ThreadStats)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io(e, "start the bench runtime"))?;
+    let rt = thread_runtime()?;
     let stats = Rc::new(RefCell::new(ThreadStats::default()));
     let gate = Rc::new(Semaphore::new(CONNECTS_IN_FLIGHT));
     let live = Arc::new(Live::default());
@@ -310,10 +307,7 @@ pub(crate) fn run_thread(
     ids: Vec<u32>,
     live: Arc<Live>,
 ) -> Result<ThreadStats> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io(e, "start the bench runtime"))?;
+    let rt = thread_runtime()?;
     let stats = Rc::new(RefCell::new(ThreadStats::default()));
     let gate = Rc::new(Semaphore::new(CONNECTS_IN_FLIGHT));
     let local = tokio::task::LocalSet::new();
@@ -370,4 +364,13 @@ pub(super) fn eof(ctx: &Ctx, offset: u64) -> ConnError {
             format!("{} closed the connection", ctx.config.target),
         ),
     }
+}
+
+/// One load-generator thread's runtime: current-thread, so connections on
+/// it never migrate and need no cross-thread synchronisation.
+fn thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(e, "start the bench runtime"))
 }
