@@ -74,9 +74,20 @@ def chat(host, port, lines, timeout_s):
     lines = int(lines)
     deadline = time.monotonic() + float(timeout_s)
     sender = connect(host, port, deadline)
+    sender_lines = read_lines(sender, bytearray())
+    # Wait for the sender's welcome before the receiver speaks: connect()
+    # returns once the client has ACKed, but if that ACK is lost (5% loss)
+    # the server accepts the sender only after a SYN-ACK retransmit, a second
+    # later. A hello sent in that window reached a room without the sender,
+    # and the sender then waited for it until the idle timeout.
+    for line in sender_lines:
+        if line.startswith(b"* welcome"):
+            break
+    else:
+        sys.exit("chat: the sender got no welcome")
     receiver = connect(host, port, deadline)
     receiver.sendall(b"netem-receiver-hello\n")
-    for line in read_lines(sender, bytearray()):
+    for line in sender_lines:
         if b"netem-receiver-hello" in line:
             break
     else:
