@@ -394,7 +394,8 @@ fn idle_connections_need_echo_mode() {
         "--idle-connections",
         "5",
         "-t",
-        "127.0.0.1:9",
+        // Never dialed: the flag is refused before any connection.
+        "127.0.0.1:0",
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -423,7 +424,7 @@ fn histogram_and_plot_files_are_written() {
 
 #[test]
 fn a_message_smaller_than_the_header_is_a_usage_error() {
-    let out = bench(&["--target", "127.0.0.1:9", "--size", "8"]);
+    let out = bench(&["--target", "127.0.0.1:0", "--size", "8"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("16 B minimum"));
 }

@@ -181,7 +181,7 @@ fn connect_binds_the_source_address() {
 
 #[test]
 fn family_flag_filters_addresses() {
-    let out = tcpkit(&["connect", "-6", "127.0.0.1:9"], b"");
+    let out = tcpkit(&["connect", "-6", "127.0.0.1:0"], b"");
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
     assert!(out.stderr.contains("no IPv6 address"), "{}", out.stderr);
     assert!(out.stderr.contains("127.0.0.1"), "{}", out.stderr);
@@ -211,7 +211,7 @@ fn bad_address_exits_2_naming_the_input() {
     let out = tcpkit(&["connect", "127.0.0.1:70000"], b"");
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("70000"), "{}", out.stderr);
-    let out = tcpkit(&["connect", "--timeout", "soon", "127.0.0.1:1"], b"");
+    let out = tcpkit(&["connect", "--timeout", "soon", "127.0.0.1:0"], b"");
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
 }
 
