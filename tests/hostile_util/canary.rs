@@ -151,11 +151,16 @@ impl Canary {
                 Ok(Duration::ZERO)
             },
         ));
-        // Sender's own inbox: drained, never checked.
+        // Sender's own inbox: drained to the server's EOF, never checked.
         let drainer = spawn_checked(&failures, move || -> Result<Duration, String> {
             let mut buf = [0u8; 16 * 1024];
-            sender_lines.get_mut().set_read_timeout(None).unwrap();
-            while sender_lines.read(&mut buf).map_err(|e| e.to_string())? > 0 {}
+            let inbox = sender_lines.get_mut();
+            inbox.set_read_timeout(Some(IO_DEADLINE)).unwrap();
+            while inbox
+                .read(&mut buf)
+                .map_err(|e| format!("canary sender inbox: {e}"))?
+                > 0
+            {}
             Ok(Duration::ZERO)
         });
         // Receiver keepalive: empty lines.
@@ -273,8 +278,13 @@ impl Canary {
                 Err(e) => failures.push(e),
             }
         }
+        // Write side only: a socket shut for reading answers any data
+        // still in flight (say, "* user1 left lobby" for the receiver's own
+        // exit) with a reset (Linux, RFC 1122), which the drainer would
+        // report as ECONNRESET. The server sees EOF, closes, and the
+        // drainer ends on the server's FIN instead.
         for s in &self.sockets {
-            let _ = s.shutdown(Shutdown::Both);
+            let _ = s.shutdown(Shutdown::Write);
         }
         for t in self.drainers {
             if let Err(e) = t.join().expect("canary drainer") {
