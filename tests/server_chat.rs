@@ -63,6 +63,47 @@ async fn fan_out_nick_and_join_leave_notices() {
 }
 
 #[tokio::test]
+async fn nicks_are_unique_and_guest_names_reserved() {
+    let server = start(ServerBuilder::new(), Chat::new());
+    let (mut a, _) = join(server.addr).await;
+    let (mut b, b_name) = join(server.addr).await;
+    a.send("/nick ana").await;
+    a.expect("* you are now ana").await;
+
+    // Taken in another room too, and regardless of ASCII case.
+    b.send("/join attic").await;
+    b.expect("* you joined attic").await;
+    b.send("/nick ANA").await;
+    b.expect("* error: /nick ANA is taken").await;
+    // A name of the guest shape, other than one's own, is refused: it could
+    // belong to a guest who connects later.
+    b.send("/nick user99999").await;
+    b.expect("* error: /nick user99999: user<N> names are reserved for guests")
+        .await;
+    b.send("/who").await;
+    b.expect(&format!("* in attic: {b_name}")).await;
+
+    // Once ana leaves, the name is free.
+    a.send("/quit").await;
+    a.expect("* bye").await;
+    assert_eq!(a.recv().await, None);
+    let freed = async {
+        loop {
+            b.send("/nick ana").await;
+            let reply = b.recv().await.expect("reply");
+            if reply == "* you are now ana" {
+                break;
+            }
+            assert_eq!(reply, "* error: /nick ana is taken");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    within(DEADLINE, "the freed name", freed).await;
+    drop(b);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn over_long_line_closes_only_its_sender() {
     let server = start(ServerBuilder::new().max_line(64), Chat::new());
     let (mut a, a_name) = join(server.addr).await;

@@ -1,7 +1,8 @@
 //! [`Chat`]: line-based rooms usable from plain `nc` or telnet.
 //!
 //! Each line a client sends goes to every *other* client in its room as
-//! `name: line`. Commands: `/nick NAME`, `/join ROOM` (everyone starts in
+//! `name: line`. Commands: `/nick NAME` (unique on the server, ignoring
+//! ASCII case; `user<N>` is reserved for guests), `/join ROOM` (everyone starts in
 //! `lobby`), `/who`, `/quit`. Server notices start with `* `. Lines end in
 //! `\n` or `\r\n` and are passed on as bytes (UTF-8 or not); a line over the
 //! maximum gets an error line and closes its sender only. Each client has a
@@ -24,7 +25,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use room::notice;
-pub use room::{Hub, Member, Room};
+pub use room::{Hub, Member, NameTaken, Room};
 
 use super::{CloseReason, Connection, Served, Service};
 use crate::codec::LineCodec;
@@ -292,13 +293,18 @@ fn handle_line(hub: &Hub, me: &mut Me, line: Bytes, metrics: &Metrics) -> Option
             let names = hub.who(&me.room).join(", ");
             me.tell(format_args!("in {}: {names}", me.room));
         }
-        "/nick" => match valid_name(arg) {
+        "/nick" => match valid_name(arg).and_then(|name| guest_name_free(name, me.id)) {
             Err(why) => me.tell(format_args!("error: /nick {why}")),
-            Ok(name) => {
-                count_slow(metrics, hub.rename(&me.room, me.id, name));
-                me.name = name.to_owned();
-                me.tell(format_args!("you are now {name}"));
-            }
+            Ok(name) => match hub.rename(&me.room, me.id, name) {
+                Err(room::NameTaken) => {
+                    me.tell(format_args!("error: /nick {name} is taken"));
+                }
+                Ok(kicked) => {
+                    count_slow(metrics, kicked);
+                    me.name = name.to_owned();
+                    me.tell(format_args!("you are now {name}"));
+                }
+            },
         },
         "/join" => match valid_name(arg) {
             Err(why) => me.tell(format_args!("error: /join {why}")),
@@ -338,6 +344,23 @@ fn valid_name(arg: &str) -> Result<&str, String> {
     Ok(arg)
 }
 
+/// Guests are named `user<connection id>`: a `/nick` of that shape is
+/// refused unless it is the client's own guest name, so a later guest can
+/// never be born with a name someone else took.
+fn guest_name_free(name: &str, id: u64) -> Result<&str, String> {
+    let (prefix, digits) = match (name.get(..4), name.get(4..)) {
+        (Some(prefix), Some(digits)) => (prefix, digits),
+        _ => return Ok(name),
+    };
+    let guest_shaped = prefix.eq_ignore_ascii_case("user")
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    if guest_shaped && digits != id.to_string() {
+        return Err(format!("{name}: user<N> names are reserved for guests"));
+    }
+    Ok(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +372,17 @@ mod tests {
         assert!(valid_name("a b").is_err());
         assert!(valid_name(&"x".repeat(MAX_NAME + 1)).is_err());
         assert!(valid_name("bad\u{FFFD}").is_err());
+    }
+
+    #[test]
+    fn guest_names_are_reserved() {
+        assert_eq!(guest_name_free("user7", 7), Ok("user7"));
+        assert!(guest_name_free("user8", 7).is_err());
+        assert!(guest_name_free("USER8", 7).is_err());
+        assert_eq!(guest_name_free("user", 7), Ok("user"));
+        assert_eq!(guest_name_free("users", 7), Ok("users"));
+        assert_eq!(guest_name_free("user8x", 7), Ok("user8x"));
+        assert_eq!(guest_name_free("ûser8", 7), Ok("ûser8"));
+        assert_eq!(guest_name_free("abcé", 7), Ok("abcé"));
     }
 }

@@ -70,6 +70,10 @@ impl Room {
     }
 }
 
+/// [`Hub::rename`]'s refusal: another member already has that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameTaken;
+
 /// Every room, by name. A room exists while it has members.
 #[derive(Debug, Default)]
 pub struct Hub {
@@ -122,16 +126,29 @@ impl Hub {
         self.with_room(room, |r| r.broadcast(room, Some(from), msg))
     }
 
-    /// Renames member `id`, announcing it to the others.
-    pub fn rename(&self, room: &str, id: u64, name: &str) -> usize {
-        self.with_room(room, |r| {
-            let Some(m) = r.members.iter_mut().find(|m| m.id == id) else {
-                return 0;
-            };
-            let msg = notice(format_args!("{} is now known as {name}", m.name));
-            m.name = name.to_owned();
-            r.broadcast(room, Some(id), &msg)
-        })
+    /// Renames member `id`, announcing it to the others; returns how many
+    /// were dropped as too slow, or [`NameTaken`] if another member in any
+    /// room already has `name` (compared ignoring ASCII case). The check and
+    /// the rename happen under one lock, so two clients racing for a name
+    /// cannot both get it.
+    pub fn rename(&self, room: &str, id: u64, name: &str) -> Result<usize, NameTaken> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = rooms
+            .values()
+            .flat_map(|r| r.members.iter())
+            .any(|m| m.id != id && m.name.eq_ignore_ascii_case(name));
+        if taken {
+            return Err(NameTaken);
+        }
+        let Some(r) = rooms.get_mut(room) else {
+            return Ok(0);
+        };
+        let Some(m) = r.members.iter_mut().find(|m| m.id == id) else {
+            return Ok(0);
+        };
+        let msg = notice(format_args!("{} is now known as {name}", m.name));
+        m.name = name.to_owned();
+        Ok(r.broadcast(room, Some(id), &msg))
     }
 
     /// Members of `room` other than `from` whose queues are more than half
@@ -213,5 +230,20 @@ mod tests {
         assert!(c_kick.is_cancelled());
         assert!(hub.leave("lobby", 1).is_some());
         assert!(hub.rooms.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn names_are_unique_across_rooms_ignoring_case() {
+        let hub = Hub::default();
+        let (a, _a_rx) = member(1, 8);
+        let (b, _b_rx) = member(2, 8);
+        hub.join("lobby", a);
+        hub.join("attic", b);
+        assert_eq!(hub.rename("lobby", 1, "ana"), Ok(0));
+        assert_eq!(hub.rename("attic", 2, "ANA"), Err(NameTaken));
+        assert_eq!(hub.rename("lobby", 1, "Ana"), Ok(0), "own name, new case");
+        assert_eq!(hub.who("lobby"), vec!["Ana"]);
+        hub.leave("lobby", 1);
+        assert_eq!(hub.rename("attic", 2, "ana"), Ok(0), "freed on leave");
     }
 }
