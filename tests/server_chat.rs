@@ -103,6 +103,36 @@ async fn nicks_are_unique_and_guest_names_reserved() {
     server.stop().await;
 }
 
+/// The idle timeout counts bytes out as well as lines in: a member who only
+/// reads stays while the room talks to it, and goes once the room is quiet.
+#[tokio::test]
+async fn a_member_who_only_reads_stays_while_the_room_talks() {
+    let limit = Duration::from_millis(400);
+    let server = start(ServerBuilder::new().idle_timeout(Some(limit)), Chat::new());
+    let (mut talker, talker_name) = join(server.addr).await;
+    let (mut lurker, _) = join(server.addr).await;
+    talker.recv().await.expect("the lurker's join notice");
+    // Five idle timeouts of talk: the lurker hears every line.
+    for i in 0..20 {
+        talker.send(&format!("line {i}")).await;
+        let heard = within(DEADLINE, "a line", lurker.recv()).await;
+        assert_eq!(heard.as_deref(), Some(&*format!("{talker_name}: line {i}")));
+        tokio::time::sleep(limit / 4).await;
+    }
+    // Then silence: the lurker (who never sent a byte) is closed, with the
+    // reason, after about one limit.
+    let quiet = std::time::Instant::now();
+    lurker.expect("* idle for too long; closing").await;
+    assert_eq!(lurker.recv().await, None);
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= limit / 2 && waited < limit * 4,
+        "closed {waited:?} after the room went quiet (limit {limit:?})"
+    );
+    drop(talker);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn over_long_line_closes_only_its_sender() {
     let server = start(ServerBuilder::new().max_line(64), Chat::new());

@@ -6,7 +6,9 @@
 //! `lobby`), `/who`, `/quit`. Server notices start with `* `. Lines end in
 //! `\n` or `\r\n` and are passed on as bytes (UTF-8 or not); a line over the
 //! maximum gets an error line and closes its sender only. Each client has a
-//! bounded queue; one that falls behind is disconnected with a reason.
+//! bounded queue; one that falls behind is disconnected with a reason. The
+//! idle timeout counts lines in and bytes out, so a member who only reads
+//! stays while the room talks (see `Idle`).
 //!
 //! * `room`: [`Room`], the [`Hub`] of rooms, and the non-blocking fan-out.
 //! * this file: one client's session (read loop, write loop, commands).
@@ -14,6 +16,7 @@
 mod room;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -21,6 +24,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -148,13 +152,18 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
     count_slow(&metrics, hub.join(&me.room, me.member()));
 
     let mut bytes_out = 0u64;
+    let last_write = LastWrite::new();
     let (rd, mut wr) = stream.split();
     let reason = {
         let mut lines = FramedRead::new(rd, LineCodec::new(max_line));
         let kick = me.kick.clone();
+        let idle = idle_timeout.map(|limit| Idle {
+            limit,
+            last_write: &last_write,
+        });
         tokio::select! {
-            r = read_loop(&hub, &mut me, &mut lines, idle_timeout, &metrics) => r,
-            r = write_loop(&mut rx, &mut wr, &mut bytes_out) => r,
+            r = read_loop(&hub, &mut me, &mut lines, idle, &metrics) => r,
+            r = write_loop(&mut rx, &mut wr, &mut bytes_out, &last_write) => r,
             _ = kick.cancelled() => CloseReason::SlowConsumer,
             _ = shutdown.cancelled() => CloseReason::Shutdown,
         }
@@ -198,16 +207,67 @@ fn count_slow(metrics: &Metrics, kicked: usize) {
     }
 }
 
+/// When the write loop last delivered bytes to the client, shared with the
+/// read loop's idle check (both run in the session's one task).
+struct LastWrite {
+    base: Instant,
+    /// Milliseconds after `base`.
+    ms: AtomicU64,
+}
+
+impl LastWrite {
+    fn new() -> LastWrite {
+        LastWrite {
+            base: Instant::now(),
+            ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn at(&self) -> Instant {
+        self.base + Duration::from_millis(self.ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A chat client's idle timeout. Activity is a complete line in, or bytes
+/// out: a member who only reads stays while the room talks to it, as on
+/// IRC. But while part of a line is pending, only a complete line counts,
+/// so a client dribbling a line a byte at a time (slowloris) is closed
+/// however busy its room is.
+#[derive(Clone, Copy)]
+struct Idle<'a> {
+    limit: Duration,
+    last_write: &'a LastWrite,
+}
+
+impl Idle<'_> {
+    /// When the client will have been idle for the limit.
+    fn deadline(&self, last_line: Instant, partial_line: bool) -> Instant {
+        let since = if partial_line {
+            last_line
+        } else {
+            last_line.max(self.last_write.at())
+        };
+        since + self.limit
+    }
+}
+
 async fn write_loop(
     rx: &mut mpsc::Receiver<Bytes>,
     wr: &mut WriteHalf<'_>,
     bytes_out: &mut u64,
+    last_write: &LastWrite,
 ) -> CloseReason {
     while let Some(msg) = rx.recv().await {
         if let Err(e) = wr.write_all(&msg).await {
             return CloseReason::Error(crate::Error::io(e, "chat write"));
         }
         *bytes_out += msg.len() as u64;
+        last_write.touch();
     }
     CloseReason::Done
 }
@@ -216,18 +276,27 @@ async fn read_loop(
     hub: &Hub,
     me: &mut Me,
     lines: &mut FramedRead<ReadHalf<'_>, LineCodec>,
-    idle_timeout: Option<Duration>,
+    idle: Option<Idle<'_>>,
     metrics: &Metrics,
 ) -> CloseReason {
+    let mut last_line = Instant::now();
     loop {
-        let next = match idle_timeout {
-            // Chat is not the hot path: a timeout per line is fine here.
-            Some(limit) => match tokio::time::timeout(limit, lines.next()).await {
-                Ok(next) => next,
-                Err(_) => return CloseReason::IdleTimeout,
+        let next = match idle {
+            // Chat is not the hot path: a timer per line is fine here.
+            // `next()` on a `FramedRead` is cancel-safe: a timeout that
+            // re-arms keeps the partial line buffered.
+            Some(idle) => loop {
+                let deadline = idle.deadline(last_line, !lines.read_buffer().is_empty());
+                if deadline <= Instant::now() {
+                    return CloseReason::IdleTimeout;
+                }
+                if let Ok(next) = tokio::time::timeout_at(deadline, lines.next()).await {
+                    break next;
+                }
             },
             None => lines.next().await,
         };
+        last_line = Instant::now();
         let line = match next {
             None => return CloseReason::PeerClosed,
             Some(Err(e)) if e.kind() == crate::ErrorKind::LineTooLong => {
