@@ -107,13 +107,15 @@ async fn nicks_are_unique_and_guest_names_reserved() {
 /// reads stays while the room talks to it, and goes once the room is quiet.
 #[tokio::test]
 async fn a_member_who_only_reads_stays_while_the_room_talks() {
-    let limit = Duration::from_millis(400);
+    // Long enough that a stalled test machine does not close the lurker
+    // between two lines on its own.
+    let limit = Duration::from_secs(1);
     let server = start(ServerBuilder::new().idle_timeout(Some(limit)), Chat::new());
     let (mut talker, talker_name) = join(server.addr).await;
     let (mut lurker, _) = join(server.addr).await;
     talker.recv().await.expect("the lurker's join notice");
-    // Five idle timeouts of talk: the lurker hears every line.
-    for i in 0..20 {
+    // Three idle timeouts of talk: the lurker hears every line.
+    for i in 0..12 {
         talker.send(&format!("line {i}")).await;
         let heard = within(DEADLINE, "a line", lurker.recv()).await;
         assert_eq!(heard.as_deref(), Some(&*format!("{talker_name}: line {i}")));
@@ -126,7 +128,7 @@ async fn a_member_who_only_reads_stays_while_the_room_talks() {
     assert_eq!(lurker.recv().await, None);
     let waited = quiet.elapsed();
     assert!(
-        waited >= limit / 2 && waited < limit * 4,
+        waited >= limit / 2 && waited < limit * 5,
         "closed {waited:?} after the room went quiet (limit {limit:?})"
     );
     drop(talker);
