@@ -103,6 +103,44 @@ async fn nicks_are_unique_and_guest_names_reserved() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn newcomers_hear_the_rooms_last_lines_first() {
+    let server = start(ServerBuilder::new(), Chat::new().with_history(3));
+    let (mut a, a_name) = join(server.addr).await;
+    for i in 0..5 {
+        a.send(&format!("line {i}")).await;
+    }
+    // `/who` answers after the lines above were handled: they are said.
+    a.send("/who").await;
+    a.expect(&format!("* in lobby: {a_name}")).await;
+
+    let (mut b, b_name) = join(server.addr).await;
+    b.expect("* last 3 lines in lobby:").await;
+    for i in 2..5 {
+        assert_eq!(b.recv().await, Some(format!("{a_name}: line {i}")));
+    }
+    // Live lines follow the replay.
+    a.expect(&format!("* {b_name} joined lobby")).await;
+    a.send("live").await;
+    assert_eq!(b.recv().await, Some(format!("{a_name}: live")));
+
+    // Another room: "you joined" comes before that room's replay, and a
+    // room with nothing said replays nothing.
+    b.send("/join attic").await;
+    assert_eq!(b.recv().await.as_deref(), Some("* you joined attic"));
+    b.send("upstairs").await;
+    b.send("/who").await;
+    b.expect(&format!("* in attic: {b_name}")).await;
+    a.send("/join attic").await;
+    let skipped = a.expect(&format!("* {b_name} left lobby")).await;
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(a.recv().await.as_deref(), Some("* you joined attic"));
+    assert_eq!(a.recv().await.as_deref(), Some("* last 1 line in attic:"));
+    assert_eq!(a.recv().await, Some(format!("{b_name}: upstairs")));
+    drop((a, b));
+    server.stop().await;
+}
+
 /// The idle timeout counts bytes out as well as lines in: a member who only
 /// reads stays while the room talks to it, and goes once the room is quiet.
 #[tokio::test]

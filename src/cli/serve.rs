@@ -52,6 +52,9 @@ pub struct Args {
     /// Longest chat line, in bytes.
     #[arg(long, default_value_t = tcpkit::codec::DEFAULT_MAX_LINE, value_name = "BYTES")]
     max_line: usize,
+    /// Chat: lines each room replays to whoever joins it ("0" keeps none).
+    #[arg(long, default_value_t = tcpkit::service::chat::DEFAULT_HISTORY, value_name = "LINES")]
+    history: usize,
     /// Runtime worker threads; 1 uses a single-threaded runtime [default: cores]
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -137,7 +140,7 @@ pub fn run(args: Args, _globals: Globals) -> anyhow::Result<ExitCode> {
         let summary = match args.mode {
             Mode::Echo => serve(server, Echo).await?,
             Mode::Discard => serve(server, Discard).await?,
-            Mode::Chat => serve(server, Chat::new()).await?,
+            Mode::Chat => serve(server, Chat::new().with_history(args.history)).await?,
         };
         // The summary is a result (stdout), so -q, which quiets stderr, keeps it.
         println!("{summary}");

@@ -6,7 +6,8 @@
 //! `lobby`), `/who`, `/quit`. Server notices start with `* `. Lines end in
 //! `\n` or `\r\n` and are passed on as bytes (UTF-8 or not); a line over the
 //! maximum gets an error line and closes its sender only. Each client has a
-//! bounded queue; one that falls behind is disconnected with a reason. The
+//! bounded queue; one that falls behind is disconnected with a reason. A
+//! room replays its last [`DEFAULT_HISTORY`] lines to whoever joins. The
 //! idle timeout counts lines in and bytes out, so a member who only reads
 //! stays while the room talks (see `Idle`).
 //!
@@ -42,6 +43,9 @@ pub const DEFAULT_ROOM: &str = "lobby";
 /// disconnected rather than let the server buffer without bound.
 pub const DEFAULT_QUEUE: usize = 256;
 
+/// Default lines of history a room replays to whoever joins it.
+pub const DEFAULT_HISTORY: usize = 20;
+
 /// Longest `/nick` or `/join` argument, in bytes.
 pub const MAX_NAME: usize = 32;
 
@@ -73,7 +77,7 @@ impl Chat {
     /// A chat with no rooms yet and [`DEFAULT_QUEUE`] per client.
     pub fn new() -> Chat {
         Chat {
-            hub: Arc::new(Hub::default()),
+            hub: Arc::new(Hub::new(DEFAULT_HISTORY)),
             queue: DEFAULT_QUEUE,
         }
     }
@@ -81,6 +85,14 @@ impl Chat {
     /// Sets the per-client queue length in messages (at least 1).
     pub fn with_queue(mut self, messages: usize) -> Chat {
         self.queue = messages.max(1);
+        self
+    }
+
+    /// Sets how many recent lines each room replays to whoever joins it
+    /// (0: none; default [`DEFAULT_HISTORY`]). Call before serving: it
+    /// starts a fresh set of rooms.
+    pub fn with_history(mut self, lines: usize) -> Chat {
+        self.hub = Arc::new(Hub::new(lines));
         self
     }
 }
@@ -384,8 +396,9 @@ fn handle_line(hub: &Hub, me: &mut Me, line: Bytes, metrics: &Metrics) -> Option
                     return Some(CloseReason::SlowConsumer);
                 }
                 me.room = room.to_owned();
-                count_slow(metrics, hub.join(&me.room, me.member()));
+                // Before joining, so it comes ahead of the room's history.
                 me.tell(format_args!("you joined {room}"));
+                count_slow(metrics, hub.join(&me.room, me.member()));
             }
         },
         other => me.tell(format_args!(

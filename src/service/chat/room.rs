@@ -8,7 +8,7 @@
 //! whose queue is over half full, see [`Hub::lagging`]; so a paste of
 //! thousands of lines reaches readers that keep up instead of kicking them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -28,10 +28,14 @@ pub struct Member {
     pub kick: CancellationToken,
 }
 
-/// The members of one room.
+/// The members of one room, and its last few lines.
 #[derive(Debug, Default)]
 pub struct Room {
     members: Vec<Member>,
+    /// The last [`Hub::history`] lines said here (`name: text`, not
+    /// notices), replayed to whoever joins. Bounded in lines, and each line
+    /// by the server's maximum line length; gone when the room empties.
+    history: VecDeque<Bytes>,
 }
 
 impl Room {
@@ -75,9 +79,17 @@ impl Room {
 pub struct NameTaken;
 
 /// Every room, by name. A room exists while it has members.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     rooms: Mutex<HashMap<String, Room>>,
+    /// Lines of history each room keeps for newcomers.
+    history: usize,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new(super::DEFAULT_HISTORY)
+    }
 }
 
 /// `* text\r\n`: server notices stand out from `name: text` lines.
@@ -86,6 +98,20 @@ pub(crate) fn notice(text: std::fmt::Arguments<'_>) -> Bytes {
 }
 
 impl Hub {
+    /// No rooms yet; each room will replay its last `history` lines to
+    /// whoever joins it (0: none).
+    pub fn new(history: usize) -> Hub {
+        Hub {
+            rooms: Mutex::default(),
+            history,
+        }
+    }
+
+    /// Lines of history each room keeps.
+    pub fn history(&self) -> usize {
+        self.history
+    }
+
     fn with_room<T>(&self, room: &str, f: impl FnOnce(&mut Room) -> T) -> T {
         // A panic elsewhere while holding the lock leaves consistent data
         // (every mutation is a single push/retain), so poison is ignored.
@@ -98,10 +124,21 @@ impl Hub {
         out
     }
 
-    /// Adds `member` to `room` and announces it; returns members dropped as slow.
+    /// Adds `member` to `room` and announces it; returns members dropped as
+    /// slow. The newcomer is first sent the room's recent lines, under the
+    /// same lock, so nothing said meanwhile can arrive before them.
     pub fn join(&self, room: &str, member: Member) -> usize {
         let msg = notice(format_args!("{} joined {room}", member.name));
         self.with_room(room, |r| {
+            if !r.history.is_empty() {
+                let n = r.history.len();
+                let lines = if n == 1 { "line" } else { "lines" };
+                let header = notice(format_args!("last {n} {lines} in {room}:"));
+                // A queue shorter than the history takes what fits.
+                let _ = std::iter::once(&header)
+                    .chain(&r.history)
+                    .try_for_each(|line| member.tx.try_send(line.clone()));
+            }
             let id = member.id;
             r.members.push(member);
             r.broadcast(room, Some(id), &msg)
@@ -123,7 +160,16 @@ impl Hub {
     /// Queues `msg` to everyone in `room` but `from`; returns how many were
     /// dropped as too slow.
     pub fn say(&self, room: &str, from: u64, msg: &Bytes) -> usize {
-        self.with_room(room, |r| r.broadcast(room, Some(from), msg))
+        let keep = self.history;
+        self.with_room(room, |r| {
+            if keep > 0 {
+                if r.history.len() == keep {
+                    r.history.pop_front();
+                }
+                r.history.push_back(msg.clone());
+            }
+            r.broadcast(room, Some(from), msg)
+        })
     }
 
     /// Renames member `id`, announcing it to the others; returns how many
@@ -201,7 +247,8 @@ mod tests {
 
     #[test]
     fn fan_out_skips_sender_and_drops_the_slow() {
-        let hub = Hub::default();
+        // No history: joiners' queues hold only what is said after them.
+        let hub = Hub::new(0);
         let (a, mut a_rx) = member(1, 8);
         let (b, _b_rx) = member(2, 1);
         let b_kick = b.kick.clone();
@@ -230,6 +277,40 @@ mod tests {
         assert!(c_kick.is_cancelled());
         assert!(hub.leave("lobby", 1).is_some());
         assert!(hub.rooms.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn newcomers_get_the_last_lines_and_the_room_forgets_when_empty() {
+        let hub = Hub::new(2);
+        let (a, _a_rx) = member(1, 8);
+        hub.join("lobby", a);
+        for text in ["one", "two", "three"] {
+            hub.say("lobby", 1, &Bytes::from(format!("user1: {text}\r\n")));
+        }
+        let (b, mut b_rx) = member(2, 8);
+        hub.join("lobby", b);
+        let got: Vec<Bytes> = std::iter::from_fn(|| b_rx.try_recv().ok()).collect();
+        assert_eq!(
+            got,
+            [
+                &b"* last 2 lines in lobby:\r\n"[..],
+                b"user1: two\r\n",
+                b"user1: three\r\n"
+            ]
+        );
+        hub.leave("lobby", 1);
+        hub.leave("lobby", 2);
+        let (c, mut c_rx) = member(3, 8);
+        hub.join("lobby", c);
+        assert!(c_rx.try_recv().is_err(), "an emptied room starts afresh");
+
+        let quiet = Hub::new(0);
+        let (d, _d_rx) = member(4, 8);
+        quiet.join("lobby", d);
+        quiet.say("lobby", 4, &Bytes::from_static(b"user4: hi\r\n"));
+        let (e, mut e_rx) = member(5, 8);
+        quiet.join("lobby", e);
+        assert!(e_rx.try_recv().is_err(), "history 0 keeps nothing");
     }
 
     #[test]
