@@ -6,7 +6,7 @@ mod server_util;
 use std::time::Duration;
 
 use server_util::{DEADLINE, LineClient, start, within};
-use tcpkit::server::ServerBuilder;
+use tcpkit::server::{Engine, ServerBuilder};
 use tcpkit::service::Chat;
 use tokio::net::TcpSocket;
 
@@ -139,6 +139,51 @@ async fn newcomers_hear_the_rooms_last_lines_first() {
     assert_eq!(a.recv().await, Some(format!("{b_name}: upstairs")));
     drop((a, b));
     server.stop().await;
+}
+
+/// Per-core lanes number connections i+1, i+1+lanes, ...: guests get
+/// distinct names whichever lane the kernel picks, and the kernel does use
+/// both (40 clients all hashed to one of two lanes: odds 2^-39). Rooms span
+/// lanes.
+#[tokio::test]
+async fn per_core_lanes_share_rooms_and_never_reuse_an_id() {
+    let server = start(
+        ServerBuilder::new().workers(2).engine(Engine::PerCore),
+        Chat::new(),
+    );
+    let mut clients = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (c, name) = join(server.addr).await;
+        let id: u64 = name
+            .strip_prefix("user")
+            .and_then(|n| n.parse().ok())
+            .expect("a guest name");
+        assert!(ids.insert(id), "id {id} given twice: {ids:?}");
+        clients.push((c, id));
+    }
+    assert!(
+        ids.iter().any(|id| id % 2 == 1),
+        "lane 0 took none: {ids:?}"
+    );
+    assert!(
+        ids.iter().any(|id| id % 2 == 0),
+        "lane 1 took none: {ids:?}"
+    );
+    // One room across both lanes: everyone hears a line, whichever lane
+    // its speaker and its listener are on.
+    let speaker = clients[0].1;
+    clients[0].0.send("across lanes").await;
+    for (c, id) in &mut clients[1..] {
+        let skipped = c.expect(&format!("user{speaker}: across lanes")).await;
+        assert!(
+            skipped.iter().all(|l| l.starts_with('*')),
+            "user{id} heard {skipped:?}"
+        );
+    }
+    drop(clients);
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.connections_accepted, 40);
 }
 
 /// The idle timeout counts bytes out as well as lines in: a member who only

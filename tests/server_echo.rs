@@ -6,7 +6,7 @@ mod server_util;
 use std::time::Duration;
 
 use server_util::{DEADLINE, start, within};
-use tcpkit::server::ServerBuilder;
+use tcpkit::server::{Engine, ServerBuilder};
 use tcpkit::service::{Discard, Echo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -86,6 +86,32 @@ async fn echo_integrity_100_clients_random_sizes_and_splits() {
     assert_eq!(summary.snapshot.connections_accepted, 100);
     assert_eq!(summary.snapshot.bytes_in, summary.snapshot.bytes_out);
     assert_eq!(summary.snapshot.buffered_bytes, 0);
+}
+
+/// The same integrity check on the per-core engine: three lanes, each a
+/// thread with its own runtime and `SO_REUSEPORT` listener, sharing the
+/// limit and counters; shutdown drains them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_integrity_on_the_per_core_engine() {
+    let server = start(
+        ServerBuilder::new()
+            .backlog(1024)
+            .workers(3)
+            .engine(Engine::PerCore),
+        Echo,
+    );
+    let addr = server.addr;
+    let clients: Vec<_> = (0..100).map(|c| tokio::spawn(echo_one(addr, c))).collect();
+    within(Duration::from_secs(30), "100 echo clients", async {
+        for c in clients {
+            c.await.expect("client panicked");
+        }
+    })
+    .await;
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.connections_accepted, 100);
+    assert_eq!(summary.snapshot.connections_closed, 100);
+    assert_eq!(summary.snapshot.bytes_in, summary.snapshot.bytes_out);
 }
 
 #[tokio::test]

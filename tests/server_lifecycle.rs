@@ -226,7 +226,18 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
 #[test]
 fn binary_drains_and_exits_zero_on_sigterm() {
     // Default workers (one per core): the multi-threaded runtime.
-    let (mut child, lines) = spawn_binary(&["serve", "--listen", "127.0.0.1:0"]);
+    drains_and_exits_zero_on_sigterm(&[]);
+}
+
+#[test]
+fn binary_on_the_per_core_engine_drains_and_exits_zero_on_sigterm() {
+    drains_and_exits_zero_on_sigterm(&["--engine", "per-core", "--workers", "2"]);
+}
+
+fn drains_and_exits_zero_on_sigterm(extra: &[&str]) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let (mut child, lines) = spawn_binary(&args);
     let first = lines.recv_timeout(DEADLINE).expect("listening line");
     let rest = first
         .strip_prefix("listening on 127.0.0.1:")

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tcpkit::server::{Listen, Server, ServerBuilder, ServerConfig, ShutdownHandle, Summary};
+use tcpkit::server::{
+    Engine, Listen, Server, ServerBuilder, ServerConfig, ShutdownHandle, Summary,
+};
 use tcpkit::service::{Chat, Discard, Echo, Service};
 use tcpkit::{Endpoint, Error, ErrorKind};
 use tokio::signal::unix::{SignalKind, signal};
@@ -27,6 +29,18 @@ pub enum Mode {
     Discard,
     /// Line-based chat rooms (/nick, /join, /who, /quit).
     Chat,
+}
+
+/// How connections are spread over the worker threads (`--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// One listener; the workers share every connection and steal work from
+    /// each other (balanced however clients behave).
+    Shared,
+    /// One listener per worker on the same port (SO_REUSEPORT), each with
+    /// its own single-threaded runtime; the kernel assigns each connection to
+    /// one by a hash of the client's address. No work stealing.
+    PerCore,
 }
 
 /// Arguments of `tcpkit serve`.
@@ -58,6 +72,9 @@ pub struct Args {
     /// Runtime worker threads; 1 uses a single-threaded runtime [default: cores]
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// How connections are spread over the workers.
+    #[arg(long, value_enum, default_value_t = EngineArg::Shared)]
+    engine: EngineArg,
     /// How long shutdown waits for connections to finish.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -120,6 +137,10 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     if let Some(workers) = args.workers {
         config.workers = workers;
     }
+    config.engine = match args.engine {
+        EngineArg::Shared => Engine::Shared,
+        EngineArg::PerCore => Engine::PerCore,
+    };
     config.shutdown_grace = args.shutdown_grace;
     // Client-speaks-first modes defer by default: accept and the first read
     // then happen in one wake-up (connect-rate server CPU per connection
@@ -160,6 +181,7 @@ async fn serve<S: Service>(server: Server, service: S) -> anyhow::Result<Summary
         max_connections = server.config().max_connections,
         idle_timeout = ?server.config().idle_timeout,
         workers = server.config().workers,
+        engine = ?server.config().engine,
         "server configured"
     );
     // Signal handlers before the contract line: once a supervisor has read
@@ -267,6 +289,12 @@ mod tests {
             parse(&[]).unwrap().listen,
             Listen::Any(tcpkit::DEFAULT_PORT)
         );
+        assert_eq!(parse(&[]).unwrap().engine, Engine::Shared);
+        assert_eq!(
+            parse(&["--engine", "per-core"]).unwrap().engine,
+            Engine::PerCore
+        );
+        assert!(parse(&["--engine", "uring"]).is_err());
     }
 
     #[test]

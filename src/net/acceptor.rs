@@ -46,8 +46,34 @@ impl Acceptor {
     /// # Ok::<(), tcpkit::Error>(())
     /// ```
     pub fn bind_listen(endpoint: &Endpoint, backlog: u32) -> Result<Acceptor> {
+        Acceptor::bind_listen_with(endpoint, backlog, false)
+    }
+
+    /// [`Acceptor::bind_listen`] with `SO_REUSEPORT` set before `bind(2)`:
+    /// call it again with the first one's [`Acceptor::local_endpoint`] for
+    /// more acceptors on the same port (one per thread), and the kernel
+    /// spreads incoming connections among them by a hash of the client's
+    /// address and port. Only sockets of the same user can join the group,
+    /// but a second server of the same user would share the port instead of
+    /// failing with "address in use".
+    ///
+    /// ```
+    /// use tcpkit::{Acceptor, Endpoint};
+    /// let first = Acceptor::bind_listen_shared(&Endpoint::loopback_v4(0), 30)?;
+    /// let second = Acceptor::bind_listen_shared(&first.local_endpoint()?, 30)?;
+    /// assert_eq!(first.local_endpoint()?, second.local_endpoint()?);
+    /// # Ok::<(), tcpkit::Error>(())
+    /// ```
+    pub fn bind_listen_shared(endpoint: &Endpoint, backlog: u32) -> Result<Acceptor> {
+        Acceptor::bind_listen_with(endpoint, backlog, true)
+    }
+
+    fn bind_listen_with(endpoint: &Endpoint, backlog: u32, reuse_port: bool) -> Result<Acceptor> {
         let acceptor = Acceptor::open(Protocol::of(endpoint))?;
         acceptor.set_reuse_address(true)?;
+        if reuse_port {
+            acceptor.set_reuse_port(true)?;
+        }
         if endpoint.is_ipv6() && endpoint.is_unspecified() {
             acceptor.set_v6_only(false)?;
         }
@@ -59,9 +85,19 @@ impl Acceptor {
     /// Listens on every interface: dual-stack `[::]:port`, or `0.0.0.0:port`
     /// where the host has IPv6 disabled.
     pub fn bind_listen_any(port: u16, backlog: u32) -> Result<Acceptor> {
-        match Acceptor::bind_listen(&Endpoint::any_v6(port), backlog) {
+        Acceptor::bind_listen_any_with(port, backlog, false)
+    }
+
+    /// [`Acceptor::bind_listen_any`] with `SO_REUSEPORT`, as
+    /// [`Acceptor::bind_listen_shared`].
+    pub fn bind_listen_any_shared(port: u16, backlog: u32) -> Result<Acceptor> {
+        Acceptor::bind_listen_any_with(port, backlog, true)
+    }
+
+    fn bind_listen_any_with(port: u16, backlog: u32, reuse_port: bool) -> Result<Acceptor> {
+        match Acceptor::bind_listen_with(&Endpoint::any_v6(port), backlog, reuse_port) {
             Err(e) if ipv6_unavailable(&e) => {
-                Acceptor::bind_listen(&Endpoint::any_v4(port), backlog)
+                Acceptor::bind_listen_with(&Endpoint::any_v4(port), backlog, reuse_port)
             }
             other => other,
         }

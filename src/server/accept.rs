@@ -35,14 +35,19 @@ pub(crate) struct AcceptLoop<'a, S> {
     pub config: &'a ServerConfig,
     pub metrics: &'a Arc<Metrics>,
     pub shutdown: &'a CancellationToken,
+    /// The connection limit, shared by every lane of the server.
+    pub permits: Arc<Semaphore>,
+    /// This loop's first connection id, and the distance to its next.
+    pub first_id: u64,
+    pub id_step: u64,
 }
 
 impl<S: Service> AcceptLoop<'_, S> {
     /// Accepts until `shutdown` is cancelled, spawning one task per connection
     /// into `conns` (and reaping finished ones so the set stays small).
     pub async fn run(self, conns: &mut JoinSet<()>) {
-        let permits = Arc::new(Semaphore::new(self.config.max_connections));
-        let mut next_id: u64 = 0;
+        let permits = self.permits.clone();
+        let mut next_id = self.first_id;
         let mut errors = RateLimitedLog::default();
         let per_conn = PerConnection::new(self.listener, self.local);
         // Created once and kept pinned: a fresh `cancelled()` per accepted
@@ -79,8 +84,9 @@ impl<S: Service> AcceptLoop<'_, S> {
             // A connection may have closed while we waited in accept.
             match permit.or_else(|| permits.clone().try_acquire_owned().ok()) {
                 Some(permit) => {
-                    next_id += 1;
-                    let conn = self.connection(stream, addr, next_id, per_conn);
+                    let id = next_id;
+                    next_id += self.id_step;
+                    let conn = self.connection(stream, addr, id, per_conn);
                     self.metrics.connection_opened();
                     conns.spawn(connection::run(self.service, conn, permit));
                 }

@@ -43,6 +43,25 @@ pub enum Listen {
     At(Endpoint),
 }
 
+/// How a server spreads connections over its [`ServerConfig::workers`]
+/// threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// One listener and one tokio runtime whose worker threads share every
+    /// connection; an idle worker steals tasks from a busy one. Portable,
+    /// and balanced however unevenly clients behave. The default.
+    #[default]
+    Shared,
+    /// One single-threaded runtime per worker, each with its own
+    /// `SO_REUSEPORT` listener on the same endpoint
+    /// ([`Acceptor::bind_listen_shared`]): the kernel assigns each connection
+    /// to a thread by a hash of the client's address, and it stays there. No
+    /// work stealing and no cross-thread wakeups, but no rebalancing either:
+    /// a few heavy clients hashed to one thread leave the others idle. Linux
+    /// (and the BSDs') `SO_REUSEPORT`.
+    PerCore,
+}
+
 /// The validated configuration of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -63,6 +82,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Set `TCP_DEFER_ACCEPT` on the listener (for client-speaks-first services).
     pub defer_accept: bool,
+    /// How connections are spread over the workers; default [`Engine::Shared`].
+    pub engine: Engine,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +97,7 @@ impl Default for ServerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             defer_accept: false,
+            engine: Engine::Shared,
         }
     }
 }
@@ -99,11 +121,13 @@ impl ServerConfig {
         }
     }
 
-    /// A tokio runtime with [`ServerConfig::workers`] threads: the
-    /// current-thread flavour for 1 (no work stealing, no cross-thread wakeups),
-    /// multi-threaded otherwise.
+    /// The runtime to call [`Server::run`] on: for [`Engine::Shared`], one
+    /// with [`ServerConfig::workers`] threads (the current-thread flavour for
+    /// 1: no work stealing, no cross-thread wakeups; multi-threaded
+    /// otherwise). For [`Engine::PerCore`], a current-thread one: it serves
+    /// the first listener, and `run` starts a thread for each other.
     pub fn runtime(&self) -> Result<tokio::runtime::Runtime> {
-        let mut builder = if self.workers <= 1 {
+        let mut builder = if self.workers <= 1 || self.engine == Engine::PerCore {
             tokio::runtime::Builder::new_current_thread()
         } else {
             let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -216,6 +240,12 @@ impl ServerBuilder {
         self
     }
 
+    /// How connections are spread over the workers ([`Engine`]).
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.config.engine = engine;
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &ServerConfig {
         &self.config
@@ -223,16 +253,32 @@ impl ServerBuilder {
 
     /// Validates, then opens, binds and listens (`socket(2)`, `bind(2)`,
     /// `listen(2)`), blocking. No runtime is needed until [`Server::run`].
+    /// With [`Engine::PerCore`], one listener per worker, all on the port
+    /// the first one got.
     pub fn bind(self) -> Result<Server> {
         self.config.validate()?;
-        let acceptor = match self.config.listen {
-            Listen::Any(port) => Acceptor::bind_listen_any(port, self.config.backlog)?,
-            Listen::At(ep) => Acceptor::bind_listen(&ep, self.config.backlog)?,
+        let backlog = self.config.backlog;
+        let first = match (self.config.listen, self.config.engine) {
+            (Listen::Any(port), Engine::Shared) => Acceptor::bind_listen_any(port, backlog)?,
+            (Listen::At(ep), Engine::Shared) => Acceptor::bind_listen(&ep, backlog)?,
+            (Listen::Any(port), Engine::PerCore) => {
+                Acceptor::bind_listen_any_shared(port, backlog)?
+            }
+            (Listen::At(ep), Engine::PerCore) => Acceptor::bind_listen_shared(&ep, backlog)?,
         };
-        if self.config.defer_accept {
-            acceptor.set_defer_accept(DEFER_ACCEPT_SECS)?;
+        let mut acceptors = vec![first];
+        if self.config.engine == Engine::PerCore {
+            let bound = acceptors[0].local_endpoint()?;
+            for _ in 1..self.config.workers {
+                acceptors.push(Acceptor::bind_listen_shared(&bound, backlog)?);
+            }
         }
-        Server::new(acceptor, self.config)
+        if self.config.defer_accept {
+            for acceptor in &acceptors {
+                acceptor.set_defer_accept(DEFER_ACCEPT_SECS)?;
+            }
+        }
+        Server::new(acceptors, self.config)
     }
 }
 
@@ -247,6 +293,32 @@ mod tests {
         assert!(err.message().contains("backlog"), "{err}");
         let err = ServerBuilder::new().workers(0).bind().unwrap_err();
         assert!(err.message().contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn per_core_binds_one_listener_per_worker_on_one_port() {
+        for listen in [Endpoint::loopback_v4(0), Endpoint::any_v6(0)] {
+            let server = ServerBuilder::new()
+                .listen(listen)
+                .workers(3)
+                .engine(Engine::PerCore)
+                .bind()
+                .unwrap();
+            let ports: Vec<u16> = server
+                .acceptors
+                .iter()
+                .map(|a| a.local_endpoint().unwrap().port())
+                .collect();
+            assert_eq!(ports.len(), 3, "{listen}");
+            assert!(ports.iter().all(|&p| p == ports[0] && p != 0), "{ports:?}");
+        }
+        // The shared engine: one listener whatever the workers.
+        let server = ServerBuilder::new()
+            .listen(Endpoint::loopback_v4(0))
+            .workers(3)
+            .bind()
+            .unwrap();
+        assert_eq!(server.acceptors.len(), 1);
     }
 
     #[test]

@@ -29,14 +29,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
-pub use builder::{Listen, ServerBuilder, ServerConfig};
+pub use builder::{Engine, Listen, ServerBuilder, ServerConfig};
 pub use connection::{Connection, IdleClock};
 pub use shutdown::ShutdownHandle;
 
 use crate::endpoint::Endpoint;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result, code};
 use crate::metrics::{Metrics, Snapshot};
 use crate::net::Acceptor;
 use crate::service::Service;
@@ -44,7 +45,8 @@ use crate::service::Service;
 /// A bound, listening server, ready to [`Server::run`] a service.
 #[derive(Debug)]
 pub struct Server {
-    acceptor: Acceptor,
+    /// One, or one per worker with [`Engine::PerCore`] (never empty).
+    acceptors: Vec<Acceptor>,
     config: ServerConfig,
     local: Endpoint,
     metrics: Arc<Metrics>,
@@ -80,10 +82,19 @@ impl fmt::Display for Summary {
 }
 
 impl Server {
-    fn new(acceptor: Acceptor, config: ServerConfig) -> Result<Server> {
-        let local = acceptor.local_endpoint()?;
+    fn new(acceptors: Vec<Acceptor>, config: ServerConfig) -> Result<Server> {
+        let local = match acceptors.first() {
+            Some(first) => first.local_endpoint()?,
+            None => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    code::INVALID_CONFIG,
+                    "a server needs at least one listener",
+                ));
+            }
+        };
         Ok(Server {
-            acceptor,
+            acceptors,
             config,
             local,
             metrics: Arc::new(Metrics::new()),
@@ -119,26 +130,81 @@ impl Server {
     /// Serves `service` until the handle asks for shutdown, then closes the
     /// listener, drains connections for up to the grace period, closes the
     /// rest and returns the summary. Must run inside a tokio runtime.
+    ///
+    /// With [`Engine::PerCore`] this runtime serves the first listener and
+    /// a thread with its own single-threaded runtime serves each other one;
+    /// they share the service, the connection limit, the counters and the
+    /// shutdown handle, and `run` returns once every one has drained.
     pub async fn run<S: Service>(self, service: S) -> Result<Summary> {
         let started = Instant::now();
-        let listener = self.acceptor.into_tokio()?;
-        let mut conns = JoinSet::new();
-        accept::AcceptLoop {
-            listener: &listener,
-            local: self.local,
-            service: &service,
-            config: &self.config,
-            metrics: &self.metrics,
-            shutdown: &self.handle.graceful,
+        let Server {
+            acceptors,
+            config,
+            local,
+            metrics,
+            handle,
+        } = self;
+        let lanes = acceptors.len() as u64;
+        let lane = |index: u64| Lane {
+            index,
+            lanes,
+            local,
+            config: config.clone(),
+            metrics: metrics.clone(),
+            handle: handle.clone(),
+        };
+        let service = Arc::new(service);
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let mut acceptors = acceptors.into_iter();
+        let first = acceptors.next();
+        // Every other lane's runtime is built before any lane starts, so a
+        // failure here leaves nothing running.
+        let runtimes = acceptors
+            .map(|acceptor| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| (acceptor, rt))
+                    .map_err(|e| Error::io(e, "start a per-core runtime"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut others = Vec::with_capacity(runtimes.len());
+        for (i, (acceptor, runtime)) in runtimes.into_iter().enumerate() {
+            let (lane, service, permits) = (lane(i as u64 + 1), service.clone(), permits.clone());
+            let (done, finished) = oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tcpkit-lane-{}", lane.index))
+                .spawn(move || {
+                    let result = runtime.block_on(lane.serve(acceptor, &*service, permits));
+                    let _ = done.send(result);
+                });
+            if let Err(e) = spawned {
+                // Stop the lanes already running before reporting.
+                handle.shutdown_now();
+                for finished in others {
+                    let _ = finished.await;
+                }
+                return Err(Error::io(e, "start a per-core thread"));
+            }
+            others.push(finished);
         }
-        .run(&mut conns)
-        .await;
-        // Close the listening socket before draining, so no new client
-        // completes a handshake into a backlog nobody will accept from.
-        drop(listener);
-        tracing::info!(open = conns.len(), "stopped accepting; draining");
-        let aborted =
-            shutdown::drain(&mut conns, self.config.shutdown_grace, &self.handle.now).await;
+        let mut result = match first {
+            Some(acceptor) => lane(0).serve(acceptor, &*service, permits).await,
+            None => Ok(0),
+        };
+        for finished in others {
+            let lane_result = finished.await.unwrap_or_else(|_| {
+                Err(Error::io(
+                    std::io::Error::other("panicked"),
+                    "a per-core server thread",
+                ))
+            });
+            result = match (result, lane_result) {
+                (Ok(a), Ok(b)) => Ok(a + b),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        let aborted = result?;
         if aborted > 0 {
             tracing::info!(
                 aborted,
@@ -146,9 +212,67 @@ impl Server {
             );
         }
         Ok(Summary {
-            snapshot: self.metrics.snapshot(),
+            snapshot: metrics.snapshot(),
             duration: started.elapsed(),
             aborted,
         })
+    }
+}
+
+/// One listener's share of a server: its accept loop and its connections.
+/// A server has one lane, or one per worker with [`Engine::PerCore`].
+struct Lane {
+    /// 0 for the lane on the caller's runtime.
+    index: u64,
+    lanes: u64,
+    local: Endpoint,
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+    handle: ShutdownHandle,
+}
+
+impl Lane {
+    /// Accepts until shutdown, then drains; returns how many connections
+    /// were still open at the deadline.
+    async fn serve<S: Service>(
+        self,
+        acceptor: Acceptor,
+        service: &S,
+        permits: Arc<Semaphore>,
+    ) -> Result<usize> {
+        let listener = match acceptor.into_tokio() {
+            Ok(listener) => listener,
+            Err(e) => {
+                // The other lanes would serve on without this one's share
+                // of connections: stop them all and report.
+                self.handle.shutdown_now();
+                return Err(e);
+            }
+        };
+        let mut conns = JoinSet::new();
+        accept::AcceptLoop {
+            listener: &listener,
+            local: self.local,
+            service,
+            config: &self.config,
+            metrics: &self.metrics,
+            shutdown: &self.handle.graceful,
+            permits,
+            // Lane i numbers its connections i+1, i+1+lanes, ...: unique
+            // across lanes with no shared counter.
+            first_id: self.index + 1,
+            id_step: self.lanes,
+        }
+        .run(&mut conns)
+        .await;
+        // Close the listening socket before draining, so no new client
+        // completes a handshake into a backlog nobody will accept from.
+        drop(listener);
+        tracing::info!(
+            lane = self.index,
+            open = conns.len(),
+            "stopped accepting; draining"
+        );
+        Ok(shutdown::drain(&mut conns, self.config.shutdown_grace, &self.handle.now).await)
     }
 }
