@@ -489,3 +489,73 @@ fn write_after_shutdown_is_an_error_not_sigpipe() -> TestResult {
     assert!(status.success(), "child test failed: {status}");
     Ok(())
 }
+
+/// Runs the `tcpkit` binary with `args`, killing it after [`IO_TIMEOUT`]:
+/// (exit code, stdout, stderr).
+fn run_binary(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tcpkit");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > IO_TIMEOUT {
+            let _ = child.kill();
+            panic!("tcpkit {args:?} still running after {IO_TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The Quick start's main job: `tcpkit demo` walks the seed's steps in
+/// order, echoes the messages it is given, and exits 0.
+#[test]
+fn demo_walks_the_seed_lifecycle_in_order() {
+    let (code, out, err) = run_binary(&["demo", "-m", "ping", "-m", "pong pong"]);
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let steps = [
+        "server endpoint",
+        "open acceptor",
+        "bind",
+        "listen",
+        "client endpoint",
+        "open client socket",
+        "connect",
+        "accept",
+        "client write, echo     \"ping\" round trip (4 B)",
+        "client write, echo     \"pong pong\" round trip (9 B)",
+        "close",
+    ];
+    let mut lines = out.lines();
+    for step in steps {
+        assert!(
+            lines.any(|l| l.contains(step)),
+            "step {step:?} missing or out of order in:\n{out}"
+        );
+    }
+    assert!(out.contains("backlog 30"), "{out}");
+}
+
+/// A port already taken: the demo stops at `bind`, names the endpoint, and
+/// exits with the bind status (7).
+#[test]
+fn demo_on_a_taken_port_fails_at_bind_with_status_7() -> TestResult {
+    // Listening on the wildcard the demo binds: SO_REUSEADDR does not let
+    // a second listener share it.
+    let taken = Acceptor::bind_listen_any(0, DEFAULT_BACKLOG)?;
+    let port = taken.local_endpoint()?.port();
+    let (code, out, err) = run_binary(&["demo", "--port", &port.to_string()]);
+    drop(taken);
+    assert_eq!(code, Some(7), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains(&format!(":{port}")), "{err}");
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+    Ok(())
+}
