@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use server_util::{DEADLINE, LineClient, start, within};
-use tcpkit::server::ServerBuilder;
+use tcpkit::server::{Engine, ServerBuilder};
 use tcpkit::service::{Chat, Echo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,6 +54,42 @@ async fn max_connections_rejects_the_extra_client_and_counts_it() {
     assert_eq!(summary.snapshot.connections_accepted, 3);
     assert_eq!(summary.snapshot.connections_rejected, 1);
     assert!(summary.to_string().contains("1 rejected"), "{summary}");
+}
+
+/// On the per-core engine the limit is the server's, not each lane's: of
+/// 12 clients spread over 2 lanes by the kernel's hash, exactly 4 are
+/// served (a per-lane limit would serve up to 8).
+#[tokio::test]
+async fn per_core_lanes_share_one_connection_limit() {
+    let server = start(
+        ServerBuilder::new()
+            .max_connections(4)
+            .workers(2)
+            .engine(Engine::PerCore),
+        Echo,
+    );
+    let mut served = Vec::new();
+    let mut rejected = 0;
+    for i in 0..12u8 {
+        let mut c = TcpStream::connect(server.addr).await.unwrap();
+        c.write_all(&[i]).await.unwrap();
+        let mut back = [0u8; 1];
+        match within(DEADLINE, "echo or close", c.read(&mut back)).await {
+            Ok(1) => {
+                assert_eq!(back[0], i);
+                served.push(c);
+            }
+            // Closed at once (EOF, or a reset because our byte was unread).
+            Ok(_) | Err(_) => rejected += 1,
+        }
+    }
+    assert_eq!((served.len(), rejected), (4, 8));
+    server
+        .wait_for("rejections counted", |s| s.connections_rejected == 8)
+        .await;
+    drop(served);
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.connections_accepted, 4);
 }
 
 #[tokio::test]
