@@ -198,6 +198,35 @@ fn refused_exits_4_naming_the_endpoint() {
     assert!(out.stderr.contains("[code 111]"), "{}", out.stderr);
 }
 
+/// `-z` (like `nc -z`): 0 for a port that accepts, without sending a byte;
+/// 4 for one that refuses. Scripts poll a server's readiness this way.
+#[test]
+fn zero_io_checks_the_port_and_sends_nothing() {
+    let acceptor = Acceptor::bind_listen(&Endpoint::loopback_v4(0), 30).expect("listen");
+    let ep = acceptor.local_endpoint().expect("local");
+    let out = tcpkit(&["connect", "-z", "-v", &ep.to_string()], b"not sent\n");
+    assert!(out.status.success(), "{:?} {}", out.status, out.stderr);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains(&format!("connected to {ep}")),
+        "{}",
+        out.stderr
+    );
+    let (mut conn, _) = acceptor.accept().expect("accept");
+    conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        conn.read_some(&mut buf).expect("read EOF"),
+        0,
+        "a byte was sent"
+    );
+    drop(acceptor);
+    let out = tcpkit(&["connect", "-z", &ep.to_string()], b"");
+    assert_eq!(out.status.code(), Some(4), "{}", out.stderr);
+    let out = tcpkit(&["connect", "-z", "--send", "x", &ep.to_string()], b"");
+    assert_eq!(out.status.code(), Some(2), "-z with --send: {}", out.stderr);
+}
+
 #[test]
 fn bad_address_exits_2_naming_the_input() {
     let out = tcpkit(&["connect", "192.168.1.3x:3333"], b"");

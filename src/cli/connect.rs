@@ -51,6 +51,15 @@ pub struct Args {
     /// 200 ms, doubling).
     #[arg(long, value_name = "N", default_value_t = 0)]
     retries: u32,
+    /// Only check that HOST:PORT accepts a connection, then close without
+    /// sending anything (like `nc -z`): status 0 if it does, 4 if refused,
+    /// 5 on timeout. `-v` says which address answered.
+    #[arg(
+        short = 'z',
+        long,
+        conflicts_with_all = ["send", "lines", "idle_timeout", "no_shutdown", "output", "hex_dump"]
+    )]
+    zero_io: bool,
     #[command(flatten)]
     session: SessionArgs,
 }
@@ -165,6 +174,10 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             eprintln!("resolved {} to {}", args.target, list.join(", "));
             eprintln!("connected to {} from {}", conn.peer, conn.local);
         }
+        if args.zero_io {
+            // Dropped here: a FIN, no byte sent.
+            return anyhow::Ok(None);
+        }
         let mut input: Box<dyn AsyncRead + Unpin + Send> = match &args.send {
             Some(text) => Box::new(std::io::Cursor::new(format!("{text}\n").into_bytes())),
             None => Box::new(tokio::io::stdin()),
@@ -178,10 +191,12 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             dump.as_ref(),
         )
         .await?;
-        anyhow::Ok((conn.peer, stats))
+        anyhow::Ok(Some((conn.peer, stats)))
     });
     rt.shutdown_background();
-    let (peer, stats) = result?;
+    let Some((peer, stats)) = result? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     if verbose {
         print_stats(&stats);
     }
