@@ -2,7 +2,8 @@
 //! graceful shutdown, running a [`Service`] per connection.
 //!
 //! * [`builder`]: [`ServerBuilder`] / [`ServerConfig`], validated before any
-//!   socket opens.
+//!   socket opens; [`Engine`] picks one listener shared by every worker, or
+//!   one `SO_REUSEPORT` listener and runtime per worker (a *lane* each).
 //! * `accept`: the accept loop (permit before accept, `EMFILE` backoff).
 //! * [`connection`]: what a service is given ([`Connection`], [`IdleClock`]).
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
