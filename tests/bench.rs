@@ -496,6 +496,39 @@ fn without_target_bench_starts_serve_measures_it_and_stops_it() {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
 
+/// `--server-engine per-core`: the embedded server runs two lanes (serve
+/// would refuse an engine name it does not know, failing the bench).
+#[test]
+fn the_embedded_server_can_run_the_per_core_engine() {
+    if !serve_available() {
+        eprintln!("skipped: `tcpkit serve` is not in this build");
+        return;
+    }
+    let out = bench(&[
+        "-c",
+        "8",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--server-workers",
+        "2",
+        "--server-engine",
+        "per-core",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
+    let out = bench(&["--server-engine", "per-core", "-t", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2), "--server-engine with --target");
+}
+
 #[test]
 fn throughput_mode_writes_one_way() {
     // Against an echo server the reader drains what comes back.

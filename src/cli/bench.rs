@@ -92,6 +92,10 @@ struct Options {
     /// with --server-cpu, else serve's default].
     #[arg(long, value_name = "N", conflicts_with = "target")]
     server_workers: Option<usize>,
+    /// Engine of the embedded server (`serve --engine`): `shared` or
+    /// `per-core` [default: serve's default]
+    #[arg(long, value_enum, value_name = "ENGINE", conflicts_with = "target")]
+    server_engine: Option<super::serve::EngineArg>,
     /// Pin the load generator to this CPU.
     #[arg(long, value_name = "CPU")]
     client_cpu: Option<usize>,
@@ -125,7 +129,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         Some(text) => config.target = resolve(text)?,
         None => {
             let workers = args.server_workers.or(args.server_cpu.map(|_| 1));
-            let s = start_server(config.mode, args.server_cpu, workers)?;
+            let s = start_server(config.mode, args.server_cpu, workers, args.server_engine)?;
             tracing::info!("started server pid {}: {}", s.pid(), s.banner());
             config.target = s.endpoint();
             config.server_pid = Some(s.pid());
@@ -226,6 +230,7 @@ fn start_server(
     mode: Mode,
     cpu: Option<usize>,
     workers: Option<usize>,
+    engine: Option<super::serve::EngineArg>,
 ) -> anyhow::Result<ServerProcess> {
     let exe = std::env::current_exe().context("find the tcpkit executable")?;
     let service = if mode == Mode::Throughput {
@@ -238,6 +243,12 @@ fn start_server(
     cmd.args(["--backlog", "1024"]);
     if let Some(n) = workers {
         cmd.args(["--workers", &n.to_string()]);
+    }
+    if let Some(engine) = engine {
+        let name = clap::ValueEnum::to_possible_value(&engine)
+            .map(|v| v.get_name().to_owned())
+            .context("engine name")?;
+        cmd.args(["--engine", &name]);
     }
     Ok(ServerProcess::spawn(cmd, cpu, Duration::from_secs(10))?)
 }
