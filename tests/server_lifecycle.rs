@@ -270,6 +270,37 @@ fn binary_on_the_per_core_engine_drains_and_exits_zero_on_sigterm() {
     drains_and_exits_zero_on_sigterm(&["--engine", "per-core", "--workers", "2"]);
 }
 
+/// `--json`: the same contract line, then the summary as one JSON object
+/// whose counters add up.
+#[test]
+fn binary_json_summary_is_one_object_with_the_counters() {
+    let (mut child, lines) = spawn_binary(&["serve", "--listen", "127.0.0.1:0", "--json"]);
+    let first = lines.recv_timeout(DEADLINE).expect("listening line");
+    let addr = first
+        .strip_prefix("listening on ")
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    let mut client = std::net::TcpStream::connect(&addr).expect("connect");
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut back = [0u8; 5];
+    std::io::Write::write_all(&mut client, b"hello").unwrap();
+    std::io::Read::read_exact(&mut client, &mut back).expect("echo");
+    drop(client);
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: sending a signal to the child we spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(wait_exit(&mut child).success());
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert_eq!(rest.len(), 1, "one summary line: {rest:?}");
+    let v: serde_json::Value = serde_json::from_str(&rest[0]).expect("JSON summary");
+    assert_eq!(v["connections_accepted"], 1, "{v}");
+    assert_eq!(v["bytes_in"], 5, "{v}");
+    assert_eq!(v["bytes_out"], 5, "{v}");
+    assert_eq!(v["aborted"], 0, "{v}");
+    assert!(v["duration_s"].as_f64().is_some_and(|s| s > 0.0), "{v}");
+}
+
 fn drains_and_exits_zero_on_sigterm(extra: &[&str]) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);

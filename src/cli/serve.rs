@@ -82,6 +82,11 @@ pub struct Args {
     /// for echo and discard (an error with chat, which greets first).
     #[arg(long, hide = true, conflicts_with = "no_defer_accept")]
     defer_accept: bool,
+    /// Print the exit summary as one JSON object (counters, `aborted`,
+    /// `duration_s`) instead of a sentence. The `listening on` line is the
+    /// same either way.
+    #[arg(long)]
+    json: bool,
     /// Turn off TCP_DEFER_ACCEPT (on by default for echo and discard: the
     /// kernel hands over a connection once its first bytes arrived, or after
     /// about a second of silence; chat never defers).
@@ -164,7 +169,12 @@ pub fn run(args: Args, _globals: Globals) -> anyhow::Result<ExitCode> {
             Mode::Chat => serve(server, Chat::new().with_history(args.history)).await?,
         };
         // The summary is a result (stdout), so -q, which quiets stderr, keeps it.
-        println!("{summary}");
+        if args.json {
+            let line = serde_json::to_string(&summary).context("summary as JSON")?;
+            println!("{line}");
+        } else {
+            println!("{summary}");
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -57,12 +57,18 @@ pub struct Server {
 /// What a server did, printed by `tcpkit serve` at exit.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// The counters at the end.
+    /// The counters at the end (flattened into the top level in JSON).
+    #[serde(flatten)]
     pub snapshot: Snapshot,
-    /// From [`Server::run`] to the end of the drain.
+    /// From [`Server::run`] to the end of the drain (`duration_s` in JSON).
+    #[serde(rename = "duration_s", serialize_with = "as_seconds")]
     pub duration: Duration,
     /// Connections still open at the end of the grace period, closed by force.
     pub aborted: usize,
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 impl fmt::Display for Summary {
