@@ -553,13 +553,25 @@ const SCALE_CONNECTIONS: usize = 10_000;
 
 #[test]
 fn ten_thousand_concurrent_echo_connections_are_all_verified() {
+    ten_thousand_concurrent_echo_connections(&[]);
+}
+
+/// The same on two per-core lanes: each lane holds its hash share.
+#[test]
+fn ten_thousand_concurrent_connections_on_the_per_core_engine() {
+    ten_thousand_concurrent_echo_connections(&["--engine", "per-core", "--workers", "2"]);
+}
+
+fn ten_thousand_concurrent_echo_connections(extra: &[&str]) {
     let _serial = hostile_util::serial();
     let limit = hostile_util::raise_nofile();
     if limit < SCALE_CONNECTIONS as u64 + 200 {
         eprintln!("skipped: open-file hard limit {limit} is below {SCALE_CONNECTIONS}");
         return;
     }
-    let server = serve_or_skip!(&["--mode", "echo", "--backlog", "4096"]);
+    let mut args = vec!["--mode", "echo", "--backlog", "4096"];
+    args.extend_from_slice(extra);
+    let server = serve_or_skip!(&args);
     let addr = server.addr;
     let start = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -609,7 +621,7 @@ fn ten_thousand_concurrent_echo_connections_are_all_verified() {
         (streams.len(), peak_fds, rss_kib)
     });
     eprintln!(
-        "scale: {verified} concurrent echo connections verified in {:?}; server held {peak_fds} fds, RSS {rss_kib} KiB",
+        "scale {extra:?}: {verified} concurrent echo connections verified in {:?}; server held {peak_fds} fds, RSS {rss_kib} KiB",
         start.elapsed()
     );
     assert_eq!(verified, SCALE_CONNECTIONS);
