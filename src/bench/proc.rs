@@ -88,7 +88,9 @@ pub fn self_cpu() -> Duration {
 }
 
 /// Pins the calling thread (and the threads and processes it starts later)
-/// to CPU `cpu`: `sched_setaffinity(2)`, as `taskset -c CPU`.
+/// to CPU `cpu`: `sched_setaffinity(2)`, as `taskset -c CPU`. Linux only:
+/// elsewhere it is an [`ErrorKind::InvalidConfig`] error.
+#[cfg(target_os = "linux")]
 pub fn pin_to_cpu(cpu: usize) -> Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
         return Err(Error::new(
@@ -112,6 +114,22 @@ pub fn pin_to_cpu(cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// Pins the calling thread to CPU `cpu`: not available on this system.
+#[cfg(not(target_os = "linux"))]
+pub fn pin_to_cpu(cpu: usize) -> Result<()> {
+    Err(pinning_unsupported(cpu))
+}
+
+/// The error for CPU pinning where there is no `sched_setaffinity(2)`.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn pinning_unsupported(cpu: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidConfig,
+        code::INVALID_CONFIG,
+        format!("pin to CPU {cpu}: CPU pinning needs Linux (sched_setaffinity)"),
+    )
+}
+
 /// Raises the soft open-file limit to the hard one (`setrlimit(2)`), so the
 /// bench and a server it starts can hold thousands of connections. Returns
 /// the new soft limit.
@@ -128,11 +146,17 @@ pub fn raise_fd_limit() -> u64 {
                 rlim_max: lim.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return want.rlim_cur;
+                return rlim_u64(want.rlim_cur);
             }
         }
-        lim.rlim_cur
+        rlim_u64(lim.rlim_cur)
     }
+}
+
+/// `rlim_t` is `u64` on Linux and `i64` on the BSDs.
+#[allow(clippy::useless_conversion)]
+fn rlim_u64(v: libc::rlim_t) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 #[cfg(test)]

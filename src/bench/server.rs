@@ -47,6 +47,11 @@ impl ServerProcess {
     ) -> Result<ServerProcess> {
         let program = command.get_program().to_string_lossy().into_owned();
         command.stdin(Stdio::null()).stdout(Stdio::piped());
+        #[cfg(not(target_os = "linux"))]
+        if let Some(cpu) = cpu {
+            return Err(super::proc::pinning_unsupported(cpu));
+        }
+        #[cfg(target_os = "linux")]
         if let Some(cpu) = cpu {
             use std::os::unix::process::CommandExt;
             // SAFETY: only an async-signal-safe syscall runs between fork and exec.

@@ -151,7 +151,9 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     // then happen in one wake-up (connect-rate server CPU per connection
     // measured 10-15 % lower). Chat sends a welcome first, so a deferred
     // client would wait for a greeting the server cannot send.
-    config.defer_accept = args.mode != Mode::Chat && !args.no_defer_accept;
+    // Linux only (elsewhere the kernel has no TCP_DEFER_ACCEPT).
+    config.defer_accept =
+        cfg!(target_os = "linux") && args.mode != Mode::Chat && !args.no_defer_accept;
     config.validate()?;
     Ok(config)
 }

@@ -135,7 +135,24 @@ impl Acceptor {
     /// `TCP_DEFER_ACCEPT` (Linux): complete `accept` only once the client has
     /// sent data, so accept and the first read happen together. Only for
     /// protocols where the client speaks first.
+    ///
+    /// Linux only: elsewhere it fails with [`io::ErrorKind::Unsupported`],
+    /// and `tcpkit serve` does not ask for it.
     pub fn set_defer_accept(&self, seconds: u32) -> Result<()> {
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = seconds;
+            Err(Error::io(
+                io::Error::new(io::ErrorKind::Unsupported, "TCP_DEFER_ACCEPT is Linux-only"),
+                "set TCP_DEFER_ACCEPT",
+            ))
+        }
+        #[cfg(target_os = "linux")]
+        self.set_defer_accept_linux(seconds)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn set_defer_accept_linux(&self, seconds: u32) -> Result<()> {
         let secs = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
         // SAFETY: a valid fd and a pointer to a c_int of the size passed.
         let rc = unsafe {

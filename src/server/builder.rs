@@ -149,8 +149,10 @@ pub fn default_max_connections() -> usize {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we pass and nothing else.
+    // `rlim_t` is `u64` on Linux and `i64` on the BSDs.
+    #[allow(clippy::useless_conversion)]
     let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur
+        u64::try_from(lim.rlim_cur).unwrap_or(1024)
     } else {
         1024
     };

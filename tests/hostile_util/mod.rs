@@ -39,7 +39,9 @@ pub fn raise_nofile() -> u64 {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
-    lim.rlim_cur
+    // `rlim_t` is `u64` on Linux and `i64` on the BSDs.
+    #[allow(clippy::useless_conversion)]
+    u64::try_from(lim.rlim_cur).unwrap_or(1024)
 }
 
 /// `Some(reason)` when this build's `tcpkit serve` is the placeholder (no
@@ -96,6 +98,8 @@ impl Served {
             // SAFETY: setrlimit is async-signal-safe; nothing else runs
             // between fork and exec here.
             unsafe {
+                #[allow(clippy::useless_conversion)]
+                let limit = libc::rlim_t::try_from(limit).unwrap_or(libc::rlim_t::MAX);
                 cmd.pre_exec(move || {
                     let lim = libc::rlimit {
                         rlim_cur: limit,

@@ -213,6 +213,15 @@ impl Ctx {
     }
 }
 
+/// Elsewhere the kernel picks the port at `bind(2)`, which is what the
+/// option avoids; without it many connections from one source address may
+/// run out of ports sooner.
+#[cfg(not(target_os = "linux"))]
+fn set_bind_address_no_port(_socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
 fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
