@@ -68,38 +68,13 @@ async fn echo_one(addr: std::net::SocketAddr, client: u64) {
     assert!(got == data, "client {client}: bytes differ");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_integrity_100_clients_random_sizes_and_splits() {
+/// 100 clients at once, random sizes and write splits, every byte checked;
+/// then the counters must add up and no buffer may be left.
+async fn hundred_verified_clients(builder: ServerBuilder) {
     // 100 simultaneous connects overflow a backlog of 30, and then the
     // kernel's SYN-cookie path can reset a handshake the server never saw.
     // That is listen(2) behaviour, not the echo under test: give it room.
-    let server = start(ServerBuilder::new().backlog(1024), Echo);
-    let addr = server.addr;
-    let clients: Vec<_> = (0..100).map(|c| tokio::spawn(echo_one(addr, c))).collect();
-    within(Duration::from_secs(30), "100 echo clients", async {
-        for c in clients {
-            c.await.expect("client panicked");
-        }
-    })
-    .await;
-    let summary = server.stop().await;
-    assert_eq!(summary.snapshot.connections_accepted, 100);
-    assert_eq!(summary.snapshot.bytes_in, summary.snapshot.bytes_out);
-    assert_eq!(summary.snapshot.buffered_bytes, 0);
-}
-
-/// The same integrity check on the per-core engine: three lanes, each a
-/// thread with its own runtime and `SO_REUSEPORT` listener, sharing the
-/// limit and counters; shutdown drains them all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_integrity_on_the_per_core_engine() {
-    let server = start(
-        ServerBuilder::new()
-            .backlog(1024)
-            .workers(3)
-            .engine(Engine::PerCore),
-        Echo,
-    );
+    let server = start(builder.backlog(1024), Echo);
     let addr = server.addr;
     let clients: Vec<_> = (0..100).map(|c| tokio::spawn(echo_one(addr, c))).collect();
     within(Duration::from_secs(30), "100 echo clients", async {
@@ -112,6 +87,20 @@ async fn echo_integrity_on_the_per_core_engine() {
     assert_eq!(summary.snapshot.connections_accepted, 100);
     assert_eq!(summary.snapshot.connections_closed, 100);
     assert_eq!(summary.snapshot.bytes_in, summary.snapshot.bytes_out);
+    assert_eq!(summary.snapshot.buffered_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_integrity_100_clients_random_sizes_and_splits() {
+    hundred_verified_clients(ServerBuilder::new()).await;
+}
+
+/// The same on the per-core engine: three lanes, each a thread with its own
+/// runtime and `SO_REUSEPORT` listener, sharing the limit and counters;
+/// shutdown drains them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_integrity_on_the_per_core_engine() {
+    hundred_verified_clients(ServerBuilder::new().workers(3).engine(Engine::PerCore)).await;
 }
 
 #[tokio::test]
