@@ -1,5 +1,7 @@
 //! `tcpkit bench` end to end: the binary against in-test echo servers on
 //! loopback port 0, some of which damage the stream on purpose.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,6 +1,8 @@
 //! The client library (`tcpkit::client`) and `tcpkit connect` / `tcpkit
 //! listen`, against in-test peers built from `tcpkit::Acceptor` on loopback
 //! port 0. No DNS: names go through a `StaticResolver`.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, TcpStream};

@@ -9,6 +9,8 @@
 //!
 //! When the binary in this build has no `serve` yet, the cases print why and
 //! pass (as the interop tests do without their tools).
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
 #[macro_use]
 mod hostile_util;

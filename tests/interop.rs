@@ -9,6 +9,8 @@
 //! free port, waits until the program listens on it (via `/proc/net/tcp*`),
 //! and picks another if the program could not bind. Every child is killed by
 //! PID and reaped in a guard's `Drop`; every wait has a deadline.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -4,6 +4,8 @@
 //! Every test binds port 0 (never a fixed port) and bounds every blocking
 //! call: sockets get read/write timeouts, and `accept` is only called once the
 //! kernel has already completed the client's handshake into the backlog.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
 use std::net::Shutdown;
 use std::thread;

@@ -1,5 +1,7 @@
 //! Limits and lifecycle: max connections, idle timeout, graceful shutdown
 //! (library handle and the real binary under SIGTERM), startup errors.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
 mod server_util;
 

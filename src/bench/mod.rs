@@ -7,14 +7,21 @@
 //! measured window,
 //! and merges the per-thread [`histogram`]s into a [`BenchReport`]
 //! ([`report`]). Every echoed byte is checked against the [`message`] format;
-//! [`plot`] draws the latency distribution; [`server`] starts and stops a
-//! server process to measure.
+//! `plot` (feature `plot`) draws the latency distribution.
 
 pub mod histogram;
 pub mod message;
+#[cfg(feature = "plot")]
 pub mod plot;
+// Hidden, not private: the `tcpkit` binary (a separate crate) pins CPUs,
+// raises the descriptor limit and samples a server's CPU with these, but
+// they are Linux `/proc` plumbing, not an API to promise library users.
+#[doc(hidden)]
 pub mod proc;
 pub mod report;
+// Hidden for the same reason: starts `tcpkit serve` as a child process for
+// `tcpkit bench --server`, which only the binary does.
+#[doc(hidden)]
 pub mod server;
 mod worker;
 

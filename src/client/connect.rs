@@ -352,7 +352,8 @@ fn combine(name: &str, mut errors: Vec<Error>) -> Error {
 
 /// RFC 8305 §4: alternate families, starting with the family of the
 /// resolver's first answer, keeping the resolver's order within a family.
-pub fn interleave(endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+/// Private: [`Connector::resolve`] returns the order it produces.
+fn interleave(endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
     let Some(first_v6) = endpoints.first().map(Endpoint::is_ipv6) else {
         return endpoints;
     };
