@@ -16,11 +16,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerConfig;
-use super::connection::{self, Connection};
+use super::connection;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
-use crate::service::Service;
+use crate::service::{Connection, Service};
 
 /// Pause after running out of descriptors (or buffers): accepting again at
 /// once would spin on the same error while connections that could free one
@@ -113,7 +113,7 @@ impl<S: Service> AcceptLoop<'_, S> {
         };
         Connection {
             local,
-            stream,
+            stream: stream.into(),
             peer: Endpoint::from(addr),
             id,
             shutdown: self.shutdown.clone(),

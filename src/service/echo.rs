@@ -34,7 +34,7 @@ mod tests {
 
     #[tokio::test]
     async fn echo_future_is_small() {
-        let (conn, _client) = crate::server::connection::tests::loopback_connection().await;
+        let (conn, _client) = super::super::loopback_connection().await;
         let fut = Echo.serve(conn);
         let size = std::mem::size_of_val(&fut);
         eprintln!("echo connection future: {size} bytes");

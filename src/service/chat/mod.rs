@@ -23,7 +23,6 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -32,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use room::notice;
 pub use room::{Hub, Member, NameTaken, Room};
 
-use super::{CloseReason, Connection, Served, Service};
+use super::{CloseReason, Connection, ReadHalf, Served, Service, WriteHalf};
 use crate::codec::LineCodec;
 use crate::metrics::Metrics;
 
