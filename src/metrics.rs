@@ -91,6 +91,14 @@ impl Metrics {
         self.bytes_out.fetch_add(bytes_out, Relaxed);
     }
 
+    /// Bytes a connection moved, counted without closing it: a service
+    /// dropped unfinished (cut off at the shutdown deadline) adds what it
+    /// moved here, since it never returns its counts.
+    pub fn add_bytes(&self, bytes_in: u64, bytes_out: u64) {
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
     /// A connection was accepted over the limit and closed at once.
     pub fn connection_rejected(&self) {
         self.rejected.fetch_add(1, Relaxed);

@@ -73,8 +73,10 @@ pin_project_lite::pin_project! {
     impl<F> PinnedDrop for Tracked<F> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(done) = this.project().done.take() {
-                // Aborted after the grace period: its byte counts are lost,
-                // but the connection still counts as closed.
+                // Aborted after the grace period. The service's own state
+                // added what it moved to the metrics as it was dropped
+                // (just before this, or just after: fields drop after
+                // `drop`), so only the close is counted here.
                 done.metrics.connection_closed(0, 0);
                 tracing::debug!(peer = %done.peer, id = done.id, "connection closed at the deadline");
             }

@@ -352,15 +352,30 @@ impl Pump {
         }
     }
 
-    /// The connection's result; releases the backlog (and its gauge).
+    /// The connection's result; releases the backlog (and its gauge). The
+    /// counts move into the result, so `drop` does not add them again.
     fn finish(&mut self, reason: CloseReason) -> Served {
         if let Some(backlog) = self.backlog.take() {
             self.metrics.buffer_shrank(backlog.buf.len() as u64);
         }
         Served {
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
+            bytes_in: std::mem::take(&mut self.bytes_in),
+            bytes_out: std::mem::take(&mut self.bytes_out),
             reason,
+        }
+    }
+}
+
+impl Drop for Pump {
+    /// Dropped unfinished (the server's grace period ended, or the caller
+    /// gave up on the future): what moved still counts, and what was held
+    /// for the peer no longer is.
+    fn drop(&mut self) {
+        if self.bytes_in != 0 || self.bytes_out != 0 {
+            self.metrics.add_bytes(self.bytes_in, self.bytes_out);
+        }
+        if let Some(backlog) = self.backlog.take() {
+            self.metrics.buffer_shrank(backlog.buf.len() as u64);
         }
     }
 }
