@@ -58,7 +58,8 @@ impl Stream {
 
     /// Borrows the stream as a read half and a write half, usable at once
     /// (e.g. in two branches of one `select!`). Free for TCP (the socket is
-    /// full-duplex); other streams share one lock-free guard between halves.
+    /// full-duplex); other streams go through `tokio::io::split`, an
+    /// uncontended lock per call when both halves live in one task.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {
             Stream::Tcp(tcp) => {
