@@ -500,3 +500,53 @@ pub(crate) fn to_endpoint(addr: &SockAddr, what: &str) -> Result<Endpoint> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::net::Acceptor;
+
+    /// A port nothing listens on, held bound (not listening) so no one
+    /// else takes it: the kernel answers a SYN to it with a reset.
+    fn closed_port() -> (Socket, Endpoint) {
+        let sock = Socket::open(Protocol::V4).unwrap();
+        sock.bind(&Endpoint::loopback_v4(0)).unwrap();
+        let ep = sock.local_endpoint().unwrap();
+        (sock, ep)
+    }
+
+    #[tokio::test]
+    async fn connect_async_binds_the_source_and_reports_refusal_naming_the_endpoint() {
+        let acceptor = Acceptor::bind_listen(&Endpoint::loopback_v4(0), 30).unwrap();
+        let server = acceptor.local_endpoint().unwrap();
+        let source = Endpoint::new("127.0.0.2", 0).unwrap();
+        let socket = Socket::open(Protocol::V4).unwrap();
+        socket.bind(&source).unwrap();
+        let stream = socket.connect_async(&server).await.unwrap();
+        assert_eq!(stream.local_addr().unwrap().ip(), source.ip());
+
+        let (_held, target) = closed_port();
+        let err = Socket::open(Protocol::V4)
+            .unwrap()
+            .connect_async(&target)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        assert_eq!(err.os_code(), Some(libc::ECONNREFUSED));
+        assert!(err.message().contains(&target.to_string()), "{err}");
+    }
+
+    #[test]
+    fn connect_async_outside_a_runtime_is_an_error_not_a_panic() {
+        let target = Endpoint::loopback_v4(9);
+        let fut = Socket::open(Protocol::V4).unwrap().connect_async(&target);
+        let err = futures_util::FutureExt::now_or_never(fut)
+            .expect("fails at once")
+            .unwrap_err();
+        assert!(
+            err.message().contains("not inside a tokio runtime"),
+            "{err}"
+        );
+    }
+}
