@@ -224,7 +224,7 @@ pub fn run(config: &BenchConfig, mut on_tick: impl FnMut(Tick)) -> Result<BenchR
     };
     // Idle connections first, so the warm-up and the window see all of them.
     let (held, idle_stats) = if config.idle_connections > 0 {
-        proc::raise_fd_limit();
+        crate::net::raise_open_file_limit();
         worker::open_idle(&config)?
     } else {
         (Vec::new(), worker::ThreadStats::default())

@@ -1,7 +1,8 @@
 //! What the bench reads about processes: CPU time and resident memory from
 //! `/proc/PID/stat` and `/proc/PID/status`, its own CPU time from
-//! `getrusage(2)`, and the `sched_setaffinity(2)` / `setrlimit(2)` calls that
-//! pin it and let it hold thousands of connections.
+//! `getrusage(2)`, and the `sched_setaffinity(2)` call that pins it. (The
+//! open-file limit that lets it hold thousands of connections is
+//! [`crate::net::raise_open_file_limit`].)
 
 use std::time::Duration;
 
@@ -128,35 +129,6 @@ pub(crate) fn pinning_unsupported(cpu: usize) -> Error {
         code::INVALID_CONFIG,
         format!("pin to CPU {cpu}: CPU pinning needs Linux (sched_setaffinity)"),
     )
-}
-
-/// Raises the soft open-file limit to the hard one (`setrlimit(2)`), so the
-/// bench and a server it starts can hold thousands of connections. Returns
-/// the new soft limit.
-pub fn raise_fd_limit() -> u64 {
-    // SAFETY: plain struct in/out.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                return rlim_u64(want.rlim_cur);
-            }
-        }
-        rlim_u64(lim.rlim_cur)
-    }
-}
-
-/// `rlim_t` is `u64` on Linux and `i64` on the BSDs.
-#[allow(clippy::useless_conversion)]
-fn rlim_u64(v: libc::rlim_t) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 #[cfg(test)]

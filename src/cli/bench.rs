@@ -123,7 +123,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let mut config = config_from(&args, Endpoint::loopback_v4(0));
     config.validate()?;
     // Both the bench and a server it starts may hold thousands of sockets.
-    proc::raise_fd_limit();
+    tcpkit::net::raise_open_file_limit();
     let mut server = None;
     match &args.target {
         Some(text) => config.target = resolve(text)?,

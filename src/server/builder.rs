@@ -144,18 +144,7 @@ impl ServerConfig {
 /// The connection limit the process's descriptor limit allows: the soft
 /// `RLIMIT_NOFILE` minus a few descriptors the server itself needs.
 pub fn default_max_connections() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass and nothing else.
-    // `rlim_t` is `u64` on Linux and `i64` on the BSDs.
-    #[allow(clippy::useless_conversion)]
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        u64::try_from(lim.rlim_cur).unwrap_or(1024)
-    } else {
-        1024
-    };
+    let soft = crate::net::open_file_limit().unwrap_or(1024);
     let usable = soft.saturating_sub(RESERVED_FDS).max(1);
     usize::try_from(usable).unwrap_or(usize::MAX)
 }
