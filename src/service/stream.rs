@@ -27,7 +27,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncStream for T {}
 /// The enum is the fast path made visible: services that only read and
 /// write use it through [`AsyncRead`]/[`AsyncWrite`] (or [`Stream::split`])
 /// and never look inside; the echo/discard pump matches on
-/// [`Stream::Tcp`] to use the socket directly.
+/// [`Stream::Tcp`] to use the socket directly. Non-exhaustive: another
+/// fast path (a Unix socket, `splice(2)` for the relay) may join.
+#[non_exhaustive]
 pub enum Stream {
     /// A plain TCP connection.
     Tcp(TcpStream),
