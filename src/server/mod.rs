@@ -7,6 +7,7 @@
 //! * `accept`: the accept loop (permit before accept, `EMFILE` backoff).
 //! * [`connection`]: what a service is given ([`Connection`], [`IdleClock`]).
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
+//! * [`linger`]: closing on purpose without a reset (nginx's lingering close).
 //!
 //! ```
 //! use tcpkit::{Endpoint, server::ServerBuilder, service::Echo};
@@ -23,6 +24,7 @@
 mod accept;
 pub mod builder;
 pub mod connection;
+pub mod linger;
 pub mod shutdown;
 
 use std::fmt;

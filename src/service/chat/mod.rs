@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::ReadHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -35,6 +35,7 @@ pub use room::{Hub, Member, NameTaken, Room};
 use super::{CloseReason, Connection, Served, Service};
 use crate::codec::LineCodec;
 use crate::metrics::Metrics;
+use crate::server::linger;
 
 /// The room everyone starts in.
 pub const DEFAULT_ROOM: &str = "lobby";
@@ -59,6 +60,13 @@ const PACE_POLL: Duration = Duration::from_millis(2);
 
 /// How long the farewell line (error, shutdown, slow) may take to write.
 const FAREWELL_DEADLINE: Duration = Duration::from_secs(1);
+
+/// How long a closing session may take to write what is already queued for
+/// its member (at most the queue's length in lines). A member that reads
+/// gets it in far less on any network; one that does not cannot hold the
+/// session longer. With the farewell and the lingering close after it, it
+/// fits in the default shutdown grace period (5 + 1 + 2 s of 10 s).
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The chat service. Cheap to clone; clones share rooms.
 #[derive(Debug, Clone)]
@@ -148,7 +156,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
         metrics,
         ..
     } = conn;
-    let (tx, mut rx) = mpsc::channel(queue);
+    let (tx, rx) = mpsc::channel(queue);
     let mut me = Me {
         id,
         name: format!("user{id}"),
@@ -163,7 +171,11 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
     ));
     count_slow(&metrics, hub.join(&me.room, me.member()));
 
-    let mut bytes_out = 0u64;
+    let mut out = Outbox {
+        rx,
+        current: Bytes::new(),
+        bytes_out: 0,
+    };
     let last_write = LastWrite::new();
     let (rd, mut wr) = stream.split();
     let reason = {
@@ -173,29 +185,39 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
             limit,
             last_write: &last_write,
         });
+        // Whichever branch ends first, the write loop is dropped at an
+        // await: `Outbox` keeps the rest of its message and the queue, and
+        // `close` below delivers them.
         tokio::select! {
             r = read_loop(&hub, &mut me, &mut lines, idle, &metrics) => r,
-            r = write_loop(&mut rx, &mut wr, &mut bytes_out, &last_write) => r,
+            r = out.write_loop(&mut wr, &last_write) => r,
             _ = kick.cancelled() => CloseReason::SlowConsumer,
             _ = shutdown.cancelled() => CloseReason::Shutdown,
         }
     };
-    // A slow consumer was already removed (and counted) by whoever found
-    // its queue full.
+    // Out of the room first, so that what is queued from here on is all
+    // there is to flush. A slow consumer was already removed (and counted)
+    // by whoever found its queue full.
     if !matches!(reason, CloseReason::SlowConsumer) {
         hub.leave(&me.room, me.id);
     }
-    if let Some(text) = farewell(&reason, max_line, queue) {
-        let line = notice(format_args!("{text}"));
-        if let Ok(Ok(())) = tokio::time::timeout(FAREWELL_DEADLINE, wr.write_all(&line)).await {
-            bytes_out += line.len() as u64;
-        }
+    let text = farewell(&reason, max_line, queue);
+    out.close(&mut wr, &reason, text, &last_write).await;
+    if lingers(&reason) {
+        linger::lingering_close(&mut stream, &metrics).await;
     }
     Served {
         bytes_in: me.bytes_in,
-        bytes_out,
+        bytes_out: out.bytes_out,
         reason,
     }
+}
+
+/// Whether the client may still be sending when the server closes it, so
+/// the close must linger lest it become a reset that destroys the farewell.
+/// After EOF nothing more can arrive; after an error nothing more will.
+fn lingers(reason: &CloseReason) -> bool {
+    !matches!(reason, CloseReason::PeerClosed | CloseReason::Error(_))
 }
 
 fn farewell(reason: &CloseReason, max_line: usize, queue: usize) -> Option<String> {
@@ -268,20 +290,99 @@ impl Idle<'_> {
     }
 }
 
-async fn write_loop(
-    rx: &mut mpsc::Receiver<Bytes>,
-    wr: &mut WriteHalf<'_>,
-    bytes_out: &mut u64,
-    last_write: &LastWrite,
-) -> CloseReason {
-    while let Some(msg) = rx.recv().await {
-        if let Err(e) = wr.write_all(&msg).await {
-            return CloseReason::Error(crate::Error::io(e, "chat write"));
+/// A member's outgoing side: its queue, and what is left of the message
+/// being written. It lives outside the write loop's future so that the loop
+/// can be dropped at any await (the read side ended first) without losing
+/// or cutting a message: [`Outbox::close`] goes on where it stopped.
+struct Outbox {
+    rx: mpsc::Receiver<Bytes>,
+    /// The unwritten rest of the current message (empty: none).
+    current: Bytes,
+    bytes_out: u64,
+}
+
+impl Outbox {
+    /// Writes the rest of the current message. Cancel-safe: each `write`
+    /// either wrote nothing or is accounted for before the next await.
+    async fn write_current<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        last_write: &LastWrite,
+    ) -> std::io::Result<()> {
+        while !self.current.is_empty() {
+            let n = wr.write(&self.current).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.current.advance(n);
+            self.bytes_out += n as u64;
+            last_write.touch();
         }
-        *bytes_out += msg.len() as u64;
-        last_write.touch();
+        Ok(())
     }
-    CloseReason::Done
+
+    /// Writes messages as they are queued; ends only on a write error.
+    async fn write_loop<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        last_write: &LastWrite,
+    ) -> CloseReason {
+        loop {
+            if let Err(e) = self.write_current(wr, last_write).await {
+                return CloseReason::Error(crate::Error::io(e, "chat write"));
+            }
+            match self.rx.recv().await {
+                Some(msg) => self.current = msg,
+                None => return CloseReason::Done,
+            }
+        }
+    }
+
+    /// Writes every message already queued, but not what comes later.
+    async fn flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        last_write: &LastWrite,
+    ) -> std::io::Result<()> {
+        loop {
+            self.write_current(wr, last_write).await?;
+            match self.rx.try_recv() {
+                Ok(msg) => self.current = msg,
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    /// What the session still owes the client as it ends, then the
+    /// farewell: a member that half-closed, quit, sent an over-long line, or
+    /// idled, and everyone at shutdown, first gets every line already
+    /// queued for it (within [`FLUSH_DEADLINE`]). A slow consumer only gets
+    /// the end of the message in flight, so its farewell starts a line.
+    async fn close<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        reason: &CloseReason,
+        farewell: Option<String>,
+        last_write: &LastWrite,
+    ) {
+        let owed = match reason {
+            CloseReason::Error(_) => return,
+            CloseReason::SlowConsumer => {
+                tokio::time::timeout(FAREWELL_DEADLINE, self.write_current(wr, last_write)).await
+            }
+            _ => tokio::time::timeout(FLUSH_DEADLINE, self.flush(wr, last_write)).await,
+        };
+        // Not delivered in time: a farewell would land in the middle of a
+        // message, or never.
+        if !matches!(owed, Ok(Ok(()))) {
+            return;
+        }
+        if let Some(text) = farewell {
+            self.current = notice(format_args!("{text}"));
+            let _ =
+                tokio::time::timeout(FAREWELL_DEADLINE, self.write_current(wr, last_write)).await;
+        }
+    }
 }
 
 async fn read_loop(
