@@ -67,10 +67,12 @@ impl Drop for Proc {
     }
 }
 
-/// `tcpkit serve --mode chat` on 127.0.0.1 port 0, and its port.
-fn serve_chat() -> (Proc, u16) {
+/// `tcpkit serve --mode chat --json` on 127.0.0.1 port 0, its port, and
+/// (once it exits) the rest of its stdout: the summary.
+fn serve_chat() -> (Proc, u16, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
         .args(["serve", "--listen", "127.0.0.1:0", "--mode", "chat", "-q"])
+        .arg("--json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -84,7 +86,9 @@ fn serve_chat() -> (Proc, u16) {
         let mut line = String::new();
         let _ = std::io::BufRead::read_line(&mut reader, &mut line);
         let _ = tx.send(line);
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        let _ = tx.send(rest);
     });
     let line = rx.recv_timeout(DEADLINE).expect("serve's first line");
     // `listening on 127.0.0.1:PORT (chat, backlog N)`
@@ -93,7 +97,17 @@ fn serve_chat() -> (Proc, u16) {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("serve's first line: {line:?}"));
-    (proc, port)
+    (proc, port, rx)
+}
+
+/// The number after `"key":` in a one-line JSON object.
+fn json_count(json: &str, key: &str) -> u64 {
+    json.split_once(&format!("\"{key}\":"))
+        .and_then(|(_, rest)| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {key} in {json:?}"))
 }
 
 /// The command line of one client program, connecting to `port`.
@@ -191,7 +205,7 @@ fn every_scripted_client_gets_the_welcome_and_the_whole_who_reply() {
         .filter(|p| have(p))
         .chain(["tcpkit"])
         .collect();
-    let (mut serve, port) = serve_chat();
+    let (mut serve, port, summary) = serve_chat();
     let started = Instant::now();
     // One thread per program: four runs at a time, in one room.
     let runs: Vec<_> = programs
@@ -231,23 +245,19 @@ fn every_scripted_client_gets_the_welcome_and_the_whole_who_reply() {
         "{} runs lost lines: {failures:#?}",
         failures.len()
     );
-    // SIGTERM: the server drains and exits 0.
+    // SIGTERM: the server drains and exits 0, and its summary counts a
+    // lingering close for each `/quit` (after EOF, nothing lingers) and
+    // no cut-off (every client closed its side).
     // SAFETY: kill(2) on our own child's PID, not yet reaped.
     unsafe {
         libc::kill(serve.0.id() as libc::pid_t, libc::SIGTERM);
     }
-    let (tx, rx) = mpsc::channel();
-    let mut child = std::mem::replace(
-        &mut serve.0,
-        Command::new("true").spawn().expect("spawn true"),
-    );
-    thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let status = rx
-        .recv_timeout(DEADLINE)
-        .expect("serve exits after SIGTERM");
-    assert!(status.expect("wait serve").success());
+    let summary = summary.recv_timeout(DEADLINE).expect("serve's summary");
+    let status = serve.0.wait().expect("wait serve");
+    assert!(status.success(), "serve after SIGTERM: {status:?}");
+    let quits = (programs.len() * QUIT_RUNS) as u64;
+    assert_eq!(json_count(&summary, "lingering_closes"), quits, "{summary}");
+    assert_eq!(json_count(&summary, "lingering_cut_off"), 0, "{summary}");
 }
 
 // ---- library server: what is queued is delivered ----

@@ -11,6 +11,13 @@
 //! idle timeout counts lines in and bytes out, so a member who only reads
 //! stays while the room talks (see `Idle`).
 //!
+//! A session owes its member every line queued for it: one that
+//! half-closes, quits, is cut off or idles out, and everyone at shutdown,
+//! first gets what is queued (the welcome, replies, room lines said before
+//! it left; within [`FLUSH_DEADLINE`]), then the reason it is closed, then
+//! a lingering close ([`crate::server::linger`]) so that a client still
+//! sending reads that reason instead of a reset.
+//!
 //! * `room`: [`Room`], the [`Hub`] of rooms, and the non-blocking fan-out.
 //! * this file: one client's session (read loop, write loop, commands).
 
