@@ -1,7 +1,7 @@
 //! Chat delivers what it owes before it closes, and closes with a reason
 //! instead of a reset.
 //!
-//! * Scripted runs of real clients (`printf '/who\n' | nc -N`, `ncat`,
+//! * Scripted runs of real clients (`printf '/who\n' | nc.openbsd -N`, `ncat`,
 //!   `socat`, `tcpkit connect`) against the `tcpkit serve --mode chat`
 //!   binary: every run gets the welcome and the whole `/who` reply, and
 //!   with `/quit` the `* bye` too. A missing program fails the test under
@@ -116,9 +116,10 @@ fn client(program: &str, port: u16) -> Command {
     let port = port.to_string();
     let mut cmd;
     match program {
-        "nc" => {
-            // -N: shutdown(SHUT_WR) at stdin EOF, as in the report.
-            cmd = Command::new("nc");
+        "nc.openbsd" => {
+            // -N: shutdown(SHUT_WR) at stdin EOF, as in the report. Named
+            // in full: `nc` may be another netcat without -N.
+            cmd = Command::new("nc.openbsd");
             cmd.args(["-N", "127.0.0.1", &port]);
         }
         "ncat" => {
@@ -200,7 +201,7 @@ fn check_run(out: &str, quit: bool) -> Result<(), String> {
 
 #[test]
 fn every_scripted_client_gets_the_welcome_and_the_whole_who_reply() {
-    let programs: Vec<&str> = ["nc", "ncat", "socat"]
+    let programs: Vec<&str> = ["nc.openbsd", "ncat", "socat"]
         .into_iter()
         .filter(|p| have(p))
         .chain(["tcpkit"])
