@@ -513,3 +513,51 @@ async fn a_client_turned_away_while_sending_reads_why() {
     drop(first);
     server.stop().await;
 }
+
+/// Shutdown while a member is sending lines as fast as it can: it reads
+/// the farewell and a clean EOF, and the close lingers. (Whether a plain
+/// close resets this reader depends on whether bytes sit unread at that
+/// instant; here it mostly does not, so the lingering count is what tells
+/// the two apart. The paste and reject tests above are the ones where a
+/// plain close loses the reason every time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_sending_at_shutdown_reads_the_farewell() {
+    let server = start(ServerBuilder::new(), Chat::new());
+    let stream = TcpStream::connect(server.addr).await.expect("connect");
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = FramedRead::new(rd, LineCodec::new(1 << 20));
+    let welcome = within(DEADLINE, "welcome", lines.next()).await;
+    assert!(matches!(welcome, Some(Ok(_))), "{welcome:?}");
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sender = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            let line = format!("{}\n", "s".repeat(1000));
+            while wr.write_all(line.as_bytes()).await.is_ok() {
+                sent.fetch_add(line.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    // Lines are flowing: more has been sent than socket buffers start with.
+    within(DEADLINE, "the sender under way", async {
+        while sent.load(std::sync::atomic::Ordering::Relaxed) < 256 * 1024 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    server.handle.shutdown();
+    let mut last = None;
+    loop {
+        match within(DEADLINE, "a line", lines.next()).await {
+            Some(Ok(line)) => last = Some(String::from_utf8_lossy(&line).into_owned()),
+            Some(Err(e)) => panic!("read failed after {last:?}: {e}"),
+            None => break,
+        }
+    }
+    assert_eq!(last.as_deref(), Some("* server shutting down"));
+    within(DEADLINE, "the sender sees the close", sender)
+        .await
+        .expect("task");
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.lingering_closes, 1, "{summary:?}");
+}
