@@ -518,8 +518,8 @@ async fn a_client_turned_away_while_sending_reads_why() {
 /// the farewell and a clean EOF, and the close lingers. (Whether a plain
 /// close resets this reader depends on whether bytes sit unread at that
 /// instant; here it mostly does not, so the lingering count is what tells
-/// the two apart. The paste and reject tests above are the ones where a
-/// plain close loses the reason every time.)
+/// the two apart. In the paste and reject tests above a plain close
+/// resets the client: its read or its write fails.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_sending_at_shutdown_reads_the_farewell() {
     let server = start(ServerBuilder::new(), Chat::new());
