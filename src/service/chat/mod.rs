@@ -19,23 +19,25 @@
 //! sending reads that reason instead of a reset.
 //!
 //! * `room`: [`Room`], the [`Hub`] of rooms, and the non-blocking fan-out.
-//! * this file: one client's session (read loop, write loop, commands).
+//! * `outbox`: a member's queue and the write side, cancel-safe, flushed at close.
+//! * this file: one client's session (read loop, commands, closing).
 
+mod outbox;
 mod room;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::ReadHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use outbox::Outbox;
 use room::notice;
 pub use room::{Hub, Member, NameTaken, Room};
 
@@ -178,11 +180,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
     ));
     count_slow(&metrics, hub.join(&me.room, me.member()));
 
-    let mut out = Outbox {
-        rx,
-        current: Bytes::new(),
-        bytes_out: 0,
-    };
+    let mut out = Outbox::new(rx);
     let last_write = LastWrite::new();
     let (rd, mut wr) = stream.split();
     let reason = {
@@ -294,101 +292,6 @@ impl Idle<'_> {
             last_line.max(self.last_write.at())
         };
         since + self.limit
-    }
-}
-
-/// A member's outgoing side: its queue, and what is left of the message
-/// being written. It lives outside the write loop's future so that the loop
-/// can be dropped at any await (the read side ended first) without losing
-/// or cutting a message: [`Outbox::close`] goes on where it stopped.
-struct Outbox {
-    rx: mpsc::Receiver<Bytes>,
-    /// The unwritten rest of the current message (empty: none).
-    current: Bytes,
-    bytes_out: u64,
-}
-
-impl Outbox {
-    /// Writes the rest of the current message. Cancel-safe: each `write`
-    /// either wrote nothing or is accounted for before the next await.
-    async fn write_current<W: AsyncWrite + Unpin>(
-        &mut self,
-        wr: &mut W,
-        last_write: &LastWrite,
-    ) -> std::io::Result<()> {
-        while !self.current.is_empty() {
-            let n = wr.write(&self.current).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            self.current.advance(n);
-            self.bytes_out += n as u64;
-            last_write.touch();
-        }
-        Ok(())
-    }
-
-    /// Writes messages as they are queued; ends only on a write error.
-    async fn write_loop<W: AsyncWrite + Unpin>(
-        &mut self,
-        wr: &mut W,
-        last_write: &LastWrite,
-    ) -> CloseReason {
-        loop {
-            if let Err(e) = self.write_current(wr, last_write).await {
-                return CloseReason::Error(crate::Error::io(e, "chat write"));
-            }
-            match self.rx.recv().await {
-                Some(msg) => self.current = msg,
-                None => return CloseReason::Done,
-            }
-        }
-    }
-
-    /// Writes every message already queued, but not what comes later.
-    async fn flush<W: AsyncWrite + Unpin>(
-        &mut self,
-        wr: &mut W,
-        last_write: &LastWrite,
-    ) -> std::io::Result<()> {
-        loop {
-            self.write_current(wr, last_write).await?;
-            match self.rx.try_recv() {
-                Ok(msg) => self.current = msg,
-                Err(_) => return Ok(()),
-            }
-        }
-    }
-
-    /// What the session still owes the client as it ends, then the
-    /// farewell: a member that half-closed, quit, sent an over-long line, or
-    /// idled, and everyone at shutdown, first gets every line already
-    /// queued for it (within [`FLUSH_DEADLINE`]). A slow consumer only gets
-    /// the end of the message in flight, so its farewell starts a line.
-    async fn close<W: AsyncWrite + Unpin>(
-        &mut self,
-        wr: &mut W,
-        reason: &CloseReason,
-        farewell: Option<String>,
-        last_write: &LastWrite,
-    ) {
-        let owed = match reason {
-            CloseReason::Error(_) => return,
-            CloseReason::SlowConsumer => {
-                tokio::time::timeout(FAREWELL_DEADLINE, self.write_current(wr, last_write)).await
-            }
-            _ => tokio::time::timeout(FLUSH_DEADLINE, self.flush(wr, last_write)).await,
-        };
-        // Not delivered in time: a farewell would land in the middle of a
-        // message, or never.
-        if !matches!(owed, Ok(Ok(()))) {
-            return;
-        }
-        if let Some(text) = farewell {
-            self.current = notice(format_args!("{text}"));
-            let _ =
-                tokio::time::timeout(FAREWELL_DEADLINE, self.write_current(wr, last_write)).await;
-        }
     }
 }
 
