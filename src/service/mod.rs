@@ -8,7 +8,8 @@
 //! * [`Discard`]: reads and counts (RFC 863).
 //! * [`Chat`]: line-based rooms for `nc`/telnet users.
 //!
-//! Echo and discard share `pump`, the allocation-free read loop.
+//! Echo and discard share `pump`, the allocation-free read loop; chat and
+//! the server's over-the-limit refusal close through [`linger`].
 //!
 //! A service is given a [`Connection`] over a [`Stream`]: a plain TCP
 //! socket or any other async byte stream (TLS, a relay's upstream,
@@ -18,6 +19,7 @@ pub mod chat;
 mod connection;
 mod discard;
 mod echo;
+pub mod linger;
 mod pump;
 mod stream;
 
