@@ -581,3 +581,106 @@ fn throughput_mode_starts_a_discard_server() {
     assert!(v["bytes"].as_u64().unwrap() > 0, "{v}");
     assert!(v["server_pid"].is_number(), "{v}");
 }
+
+// ---- forking servers: CPU counted over the process tree ----
+
+/// Whether `program` is on PATH. Missing, the calling test says it skips,
+/// or fails when `TCPKIT_REQUIRE_INTEROP=1` (as `.ci/run` sets).
+fn outside_program(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("TCPKIT_REQUIRE_INTEROP").as_deref() == Ok("1") {
+            panic!("{program} is not installed and TCPKIT_REQUIRE_INTEROP=1");
+        }
+        eprintln!("skipped: {program} is not installed (apt-get install {program})");
+    }
+    found
+}
+
+/// `socat TCP-LISTEN:0,fork EXEC:cat`: an echo server that forks a socat
+/// and a `cat` per connection and does no work in its own PID. It runs in
+/// a process group of its own, killed (children included) on drop.
+struct ForkingEcho {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ForkingEcho {
+    fn start() -> ForkingEcho {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("socat")
+            .args(["-d", "-d", "TCP-LISTEN:0,bind=127.0.0.1,fork", "EXEC:cat"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn socat");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the port from `N listening on AF=2 127.0.0.1:PORT`, then
+        // keeps draining so socat never blocks on its log.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if let Some(port) = line
+                    .split("listening on AF=2 127.0.0.1:")
+                    .nth(1)
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(30));
+        let mut server = ForkingEcho { child, port: 0 };
+        server.port = port.expect("socat prints `listening on ... :PORT` within 30 s");
+        server
+    }
+}
+
+impl Drop for ForkingEcho {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this test created.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_forking_servers_cpu_is_counted_over_its_process_tree() {
+    if !outside_program("socat") {
+        return;
+    }
+    let server = ForkingEcho::start();
+    let addr = format!("127.0.0.1:{}", server.port);
+    let pid = server.child.id().to_string();
+    let args = [
+        "--target",
+        &addr,
+        "-c",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--server-pid",
+        &pid,
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+    // socat and a socat child per connection at least (and each child's
+    // cat, once it has echoed).
+    let processes = v["server_processes"].as_u64().unwrap();
+    assert!(processes > 4, "{v}");
+    // All the echo work is in the children: 0 here means they were missed.
+    assert!(v["server_cpu_us_per_msg"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["server_note"].is_null(), "{v}");
+}

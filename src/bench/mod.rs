@@ -320,7 +320,8 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
 struct Window {
     at: Instant,
     client_cpu: Duration,
-    server: Option<proc::ProcSample>,
+    /// `None` without a server PID; the error says why it was not read.
+    server: Option<Result<proc::ProcSample>>,
 }
 
 impl Window {
@@ -328,9 +329,35 @@ impl Window {
         Window {
             at: Instant::now(),
             client_cpu: proc::self_cpu(),
-            server: server_pid.and_then(|pid| proc::sample(pid).ok()),
+            server: server_pid.map(proc::sample),
         }
     }
+
+    fn server(&self) -> Option<&proc::ProcSample> {
+        self.server.as_ref().and_then(|s| s.as_ref().ok())
+    }
+}
+
+/// Why the server's CPU is missing or may be short: a sample that failed,
+/// or no CPU at all counted for a window that moved messages (the work ran
+/// outside the PID's process tree, or took less than one clock tick).
+fn server_note(before: &Window, after: &Window, messages: u64) -> Option<String> {
+    let (Some(b), Some(a)) = (&before.server, &after.server) else {
+        return None;
+    };
+    let (b, a) = match (b, a) {
+        (Err(e), _) | (_, Err(e)) => return Some(format!("server CPU and RSS not measured: {e}")),
+        (Ok(b), Ok(a)) => (b, a),
+    };
+    if messages > 0 && a.cpu <= b.cpu {
+        return Some(format!(
+            "no server CPU counted in {} process(es) (the PID and its descendants): \
+             the work took less than one {} ms clock tick, or ran in processes outside that tree",
+            a.processes,
+            proc::clock_tick().as_millis()
+        ));
+    }
+    None
 }
 
 fn build_report(
@@ -351,7 +378,7 @@ fn build_report(
             cpu.as_secs_f64() * 1e6 / total.messages as f64
         }
     };
-    let server_cpu = match (&before.server, &after.server) {
+    let server_cpu = match (before.server(), after.server()) {
         (Some(b), Some(a)) => Some(a.cpu.saturating_sub(b.cpu)),
         _ => None,
     };
@@ -387,7 +414,15 @@ fn build_report(
         server_pid: config.server_pid,
         server_cpu_us_per_msg: server_cpu.map(per_msg),
         server_cpu_pct: server_cpu.map(|c| c.as_secs_f64() / wall * 100.0),
-        server_rss_kib: after.server.map(|s| s.rss_kib),
+        server_rss_kib: after.server().map(|s| s.rss_kib),
+        // A forking server's children may be gone by the window's end
+        // (they exit as the bench closes its connections).
+        server_processes: after.server().map(|a| {
+            before
+                .server()
+                .map_or(a.processes, |b| b.processes.max(a.processes))
+        }),
+        server_note: server_note(before, after, total.messages),
         server_rss_per_conn_kib: rss_per_conn,
         client_cpu_us_per_msg: per_msg(client_cpu),
         client_cpu_pct: client_cpu.as_secs_f64() / wall * 100.0,
@@ -437,5 +472,53 @@ impl<'a> Ticker<'a> {
             });
             self.last = (now, messages);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(server: Option<Result<proc::ProcSample>>) -> Window {
+        Window {
+            at: Instant::now(),
+            client_cpu: Duration::ZERO,
+            server,
+        }
+    }
+
+    fn at(cpu_ms: u64, processes: u32) -> Option<Result<proc::ProcSample>> {
+        Some(Ok(proc::ProcSample {
+            cpu: Duration::from_millis(cpu_ms),
+            rss_kib: 1024,
+            processes,
+        }))
+    }
+
+    #[test]
+    fn the_report_says_why_server_cpu_is_missing_or_zero() {
+        // Measured: nothing to say.
+        assert_eq!(
+            server_note(&window(at(10, 1)), &window(at(30, 3)), 100),
+            None
+        );
+        // No server PID: no server line at all.
+        assert_eq!(server_note(&window(None), &window(None), 100), None);
+        // Messages moved, no CPU counted: say so, and where it may be.
+        let note = server_note(&window(at(10, 1)), &window(at(10, 1)), 100).unwrap();
+        assert!(
+            note.contains("no server CPU counted in 1 process"),
+            "{note}"
+        );
+        assert!(note.contains("outside that tree"), "{note}");
+        // No messages, no CPU: nothing was owed.
+        assert_eq!(server_note(&window(at(10, 1)), &window(at(10, 1)), 0), None);
+        // A sample that failed: its error, not silence.
+        let gone = Error::new(ErrorKind::Io, libc::ENOENT, "read /proc/42/stat");
+        let note = server_note(&window(at(10, 1)), &window(Some(Err(gone))), 100).unwrap();
+        assert!(
+            note.contains("not measured") && note.contains("/proc/42/stat"),
+            "{note}"
+        );
     }
 }

@@ -62,12 +62,21 @@ pub struct BenchReport {
     pub first_verification_failure: Option<String>,
     /// The server's PID when known (embedded server or `--server-pid`).
     pub server_pid: Option<u32>,
-    /// Server user+system CPU over the window ÷ messages, in µs.
+    /// Server user+system CPU over the window ÷ messages, in µs: the PID,
+    /// its descendants and the children they reaped (see
+    /// [`proc::ProcSample`](super::proc::ProcSample)).
     pub server_cpu_us_per_msg: Option<f64>,
     /// Server CPU busy over the window, percent of one core.
     pub server_cpu_pct: Option<f64>,
-    /// Server resident set size at the end of the window, KiB.
+    /// Server resident set size at the end of the window, KiB, summed over
+    /// its processes.
     pub server_rss_kib: Option<u64>,
+    /// Processes counted for the server: the PID and its live descendants,
+    /// the more of the window's two edges (more than 1 for a forking
+    /// server).
+    pub server_processes: Option<u32>,
+    /// Why the server's CPU is missing or may be short, when it is.
+    pub server_note: Option<String>,
     /// Idle mode: (RSS while holding − RSS before) ÷ connections, KiB.
     pub server_rss_per_conn_kib: Option<f64>,
     /// The load generator's own CPU over the window ÷ messages, in µs.
@@ -178,6 +187,9 @@ impl BenchReport {
         }
         if let Some(pid) = self.server_pid {
             rows.push(("server", self.server_line(pid)));
+            if let Some(note) = &self.server_note {
+                rows.push(("", note.clone()));
+            }
         }
         if let Some(kib) = self.server_rss_per_conn_kib {
             rows.push(("server RSS/conn", format!("{kib:.2} KiB")));
@@ -205,7 +217,10 @@ impl BenchReport {
     }
 
     fn server_line(&self, pid: u32) -> String {
-        let mut parts = vec![format!("pid {pid}")];
+        let mut parts = vec![match self.server_processes {
+            Some(n) if n > 1 => format!("pid {pid} and {} descendants", n - 1),
+            _ => format!("pid {pid}"),
+        }];
         if let Some(us) = self.server_cpu_us_per_msg {
             parts.push(format!("{us:.2} µs CPU/msg"));
         }
@@ -270,6 +285,8 @@ mod tests {
             server_cpu_us_per_msg: Some(4.83),
             server_cpu_pct: Some(96.6),
             server_rss_kib: Some(5120),
+            server_processes: Some(1),
+            server_note: None,
             server_rss_per_conn_kib: None,
             client_cpu_us_per_msg: 4.9,
             client_cpu_pct: 98.0,
@@ -310,6 +327,22 @@ client CPU   4.90 µs/msg, 98% busy
         );
         assert!(table.contains("200,000 conns/s"), "{table}");
         assert!(!table.contains("server "), "{table}");
+    }
+
+    #[test]
+    fn a_forking_server_shows_its_descendants_and_a_note() {
+        let mut r = fixed_report();
+        r.server_processes = Some(9);
+        r.server_note = Some("no server CPU counted in 9 process(es)".into());
+        let table = r.render_table();
+        assert!(
+            table.contains("server       pid 42 and 8 descendants, "),
+            "{table}"
+        );
+        assert!(
+            table.contains("\n             no server CPU counted in 9 process(es)\n"),
+            "{table}"
+        );
     }
 
     #[test]
