@@ -57,6 +57,17 @@ impl Mode {
         }
     }
 
+    /// What one counted message is, plural, as the report's rates say it:
+    /// `msgs` (echo), `conns` (connect, and idle's one-byte probe per
+    /// connection) or `writes` (throughput).
+    pub fn unit(self) -> &'static str {
+        match self {
+            Mode::Echo => "msgs",
+            Mode::Connect | Mode::Idle => "conns",
+            Mode::Throughput => "writes",
+        }
+    }
+
     fn latency_of(self) -> &'static str {
         match self {
             Mode::Echo | Mode::Idle => "round trip",
