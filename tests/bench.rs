@@ -684,3 +684,23 @@ fn a_forking_servers_cpu_is_counted_over_its_process_tree() {
     assert!(v["server_cpu_us_per_msg"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["server_note"].is_null(), "{v}");
 }
+
+#[test]
+fn idle_mode_reports_its_one_byte_probe_not_the_message_size() {
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let mut args = vec!["--target", &addr, "--mode", "idle", "-c", "3"];
+    args.extend(["--duration", "200ms", "--warmup", "0s"]);
+    let table = bench(&args);
+    assert!(table.status.success());
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("× 3 conns, each echoes 1 B once, then is held silent"),
+        "{table}"
+    );
+    assert!(!table.contains("64 B"), "{table}");
+    args.push("--json");
+    let v = json(&bench(&args));
+    assert_eq!(v["size_bytes"], 1, "{v}");
+    assert_eq!(v["bytes"], 3, "{v}");
+}

@@ -109,6 +109,10 @@ pub struct BenchConfig {
     pub idle_connections: usize,
 }
 
+/// Bytes each connection echoes in idle mode (and each of echo mode's
+/// `idle_connections`), whatever the message size.
+pub const IDLE_PROBE_BYTES: usize = 1;
+
 /// The most bytes in flight per connection in a closed loop: beyond the
 /// socket buffers, writing before reading would deadlock with the server.
 pub const MAX_IN_FLIGHT_BYTES: usize = 1 << 20;
@@ -404,7 +408,10 @@ fn build_report(
         mode: config.mode,
         target: config.target.to_string(),
         connections: config.connections,
-        size_bytes: config.size_bytes,
+        size_bytes: match config.mode {
+            Mode::Idle => IDLE_PROBE_BYTES,
+            _ => config.size_bytes,
+        },
         pipeline: config.pipeline,
         rate_per_s: config.rate_per_s,
         threads,

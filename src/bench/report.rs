@@ -21,7 +21,7 @@ pub struct BenchReport {
     pub target: String,
     /// Connections (concurrent slots in `connect` mode).
     pub connections: usize,
-    /// Message size in bytes.
+    /// Message size in bytes (idle mode: its one-byte probe).
     pub size_bytes: usize,
     /// Messages in flight per connection (closed loop).
     pub pipeline: usize,
@@ -110,16 +110,24 @@ impl BenchReport {
             None if self.mode == Mode::Echo => format!(", closed loop, pipeline {}", self.pipeline),
             None => String::new(),
         };
-        rows.push((
-            "workload",
+        let workload = if self.mode == Mode::Idle {
+            // --size does not apply: each connection echoes one byte.
+            format!(
+                "idle {} × {} conns, each echoes {} B once, then is held silent",
+                self.target,
+                self.connections,
+                super::IDLE_PROBE_BYTES
+            )
+        } else {
             format!(
                 "{} {} × {} conns × {} B{rate}",
                 self.mode.name(),
                 self.target,
                 self.connections,
                 self.size_bytes
-            ),
-        ));
+            )
+        };
+        rows.push(("workload", workload));
         rows.push((
             "window",
             format!(
@@ -381,6 +389,23 @@ client CPU   4.90 µs/msg, 98% busy
             ),
             "{table}"
         );
+    }
+
+    /// Idle mode sends one byte per connection whatever `--size` says, and
+    /// the workload row says what it does instead of a message size.
+    #[test]
+    fn idle_workload_says_what_idle_does() {
+        let mut r = fixed_report();
+        r.mode = Mode::Idle;
+        r.latency_of = "round trip";
+        let table = r.render_table();
+        let workload = table.lines().next().unwrap();
+        assert_eq!(
+            workload,
+            "workload     idle 127.0.0.1:3333 × 50 conns, each echoes 1 B once, then is held silent",
+            "{table}"
+        );
+        assert!(!table.contains("64 B"), "{table}");
     }
 
     #[test]
