@@ -704,3 +704,32 @@ fn idle_mode_reports_its_one_byte_probe_not_the_message_size() {
     assert_eq!(v["size_bytes"], 1, "{v}");
     assert_eq!(v["bytes"], 3, "{v}");
 }
+
+/// On a terminal, the progress bar says the warm-up is the warm-up (its
+/// messages are not counted) before it shows a rate. `script(1)` gives the
+/// bench a terminal.
+#[test]
+fn the_progress_bar_names_the_warm_up() {
+    if !outside_program("script") {
+        return;
+    }
+    let server = EchoServer::start(Fault::None);
+    let command = format!(
+        "'{}' bench --target {} -c 2 --warmup 1s --duration 300ms",
+        env!("CARGO_BIN_EXE_tcpkit"),
+        server.addr()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let warm_up = text.find("warm-up, ").unwrap_or(usize::MAX);
+    let rate = text.find(" msgs/s").unwrap_or(usize::MAX);
+    assert!(warm_up < rate, "the bar shows a rate before the warm-up:\n{text}");
+    // The report follows the bar on the terminal.
+    assert!(text.contains("window       0.3 s after 1.0 s warm-up"), "{text}");
+}

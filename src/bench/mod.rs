@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod message;
 pub mod plot;
 pub mod proc;
+mod progress;
 pub mod report;
 pub mod server;
 mod worker;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use histogram::{LatencyHistogram, LatencySummary};
+pub use progress::Tick;
 pub use report::BenchReport;
 pub use worker::MAX_ERROR_SAMPLES;
 
@@ -206,19 +208,6 @@ impl BenchConfig {
     }
 }
 
-/// A progress snapshot, passed to [`run`]'s callback about 5 times a second.
-#[derive(Debug, Clone, Copy)]
-pub struct Tick {
-    /// Time since the load started (warm-up included).
-    pub elapsed: Duration,
-    /// Warm-up plus measured window.
-    pub total: Duration,
-    /// Messages counted so far in the window.
-    pub messages: u64,
-    /// Messages per second over the last tick.
-    pub msgs_per_s: f64,
-}
-
 /// Runs the benchmark described by `config`, calling `on_tick` from the
 /// calling thread during the run. Errors are configuration or thread-start
 /// failures; connection errors and verification failures are counted in the
@@ -259,7 +248,7 @@ pub fn run(config: &BenchConfig, mut on_tick: impl FnMut(Tick)) -> Result<BenchR
         handles.push(handle);
     }
 
-    let mut ticker = Ticker::new(start, config.warmup + config.duration, &live);
+    let mut ticker = progress::Ticker::new(start, config.warmup, config.duration, &live);
     ticker.wait_until(clock.measure_from, &mut on_tick);
     let before = Window::sample(config.server_pid);
     let mut rss_holding = None;
@@ -449,47 +438,6 @@ fn build_report(
         idle_connections: config.idle_connections,
         idle_connections_established: total.idle_established,
         idle_connect_failures: total.idle_connect_failures,
-    }
-}
-
-/// Sleeps towards a deadline in short steps, reporting progress.
-struct Ticker<'a> {
-    start: Instant,
-    total: Duration,
-    live: &'a worker::Live,
-    last: (Instant, u64),
-}
-
-impl<'a> Ticker<'a> {
-    const STEP: Duration = Duration::from_millis(200);
-
-    fn new(start: Instant, total: Duration, live: &'a worker::Live) -> Ticker<'a> {
-        Ticker {
-            start,
-            total,
-            live,
-            last: (start, 0),
-        }
-    }
-
-    fn wait_until(&mut self, deadline: Instant, on_tick: &mut impl FnMut(Tick)) {
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            std::thread::sleep((deadline - now).min(Self::STEP));
-            let now = Instant::now();
-            let messages = self.live.messages.load(Relaxed);
-            let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-9);
-            on_tick(Tick {
-                elapsed: now.duration_since(self.start),
-                total: self.total,
-                messages,
-                msgs_per_s: messages.saturating_sub(self.last.1) as f64 / dt,
-            });
-            self.last = (now, messages);
-        }
     }
 }
 
