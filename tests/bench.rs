@@ -729,7 +729,13 @@ fn the_progress_bar_names_the_warm_up() {
     assert!(out.status.success(), "{text}");
     let warm_up = text.find("warm-up, ").unwrap_or(usize::MAX);
     let rate = text.find(" msgs/s").unwrap_or(usize::MAX);
-    assert!(warm_up < rate, "the bar shows a rate before the warm-up:\n{text}");
+    assert!(
+        warm_up < rate,
+        "the bar shows a rate before the warm-up:\n{text}"
+    );
     // The report follows the bar on the terminal.
-    assert!(text.contains("window       0.3 s after 1.0 s warm-up"), "{text}");
+    assert!(
+        text.contains("window       0.3 s after 1.0 s warm-up"),
+        "{text}"
+    );
 }

@@ -52,11 +52,11 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
         read_stat(pid)?;
         let stats = read_all_stats();
         let tree = tree_of(pid, me, &stats);
-        let settled = tree.iter().all(|p| match read_stat(*p) {
-            Ok(now) => now.reaped_children == stats[p].reaped_children,
+        let settled = tree.iter().all(|p| match (read_stat(*p), stats.get(p)) {
+            (Ok(now), Some(then)) => now.reaped_children == then.reaped_children,
             // Exited since: counted from the pass, or in its reaper's
             // `cutime` if that changed.
-            Err(_) => true,
+            _ => true,
         });
         if settled || pass >= SAMPLE_PASSES {
             break (stats, tree);
@@ -66,7 +66,11 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
     if tree.is_empty() {
         return Err(bad(pid, "stat", "utime/stime (has the process exited?)"));
     }
-    let ticks = tree.iter().map(|p| stats[p].ticks()).sum();
+    let ticks = tree
+        .iter()
+        .filter_map(|p| stats.get(p))
+        .map(StatTicks::ticks)
+        .sum();
     let root_rss =
         read_rss_kib(pid)?.ok_or_else(|| bad(pid, "status", "VmRSS (has the process exited?)"))?;
     let children_rss: u64 = tree[1..]
