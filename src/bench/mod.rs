@@ -357,7 +357,7 @@ fn server_note(before: &Window, after: &Window, messages: u64) -> Option<String>
         return Some(format!(
             "no server CPU counted in {} process(es) (the PID and its descendants): \
              the work took less than one {} ms clock tick, or ran in processes outside that tree",
-            a.processes,
+            a.processes.max(b.processes),
             proc::clock_tick().as_millis()
         ));
     }
