@@ -144,10 +144,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let result = bench::run(&config, |tick| {
         if let Some(bar) = &progress {
             bar.set_position(tick.elapsed.as_millis() as u64);
-            bar.set_message(format!(
-                "{} msgs/s",
-                bench::report::thousands(tick.msgs_per_s)
-            ));
+            bar.set_message(tick.status(config.mode));
         }
     });
     if let Some(bar) = &progress {
