@@ -40,3 +40,44 @@ async fn echo_cut_off_at_the_deadline_counts_what_it_echoed() {
     assert_eq!(summary.snapshot.buffered_bytes, 0, "{summary}");
     drop(client);
 }
+
+#[tokio::test]
+async fn chat_cut_off_at_the_deadline_counts_what_it_moved() {
+    use tcpkit::service::Chat;
+    let server = server_util::start(ServerBuilder::new().shutdown_grace(GRACE), Chat::new());
+    let mut client = within(DEADLINE, "connect", TcpStream::connect(server.addr))
+        .await
+        .expect("connect");
+    within(DEADLINE, "write", client.write_all(b"/who\n"))
+        .await
+        .expect("write");
+    // Welcome and the /who reply: two lines.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while got.iter().filter(|&&b| b == b'\n').count() < 2 {
+        let n = within(DEADLINE, "replies", client.read(&mut buf))
+            .await
+            .expect("read");
+        assert_ne!(n, 0, "closed early after {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The client never closes: after the farewell the server lingers for
+    // it, and the grace period (shorter than the linger) cuts that off.
+    let stopping = tokio::spawn(server.stop());
+    loop {
+        let n = within(DEADLINE, "farewell", client.read(&mut buf))
+            .await
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.ends_with("* server shutting down\r\n"), "{text:?}");
+    let summary = within(DEADLINE, "stop", stopping).await.expect("stop task");
+    assert_eq!(summary.aborted, 1, "{summary}");
+    assert_eq!(summary.snapshot.bytes_in, 5, "{summary}");
+    assert_eq!(summary.snapshot.bytes_out, got.len() as u64, "{summary}");
+    drop(client);
+}

@@ -133,7 +133,20 @@ struct Me {
     room: String,
     tx: mpsc::Sender<Bytes>,
     kick: CancellationToken,
+    /// Bytes read from the client so far (taken into [`Served`] at the
+    /// end; whatever is left at drop goes to `metrics`).
     bytes_in: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Me {
+    /// Dropped with the session cut off at the grace deadline: what the
+    /// client sent still counts in the server's totals.
+    fn drop(&mut self) {
+        if self.bytes_in != 0 {
+            self.metrics.add_bytes(self.bytes_in, 0);
+        }
+    }
 }
 
 impl Me {
@@ -171,6 +184,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
         tx,
         kick: CancellationToken::new(),
         bytes_in: 0,
+        metrics: metrics.clone(),
     };
     me.tell(format_args!(
         "welcome {}, you are in {}; commands: /nick NAME, /join ROOM, /who, /quit",
@@ -178,7 +192,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
     ));
     count_slow(&metrics, hub.join(&me.room, me.member()));
 
-    let mut out = Outbox::new(rx);
+    let mut out = Outbox::new(rx, metrics.clone());
     let last_write = LastWrite::new();
     let (rd, mut wr) = stream.split();
     let reason = {
@@ -210,8 +224,8 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
         linger::lingering_close(&mut stream, &metrics).await;
     }
     Served {
-        bytes_in: me.bytes_in,
-        bytes_out: out.bytes_out,
+        bytes_in: std::mem::take(&mut me.bytes_in),
+        bytes_out: out.take_bytes_out(),
         reason,
     }
 }

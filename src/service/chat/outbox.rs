@@ -3,12 +3,15 @@
 //! session ends. Everything here survives the write loop's future being
 //! dropped mid-write (the session `select!`s it against the read side).
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::room::notice;
 use super::{FAREWELL_DEADLINE, FLUSH_DEADLINE, LastWrite};
+use crate::metrics::Metrics;
 use crate::service::CloseReason;
 
 /// A member's outgoing side: its queue, and what is left of the message
@@ -19,18 +22,39 @@ pub(super) struct Outbox {
     rx: mpsc::Receiver<Bytes>,
     /// The unwritten rest of the current message (empty: none).
     current: Bytes,
-    /// Bytes written to the client so far.
-    pub(super) bytes_out: u64,
+    /// Bytes written to the client so far (taken by [`Outbox::take_bytes_out`]
+    /// when the session ends; whatever is left at drop goes to `metrics`).
+    bytes_out: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Outbox {
+    /// Dropped with the session cut off at the grace deadline: the bytes
+    /// it did deliver still count in the server's totals.
+    fn drop(&mut self) {
+        if self.bytes_out != 0 {
+            self.metrics.add_bytes(0, self.bytes_out);
+        }
+    }
 }
 
 impl Outbox {
     /// An outbox for the receiving end of a member's queue.
-    pub(super) fn new(rx: mpsc::Receiver<Bytes>) -> Outbox {
+    pub(super) fn new(rx: mpsc::Receiver<Bytes>, metrics: Arc<Metrics>) -> Outbox {
         Outbox {
             rx,
             current: Bytes::new(),
             bytes_out: 0,
+            metrics,
         }
+    }
+
+    /// The bytes written so far, handed over to the session's [`Served`]
+    /// (so the drop adds nothing twice).
+    ///
+    /// [`Served`]: crate::service::Served
+    pub(super) fn take_bytes_out(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_out)
     }
 
     /// Writes the rest of the current message. Cancel-safe: each `write`
