@@ -460,21 +460,8 @@ fn a_refused_target_fails_naming_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
 }
 
-/// Whether this build has `tcpkit serve` (it lands on its own branch).
-fn serve_available() -> bool {
-    let help = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
-        .args(["serve", "--help"])
-        .output()
-        .expect("run tcpkit serve --help");
-    String::from_utf8_lossy(&help.stdout).contains("--listen")
-}
-
 #[test]
 fn without_target_bench_starts_serve_measures_it_and_stops_it() {
-    if !serve_available() {
-        eprintln!("skipped: `tcpkit serve` is not in this build");
-        return;
-    }
     let args = [
         "-c",
         "2",
@@ -500,10 +487,6 @@ fn without_target_bench_starts_serve_measures_it_and_stops_it() {
 /// would refuse an engine name it does not know, failing the bench).
 #[test]
 fn the_embedded_server_can_run_the_per_core_engine() {
-    if !serve_available() {
-        eprintln!("skipped: `tcpkit serve` is not in this build");
-        return;
-    }
     let out = bench(&[
         "-c",
         "8",
@@ -558,10 +541,6 @@ fn throughput_mode_writes_one_way() {
 
 #[test]
 fn throughput_mode_starts_a_discard_server() {
-    if !serve_available() {
-        eprintln!("skipped: `tcpkit serve` is not in this build");
-        return;
-    }
     let args = [
         "--mode",
         "throughput",

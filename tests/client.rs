@@ -13,6 +13,8 @@ use tcpkit::endpoint::StaticResolver;
 use tcpkit::net::Protocol;
 use tcpkit::{Acceptor, Endpoint, ErrorKind};
 
+mod common;
+
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A child process killed (by PID) and reaped when the test ends, however it
@@ -602,8 +604,7 @@ async fn happy_eyeballs_races_the_next_address_after_the_attempt_delay() {
         }
     }
     let Some((_full, _fillers, _ok, port)) = setup else {
-        eprintln!("skipped: this kernel does not stall SYNs to a full backlog");
-        return;
+        return common::skip_or_fail("this kernel does not stall SYNs to a full backlog");
     };
     let resolver = StaticResolver::new().with(
         "stall.test",
@@ -636,8 +637,7 @@ async fn happy_eyeballs_races_the_next_address_after_the_attempt_delay() {
 #[tokio::test]
 async fn overall_and_attempt_timeouts_fire_within_their_bounds() {
     let Some((_full, _fillers, ep)) = stalled("127.0.0.1") else {
-        eprintln!("skipped: this kernel does not stall SYNs to a full backlog");
-        return;
+        return common::skip_or_fail("this kernel does not stall SYNs to a full backlog");
     };
     let connector = Connector::new().with_options(ConnectOptions {
         attempt_timeout: Some(Duration::from_secs(10)),

@@ -7,10 +7,7 @@
 //! Length-prefixed framing has no CLI mode, so its cases run the library's
 //! [`LengthPrefixedCodec`] on real sockets in this process.
 //!
-//! When the binary in this build has no `serve` yet, the cases print why and
-//! pass (as the interop tests do without their tools).
-
-#[macro_use]
+mod common;
 mod hostile_util;
 
 use std::io::{ErrorKind as IoKind, Read, Write};
@@ -26,7 +23,7 @@ const MIB: usize = 1024 * 1024;
 #[test]
 fn silent_client_is_closed_by_idle_timeout_while_others_are_served() {
     let _serial = hostile_util::serial();
-    let server = serve_or_skip!(&["--mode", "echo", "--idle-timeout", "1s"]);
+    let server = hostile_util::Served::start(&["--mode", "echo", "--idle-timeout", "1s"]);
     let canary = Canary::echo(server.addr);
     let mut silent = connect(server.addr);
     let start = Instant::now();
@@ -48,7 +45,7 @@ fn silent_client_is_closed_by_idle_timeout_while_others_are_served() {
 #[test]
 fn chat_slowloris_one_byte_at_a_time_is_closed_by_idle_timeout() {
     let _serial = hostile_util::serial();
-    let server = serve_or_skip!(&["--mode", "chat", "--idle-timeout", "1s"]);
+    let server = hostile_util::Served::start(&["--mode", "chat", "--idle-timeout", "1s"]);
     let canary = Canary::chat(server.addr);
     let mut slow = connect(server.addr);
     let start = Instant::now();
@@ -83,7 +80,7 @@ fn chat_slowloris_one_byte_at_a_time_is_closed_by_idle_timeout() {
 #[test]
 fn chat_over_max_line_closes_only_the_sender_with_a_reason() {
     let _serial = hostile_util::serial();
-    let server = serve_or_skip!(&["--mode", "chat", "--max-line", "1024"]);
+    let server = hostile_util::Served::start(&["--mode", "chat", "--max-line", "1024"]);
     let canary = Canary::chat(server.addr);
     let mut long = connect(server.addr);
     let mut line = vec![b'a'; 2000];
@@ -104,7 +101,7 @@ fn chat_over_max_line_closes_only_the_sender_with_a_reason() {
 #[test]
 fn chat_100_mib_line_without_newline_is_cut_off_with_bounded_memory() {
     let _serial = hostile_util::serial();
-    let server = serve_or_skip!(&["--mode", "chat", "--max-line", "8192"]);
+    let server = hostile_util::Served::start(&["--mode", "chat", "--max-line", "8192"]);
     let canary = Canary::chat(server.addr);
     let rss_before = server.rss_kib();
     let mut flood = connect(server.addr);
@@ -145,7 +142,7 @@ fn chat_100_mib_line_without_newline_is_cut_off_with_bounded_memory() {
 #[test]
 fn chat_passes_nul_invalid_utf8_and_both_line_endings_through_as_bytes() {
     let _serial = hostile_util::serial();
-    let server = serve_or_skip!(&["--mode", "chat"]);
+    let server = hostile_util::Served::start(&["--mode", "chat"]);
     let canary = Canary::chat(server.addr);
     let mut odd = connect(server.addr);
     odd.write_all(b"/nick oddbytes\n").unwrap();
@@ -198,7 +195,7 @@ fn chat_passes_nul_invalid_utf8_and_both_line_endings_through_as_bytes() {
 #[test]
 fn chat_nick_flood_from_a_client_that_never_reads_stays_bounded() {
     let _serial = hostile_util::serial();
-    let server = serve_or_skip!(&["--mode", "chat"]);
+    let server = hostile_util::Served::start(&["--mode", "chat"]);
     let canary = Canary::chat(server.addr);
     let rss_before = server.rss_kib();
     let mut flood = connect(server.addr);
@@ -239,7 +236,7 @@ fn chat_nick_flood_from_a_client_that_never_reads_stays_bounded() {
 #[test]
 fn chat_burst_of_lines_does_not_kick_readers() {
     let _serial = hostile_util::serial();
-    let server = serve_or_skip!(&["--mode", "chat"]);
+    let server = hostile_util::Served::start(&["--mode", "chat"]);
     let canary = Canary::chat(server.addr);
     let mut paster = connect(server.addr);
     let burst: Vec<u8> = (0..1000)
@@ -257,7 +254,7 @@ fn chat_burst_of_lines_does_not_kick_readers() {
 #[test]
 fn resets_mid_transfer_half_closes_and_vanishing_clients_leak_nothing() {
     let _serial = hostile_util::serial();
-    let server = serve_or_skip!(&["--mode", "echo"]);
+    let server = hostile_util::Served::start(&["--mode", "echo"]);
     let canary = Canary::echo(server.addr);
     canary.wait_for_more(5, "warm-up");
     let baseline_fds = server.fd_count();
@@ -310,7 +307,7 @@ fn resets_mid_transfer_half_closes_and_vanishing_clients_leak_nothing() {
 fn thousand_clients_that_send_but_never_read_keep_server_rss_bounded() {
     let _serial = hostile_util::serial();
     hostile_util::raise_nofile();
-    let server = serve_or_skip!(&["--mode", "echo"]);
+    let server = hostile_util::Served::start(&["--mode", "echo"]);
     let canary = Canary::echo(server.addr);
     let rss_before = server.rss_kib();
     let chunk = vec![0x5au8; 64 * 1024];
@@ -365,7 +362,7 @@ fn thousand_clients_that_send_but_never_read_keep_server_rss_bounded() {
 fn flood_past_max_connections_is_rejected_and_capacity_returns() {
     let _serial = hostile_util::serial();
     hostile_util::raise_nofile();
-    let server = serve_or_skip!(&["--mode", "echo", "--max-connections", "20"]);
+    let server = hostile_util::Served::start(&["--mode", "echo", "--max-connections", "20"]);
     let canary = Canary::echo(server.addr);
     canary.wait_for_more(3, "warm-up");
     // 19 more fill the limit (the canary holds one slot).
@@ -419,7 +416,10 @@ fn flood_past_the_descriptor_limit_keeps_serving_and_recovers() {
     hostile_util::raise_nofile();
     // 64 descriptors in all, but a connection limit far above it: accept
     // hits EMFILE, which must back off, not spin or die.
-    let server = serve_or_skip!(&["--mode", "echo", "--max-connections", "10000"], Some(64));
+    let server = hostile_util::Served::start_with(
+        &["--mode", "echo", "--max-connections", "10000"],
+        Some(64),
+    );
     let canary = Canary::echo(server.addr);
     canary.wait_for_more(3, "warm-up");
     let mut held = Vec::new();
@@ -566,12 +566,13 @@ fn ten_thousand_concurrent_echo_connections(extra: &[&str]) {
     let _serial = hostile_util::serial();
     let limit = hostile_util::raise_nofile();
     if limit < SCALE_CONNECTIONS as u64 + 200 {
-        eprintln!("skipped: open-file hard limit {limit} is below {SCALE_CONNECTIONS}");
-        return;
+        return common::skip_or_fail(&format!(
+            "open-file hard limit {limit} is below {SCALE_CONNECTIONS} + 200"
+        ));
     }
     let mut args = vec!["--mode", "echo", "--backlog", "4096"];
     args.extend_from_slice(extra);
-    let server = serve_or_skip!(&args);
+    let server = hostile_util::Served::start(&args);
     let addr = server.addr;
     let start = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
