@@ -147,8 +147,31 @@ fn chat_passes_nul_invalid_utf8_and_both_line_endings_through_as_bytes() {
     let mut odd = connect(server.addr);
     odd.write_all(b"/nick oddbytes\n").unwrap();
     let mut watcher = connect(server.addr);
-    // Both joined: odd's next lines reach the watcher.
-    std::thread::sleep(Duration::from_millis(200));
+    // Both joined, and odd renamed, once the watcher's `/who` lists
+    // oddbytes: odd's next lines reach the watcher.
+    let start = Instant::now();
+    loop {
+        watcher.write_all(b"/who\n").unwrap();
+        let mut heard = String::new();
+        let reply = loop {
+            let mut buf = [0u8; 4096];
+            let n = watcher.read(&mut buf).expect("watcher: /who reply");
+            assert!(n > 0, "watcher closed: {heard:?}");
+            heard.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if let Some(at) = heard.find("in lobby:")
+                && let Some(end) = heard[at..].find('\n')
+            {
+                break heard[at..at + end].to_owned();
+            }
+        };
+        if reply.contains("oddbytes") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "oddbytes never listed: {reply:?}"
+        );
+    }
     odd.write_all(b"nul\0in\0the\0middle\n").unwrap();
     odd.write_all(b"bad utf8 \xff\xfe\xc0\n").unwrap();
     odd.write_all(b"crlf ending\r\n").unwrap();
@@ -337,8 +360,14 @@ fn thousand_clients_that_send_but_never_read_keep_server_rss_bounded() {
             }
         }
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_after = server.rss_kib();
+    // The peak over half a second, not one sample: a server still
+    // buffering what it read would show it here.
+    let mut rss_after = server.rss_kib();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(50));
+        rss_after = rss_after.max(server.rss_kib());
+    }
     let growth_kib = rss_after.saturating_sub(rss_before);
     eprintln!(
         "1000 non-reading clients: {} MiB sent before backpressure stopped them; server RSS {rss_before} -> {rss_after} KiB (+{growth_kib})",
@@ -374,7 +403,6 @@ fn flood_past_max_connections_is_rejected_and_capacity_returns() {
         assert_eq!(b, [i as u8; 10]);
     }
     // 200 more: each is accepted and closed at once, never served.
-    let mut rejected = 0;
     for _ in 0..200 {
         let mut s = connect(server.addr);
         let _ = s.write_all(b"ping");
@@ -384,9 +412,7 @@ fn flood_past_max_connections_is_rejected_and_capacity_returns() {
             got.is_empty() || !got.starts_with(b"ping"),
             "over the limit but served"
         );
-        rejected += 1;
     }
-    assert_eq!(rejected, 200);
     canary.wait_for_more(10, "during the flood");
     // Free the slots; new clients are served again.
     drop(held);
@@ -407,7 +433,17 @@ fn flood_past_max_connections_is_rejected_and_capacity_returns() {
     s.shutdown(Shutdown::Write).unwrap();
     canary.stop("max-connections flood");
     let summary = server.stop();
-    assert!(summary.contains("rejected"), "{summary}");
+    // "served N connections (M rejected over the limit, ...": the summary
+    // always has the word; the count is what was checked. Every one of the
+    // 200 was rejected (and a few retries while the slots came back).
+    let rejected: u64 = summary
+        .split_once(" rejected over the limit")
+        .and_then(|(head, _)| head.rsplit('(').next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rejected count in the summary: {summary}"));
+    assert!(
+        (200..=300).contains(&rejected),
+        "{rejected} rejected, want 200 (+ retries): {summary}"
+    );
 }
 
 #[test]
