@@ -299,6 +299,7 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
     total.histogram.merge(&s.histogram);
     total.messages += s.messages;
     total.bytes += s.bytes;
+    total.sends_in_window += s.sends_in_window;
     total.established += s.established;
     total.connect_failures += s.connect_failures;
     total.errors += s.errors;
@@ -369,6 +370,8 @@ fn build_report(
         size_bytes: config.size_bytes,
         pipeline: config.pipeline,
         rate_per_s: config.rate_per_s,
+        sends_in_window: (config.mode == Mode::Echo && config.rate_per_s.is_some())
+            .then_some(total.sends_in_window),
         threads,
         warmup: config.warmup,
         duration: config.duration,
