@@ -443,6 +443,8 @@ fn unprivileged_port_start() -> u16 {
 }
 
 fn bind_port_1_unprivileged() -> Result<(), String> {
+    // Only Linux may move to a new namespace, where the wildcard is bound.
+    #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
     let mut ep = Endpoint::loopback_v4(1);
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
