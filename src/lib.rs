@@ -83,3 +83,9 @@ pub mod service;
 pub use endpoint::{DEFAULT_PORT, Endpoint};
 pub use error::{Error, ErrorKind, Result};
 pub use net::{Acceptor, DEFAULT_BACKLOG, Socket};
+
+/// The README's Rust examples, compiled as doc tests so that they cannot
+/// drift from the API (rustdoc sees this item only under `cfg(doctest)`).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

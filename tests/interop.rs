@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use tcpkit::Endpoint;
 
+mod common;
+
 const DEADLINE: Duration = Duration::from_secs(30);
 /// 16 MiB goes through a debug build of tcpkit on a shared machine.
 const BULK_DEADLINE: Duration = Duration::from_secs(180);
@@ -37,22 +39,19 @@ fn have(program: &str) -> bool {
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
         .unwrap_or(false);
     if !found {
-        if std::env::var("TCPKIT_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{program} is not installed and TCPKIT_REQUIRE_INTEROP=1");
-        }
-        eprintln!(
-            "skipped: {program} is not installed (apt-get install ncat socat netcat-openbsd)"
-        );
+        common::skip_or_fail(&format!(
+            "{program} is not installed (apt-get install ncat socat netcat-openbsd)"
+        ));
     }
     found
 }
 
-/// Whether this host has IPv6 loopback; if not, IPv6 tests skip (it is the
-/// host's configuration, not a missing program, so this never fails).
+/// Whether this host has IPv6 loopback; if not, IPv6 tests skip, or fail
+/// when interop is required.
 fn have_ipv6() -> bool {
     let ok = TcpListener::bind("[::1]:0").is_ok();
     if !ok {
-        eprintln!("skipped: no IPv6 loopback on this host");
+        common::skip_or_fail("no IPv6 loopback on this host");
     }
     ok
 }
@@ -169,19 +168,6 @@ fn tcpkit_listen(addr: &str, stdin: Stdio) -> (Proc, Endpoint) {
     let err = proc.child.stderr.take().expect("stderr");
     let ep = listening_endpoint(&first_line(err));
     (proc, ep)
-}
-
-/// Whether tcpkit serve is the real one (not the foundation's placeholder).
-fn have_serve() -> bool {
-    let out = Proc::tcpkit(&["serve", "--help"])
-        .output()
-        .expect("tcpkit serve --help");
-    let help = String::from_utf8_lossy(&out.stdout);
-    let real = help.contains("--mode") && help.contains("--listen");
-    if !real {
-        eprintln!("skipped: `tcpkit serve` is not in this build yet (branch server not merged)");
-    }
-    real
 }
 
 /// Starts `tcpkit serve --listen 127.0.0.1:0 --mode MODE` and parses its
@@ -553,7 +539,7 @@ print(got.decode(), end="")
 
 #[test]
 fn ncat_socat_and_nc_move_16mib_through_tcpkit_serve_echo() {
-    if !have("ncat") || !have("socat") || !have("nc.openbsd") || !have_serve() {
+    if !have("ncat") || !have("socat") || !have("nc.openbsd") {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("127.0.0.1:0", "echo");
@@ -586,9 +572,6 @@ fn ncat_socat_and_nc_move_16mib_through_tcpkit_serve_echo() {
 /// the same pair, byte-exact.
 #[test]
 fn tcpkit_connect_echoes_through_tcpkit_serve() {
-    if !have_serve() {
-        return;
-    }
     let (mut serve, ep) = tcpkit_serve("127.0.0.1:0", "echo");
     let dir = tempfile::tempdir().expect("tempdir");
     let hello = dir.path().join("hello");
@@ -613,7 +596,7 @@ fn tcpkit_connect_echoes_through_tcpkit_serve() {
 
 #[test]
 fn ipv6_clients_echo_through_tcpkit_serve() {
-    if !have("ncat") || !have_ipv6() || !have_serve() {
+    if !have("ncat") || !have_ipv6() {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("[::1]:0", "echo");
@@ -697,7 +680,7 @@ impl ChatClient {
 
 #[test]
 fn ncat_clients_chat_through_tcpkit_serve() {
-    if !have("ncat") || !have_serve() {
+    if !have("ncat") {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("127.0.0.1:0", "chat");

@@ -310,6 +310,7 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
     total.histogram.merge(&s.histogram);
     total.messages += s.messages;
     total.bytes += s.bytes;
+    total.sends_in_window += s.sends_in_window;
     total.established += s.established;
     total.connect_failures += s.connect_failures;
     total.errors += s.errors;
@@ -410,6 +411,8 @@ fn build_report(
         },
         pipeline: config.pipeline,
         rate_per_s: config.rate_per_s,
+        sends_in_window: (config.mode == Mode::Echo && config.rate_per_s.is_some())
+            .then_some(total.sends_in_window),
         threads,
         warmup: config.warmup,
         duration: config.duration,

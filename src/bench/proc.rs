@@ -306,9 +306,25 @@ mod tests {
 
     #[test]
     fn samples_this_process() {
-        let s = sample(std::process::id()).unwrap();
-        assert!(s.rss_kib > 0);
-        assert!(self_cpu() > Duration::ZERO || s.cpu >= Duration::ZERO);
+        let before = sample(std::process::id()).unwrap();
+        assert!(before.rss_kib > 0);
+        // Burn CPU until getrusage has seen 50 ms more; /proc must see it too
+        // (it counts in clock ticks, 10 ms each).
+        let (cpu0, wall) = (self_cpu(), std::time::Instant::now());
+        while self_cpu() < cpu0 + Duration::from_millis(50) {
+            assert!(
+                wall.elapsed() < Duration::from_secs(30),
+                "no CPU time counted"
+            );
+            std::hint::black_box((0..10_000u64).sum::<u64>());
+        }
+        let after = sample(std::process::id()).unwrap();
+        assert!(
+            after.cpu >= before.cpu + Duration::from_millis(20),
+            "/proc CPU {:?} -> {:?} after 50 ms of work",
+            before.cpu,
+            after.cpu
+        );
     }
 
     /// A forking server's shape: a parent that does no work itself, a child

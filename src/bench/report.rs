@@ -27,6 +27,10 @@ pub struct BenchReport {
     pub pipeline: usize,
     /// Open-loop target rate in messages (or connections) per second.
     pub rate_per_s: Option<f64>,
+    /// Open-loop echo: messages actually written in the window (`messages`
+    /// counts echoes by their scheduled time, so only this shows a sender
+    /// that fell behind its rate).
+    pub sends_in_window: Option<u64>,
     /// Load-generator threads.
     pub threads: usize,
     /// Warm-up, not counted.
@@ -270,6 +274,7 @@ mod tests {
             size_bytes: 64,
             pipeline: 1,
             rate_per_s: None,
+            sends_in_window: None,
             threads: 1,
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(10),

@@ -64,6 +64,8 @@ pub(crate) struct ThreadStats {
     pub histogram: LatencyHistogram,
     pub messages: u64,
     pub bytes: u64,
+    /// Open-loop echo: messages actually written inside the window.
+    pub sends_in_window: u64,
     pub established: u64,
     pub connect_failures: u64,
     pub errors: u64,
