@@ -3,6 +3,8 @@
 // Runs the `tcpkit` binary, which the `cli` feature builds.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output};
@@ -574,21 +576,6 @@ fn throughput_mode_starts_a_discard_server() {
 
 // ---- forking servers: CPU counted over the process tree ----
 
-/// Whether `program` is on PATH. Missing, the calling test says it skips,
-/// or fails when `TCPKIT_REQUIRE_INTEROP=1` (as `.ci/run` sets).
-fn outside_program(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("TCPKIT_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{program} is not installed and TCPKIT_REQUIRE_INTEROP=1");
-        }
-        eprintln!("skipped: {program} is not installed (apt-get install {program})");
-    }
-    found
-}
-
 /// `socat TCP-LISTEN:0,fork EXEC:cat`: an echo server that forks a socat
 /// and a `cat` per connection and does no work in its own PID. It runs in
 /// a process group of its own, killed (children included) on drop.
@@ -642,7 +629,7 @@ impl Drop for ForkingEcho {
 
 #[test]
 fn a_forking_servers_cpu_is_counted_over_its_process_tree() {
-    if !outside_program("socat") {
+    if !common::have_program("socat") {
         return;
     }
     let server = ForkingEcho::start();
@@ -700,7 +687,7 @@ fn idle_mode_reports_its_one_byte_probe_not_the_message_size() {
 /// bench a terminal.
 #[test]
 fn the_progress_bar_names_the_warm_up() {
-    if !outside_program("script") {
+    if !common::have_program("script") {
         return;
     }
     let server = EchoServer::start(Fault::None);

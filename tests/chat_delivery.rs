@@ -11,7 +11,10 @@
 //!   without a newline reads its "line longer than" reason every time; a
 //!   client that never stops sending is closed within the lingering bound;
 //!   a client turned away at the connection limit while sending reads why.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
+mod common;
 mod server_util;
 
 use std::io::{Read, Write};
@@ -37,23 +40,6 @@ use tokio_util::codec::FramedRead;
 const WHO_RUNS: usize = 50;
 /// `/who` then `/quit` runs per client program.
 const QUIT_RUNS: usize = 10;
-
-/// Whether `program` is on PATH; if not, skip (saying so) or, when interop
-/// is required, fail.
-fn have(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("TCPKIT_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{program} is not installed and TCPKIT_REQUIRE_INTEROP=1");
-        }
-        eprintln!(
-            "skipped: {program} is not installed (apt-get install ncat socat netcat-openbsd)"
-        );
-    }
-    found
-}
 
 /// A child killed by PID and reaped when dropped.
 struct Proc(Child);
@@ -203,7 +189,7 @@ fn check_run(out: &str, quit: bool) -> Result<(), String> {
 fn every_scripted_client_gets_the_welcome_and_the_whole_who_reply() {
     let programs: Vec<&str> = ["nc.openbsd", "ncat", "socat"]
         .into_iter()
-        .filter(|p| have(p))
+        .filter(|p| common::have_program(p))
         .chain(["tcpkit"])
         .collect();
     let (mut serve, port, summary) = serve_chat();

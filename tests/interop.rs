@@ -32,20 +32,6 @@ const BULK: usize = 16 * 1024 * 1024;
 
 // ---- harness ----
 
-/// Whether `program` is on PATH; if not, skip (say why) or, when interop is
-/// required, fail.
-fn have(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false);
-    if !found {
-        common::skip_or_fail(&format!(
-            "{program} is not installed (apt-get install ncat socat netcat-openbsd)"
-        ));
-    }
-    found
-}
-
 /// Whether this host has IPv6 loopback; if not, IPv6 tests skip, or fail
 /// when interop is required.
 fn have_ipv6() -> bool {
@@ -278,7 +264,7 @@ fn bulk_echo(name: &str, mut client: Command, input: &Path, want: &[u8]) {
 // ---- tcpkit connect against listening programs ----
 
 fn connect_to_ncat_listener(ip: &str, target_ip: &str, ncat_flag: &str) {
-    if !have("ncat") {
+    if !common::have_program("ncat") {
         return;
     }
     let (mut ncat, port) = peer_listening("ncat -l", ip, |port| {
@@ -329,7 +315,7 @@ fn tcpkit_connect_talks_to_ncat_listener_over_ipv6() {
 
 #[test]
 fn tcpkit_connect_talks_to_nc_openbsd_listener() {
-    if !have("nc.openbsd") {
+    if !common::have_program("nc.openbsd") {
         return;
     }
     let data = random_bytes(1024 * 1024, 7);
@@ -374,7 +360,7 @@ fn tcpkit_connect_talks_to_nc_openbsd_listener() {
 
 #[test]
 fn tcpkit_connect_moves_16mib_through_python_echo_server() {
-    if !have("python3") {
+    if !common::have_program("python3") {
         return;
     }
     const ECHO: &str = r#"
@@ -418,7 +404,7 @@ conn.close()
 // ---- clients against tcpkit listen ----
 
 fn socat_client_to_tcpkit_listen(listen: &str, socat_addr: &str) {
-    if !have("socat") {
+    if !common::have_program("socat") {
         return;
     }
     let (mut listener, ep) = tcpkit_listen(listen, Stdio::piped());
@@ -464,7 +450,7 @@ fn socat_client_talks_to_tcpkit_listen_over_ipv6() {
 
 #[test]
 fn nc_openbsd_sends_binary_to_tcpkit_listen() {
-    if !have("nc.openbsd") {
+    if !common::have_program("nc.openbsd") {
         return;
     }
     let (mut listener, ep) = tcpkit_listen("127.0.0.1:0", Stdio::null());
@@ -493,7 +479,7 @@ fn nc_openbsd_sends_binary_to_tcpkit_listen() {
 
 #[test]
 fn python_client_talks_to_tcpkit_listen_over_ipv6() {
-    if !have("python3") || !have_ipv6() {
+    if !common::have_program("python3") || !have_ipv6() {
         return;
     }
     let (mut listener, ep) = tcpkit_listen("[::1]:0", Stdio::piped());
@@ -539,7 +525,10 @@ print(got.decode(), end="")
 
 #[test]
 fn ncat_socat_and_nc_move_16mib_through_tcpkit_serve_echo() {
-    if !have("ncat") || !have("socat") || !have("nc.openbsd") {
+    if !common::have_program("ncat")
+        || !common::have_program("socat")
+        || !common::have_program("nc.openbsd")
+    {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("127.0.0.1:0", "echo");
@@ -596,7 +585,7 @@ fn tcpkit_connect_echoes_through_tcpkit_serve() {
 
 #[test]
 fn ipv6_clients_echo_through_tcpkit_serve() {
-    if !have("ncat") || !have_ipv6() {
+    if !common::have_program("ncat") || !have_ipv6() {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("[::1]:0", "echo");
@@ -680,7 +669,7 @@ impl ChatClient {
 
 #[test]
 fn ncat_clients_chat_through_tcpkit_serve() {
-    if !have("ncat") {
+    if !common::have_program("ncat") {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("127.0.0.1:0", "chat");

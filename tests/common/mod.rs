@@ -25,3 +25,17 @@ pub fn skip_or_fail(reason: &str) {
     }
     eprintln!("skipped: {reason} (set {REQUIRE}=1 to make this a failure)");
 }
+
+/// Whether `program` is on PATH; if not, [`skip_or_fail`] naming the
+/// Debian package to install, and `false`.
+pub fn have_program(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        skip_or_fail(&format!(
+            "{program} is not installed (apt-get install ncat socat netcat-openbsd)"
+        ));
+    }
+    found
+}
