@@ -40,6 +40,15 @@ pub mod code {
     pub const VERIFICATION: i32 = 1009;
     /// A configuration value outside its allowed range.
     pub const INVALID_CONFIG: i32 = 1010;
+    /// A TLS handshake or record failed for a reason other than the peer's
+    /// certificate (protocol error, no shared version or cipher suite, ...).
+    pub const TLS: i32 = 1011;
+    /// The peer's certificate was refused: unknown issuer, expired, wrong
+    /// name, pin mismatch, or a required client certificate missing.
+    pub const CERTIFICATE: i32 = 1012;
+    /// A certificate or key file that is not what it should be (no PEM
+    /// block of the right kind, a key that does not match the certificate).
+    pub const BAD_CERTIFICATE_FILE: i32 = 1013;
 }
 
 /// What went wrong, for matching. New kinds may be added.
@@ -82,6 +91,12 @@ pub enum ErrorKind {
     Verification,
     /// A configuration value is out of range.
     InvalidConfig,
+    /// A TLS handshake or record failed ([`code::TLS`]).
+    Tls,
+    /// The peer's certificate was refused ([`code::CERTIFICATE`]).
+    Certificate,
+    /// A certificate or key file is unusable ([`code::BAD_CERTIFICATE_FILE`]).
+    BadCertificateFile,
     /// Any other I/O failure; see [`Error::code`] for the errno.
     Io,
 }
@@ -187,7 +202,9 @@ impl From<Error> for io::Error {
             ErrorKind::InvalidAddress
             | ErrorKind::InvalidPort
             | ErrorKind::MissingPort
-            | ErrorKind::InvalidConfig => io::ErrorKind::InvalidInput,
+            | ErrorKind::InvalidConfig
+            | ErrorKind::BadCertificateFile => io::ErrorKind::InvalidInput,
+            ErrorKind::Tls | ErrorKind::Certificate => io::ErrorKind::InvalidData,
             ErrorKind::LineTooLong | ErrorKind::FrameTooLarge | ErrorKind::Verification => {
                 io::ErrorKind::InvalidData
             }

@@ -57,6 +57,8 @@
 //! * [`client`]: connecting over every resolved address, and stdin/stdout piping.
 //! * [`bench`](mod@bench): the load generator and its histograms.
 //! * [`metrics`]: counters shared by the server, the bench and progress output.
+//! * `tls` (feature `tls`): rustls configurations and the TLS layer over a
+//!   connected stream, for the server, the client and the bench.
 //!
 //! Dependencies point one way: `server` -> `service` -> `codec`;
 //! `server`, `client` and `bench` open sockets through `net`.
@@ -66,6 +68,8 @@
 //! * `cli` (default): the `tcpkit` binary and what only it uses (clap,
 //!   anyhow, indicatif, tracing-subscriber, serde_json). A library user sets
 //!   `default-features = false` and compiles none of them.
+//! * `tls` (enabled by `cli`): TLS on rustls with the aws-lc-rs provider;
+//!   certificates from PEM files or made at start (rcgen).
 //! * `plot` (enabled by `cli`): `bench::plot`, the latency distribution as
 //!   an SVG (plotters).
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -79,6 +83,8 @@ pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod service;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use endpoint::{DEFAULT_PORT, Endpoint};
 pub use error::{Error, ErrorKind, Result};
