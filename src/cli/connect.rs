@@ -107,9 +107,13 @@ impl SessionArgs {
             (None, Some(p)) => (p, DumpFormat::Hex),
             (None, None) => return Ok(None),
         };
-        let file = std::fs::File::create(path).map_err(|e| {
-            tcpkit::Error::io(e, format_args!("create session dump {}", path.display()))
-        })?;
+        let flag = if self.output.is_some() {
+            "--output"
+        } else {
+            "--hex-dump"
+        };
+        let file = std::fs::File::create(path)
+            .map_err(|e| values::path_error(flag, "cannot create session dump", path, e))?;
         Ok(Some(Mutex::new(SessionDump::new(
             std::io::BufWriter::new(file),
             format,

@@ -110,16 +110,18 @@ pub fn check_output_file(flag: &str, path: &Path) -> anyhow::Result<()> {
         .append(true)
         .create(true)
         .open(path)
-        .map_err(|e| {
-            // A path the user gave: a usage error (exit 2), keeping the errno
-            // as its code.
-            let os = Error::io(e, format_args!("{flag}: cannot write {}", path.display()));
-            Error::new(ErrorKind::InvalidConfig, os.code(), os.message())
-        })?;
+        .map_err(|e| path_error(flag, "cannot write", path, e))?;
     if !existed {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// A path the user gave that cannot be used: a usage error (exit 2) naming
+/// the flag and the path, with the errno as its code.
+pub fn path_error(flag: &str, what: &str, path: &Path, e: std::io::Error) -> anyhow::Error {
+    let os = Error::io(e, format_args!("{flag}: {what} {}", path.display()));
+    Error::new(ErrorKind::InvalidConfig, os.code(), os.message()).into()
 }
 
 #[cfg(test)]
