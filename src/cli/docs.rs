@@ -44,9 +44,16 @@ pub fn man(cmd: clap::Command) -> anyhow::Result<ExitCode> {
         let name = format!("tcpkit {}", sub.get_name());
         page.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
         let man = clap_mangen::Man::new(sub.clone());
-        man.render_description_section(&mut page).map_err(write)?;
-        man.render_options_section(&mut page).map_err(write)?;
-        man.render_extra_section(&mut page).map_err(write)?;
+        let mut part = Vec::new();
+        man.render_description_section(&mut part).map_err(write)?;
+        man.render_options_section(&mut part).map_err(write)?;
+        man.render_extra_section(&mut part).map_err(write)?;
+        // Sections of the subcommand become subsections under its heading.
+        let part = String::from_utf8_lossy(&part).replace("\n.SH ", "\n.SS ");
+        let part = part
+            .strip_prefix(".SH ")
+            .map_or(part.clone(), |rest| format!(".SS {rest}"));
+        page.extend_from_slice(part.as_bytes());
     }
     out::bytes(&page)?;
     Ok(ExitCode::SUCCESS)
