@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tcpkit::bench::server::ServerProcess;
 use tcpkit::bench::{self, BenchConfig, BenchReport, Mode, proc};
-use tcpkit::endpoint::{RESOLVE_TIMEOUT, SystemResolver};
 use tcpkit::error::code;
 use tcpkit::{Endpoint, Error, ErrorKind};
 
@@ -270,13 +269,7 @@ fn resolve(text: &str) -> anyhow::Result<Endpoint> {
             format_args!("cannot connect to {target}: port 0 is not a port anyone listens on"),
         ));
     }
-    let endpoints = target
-        .resolve(&SystemResolver, RESOLVE_TIMEOUT)
-        .map_err(|e| e.context("--target"))?;
-    endpoints
-        .into_iter()
-        .next()
-        .ok_or_else(|| values::invalid("--target", format_args!("{text} resolved to no address")))
+    values::first_address("--target", &target)
 }
 
 /// `tcpkit serve` from this same binary, on a port the kernel picks, with

@@ -9,12 +9,13 @@
 use std::process::ExitCode;
 
 use tcpkit::client::{PipeEnd, pipe};
-use tcpkit::endpoint::{Host, HostPort, RESOLVE_TIMEOUT, SystemResolver};
+use tcpkit::endpoint::Host;
 use tcpkit::{Acceptor, DEFAULT_BACKLOG, DEFAULT_PORT, Endpoint};
 
 use super::Globals;
 use super::connect::{SessionArgs, idle_error, print_stats, runtime};
 use super::exit::{Exit, codes_help};
+use super::values;
 
 /// Arguments of `tcpkit listen`.
 #[derive(Debug, clap::Args)]
@@ -42,26 +43,19 @@ enum Where {
 }
 
 /// `ADDR` through the one endpoint parser; a name is resolved (within
-/// [`RESOLVE_TIMEOUT`]) and its first address used.
+/// `RESOLVE_TIMEOUT`) and its first address used.
 fn parse_addr(text: Option<&str>) -> anyhow::Result<Where> {
     let Some(text) = text else {
         return Ok(Where::Any(DEFAULT_PORT));
     };
-    let place = HostPort::parse(text)?;
+    let place = values::host_port("ADDR", text)?;
     if let Some(ep) = place.endpoint() {
         return Ok(Where::At(ep));
     }
     if *place.host() == Host::Unspecified {
         return Ok(Where::Any(place.port()));
     }
-    let first = place
-        .resolve(&SystemResolver, RESOLVE_TIMEOUT)?
-        .into_iter()
-        .next();
-    // A resolver answers with at least one address or an error.
-    first
-        .map(Where::At)
-        .ok_or_else(|| anyhow::anyhow!("{text} resolved to no address"))
+    values::first_address("ADDR", &place).map(Where::At)
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {

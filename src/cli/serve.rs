@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tcpkit::endpoint::{Host, RESOLVE_TIMEOUT, SystemResolver};
+use tcpkit::endpoint::Host;
 use tcpkit::server::{Engine, Listen, Server, ServerBuilder, ServerConfig, Summary};
 use tcpkit::service::{Chat, Discard, Echo, Service};
 use tcpkit::{Error, ErrorKind};
@@ -111,20 +111,14 @@ fn invalid(msg: impl Into<String>) -> anyhow::Error {
 }
 
 /// `--listen` through the one endpoint parser: a port alone is every
-/// interface (dual-stack); a name is resolved within [`RESOLVE_TIMEOUT`] and
-/// its first address used.
+/// interface (dual-stack); a name is resolved within
+/// [`tcpkit::endpoint::RESOLVE_TIMEOUT`] and its first address used.
 fn listen_at(text: &str) -> anyhow::Result<Listen> {
     let place = values::host_port("--listen", text)?;
     let ep = match place.host() {
         Host::Unspecified => return Ok(Listen::Any(place.port())),
-        Host::Ip(..) => place.endpoint(),
-        Host::Name(_) => place
-            .resolve(&SystemResolver, RESOLVE_TIMEOUT)
-            .map_err(|e| e.context("--listen"))?
-            .into_iter()
-            .next(),
+        _ => values::first_address("--listen", &place)?,
     };
-    let ep = ep.ok_or_else(|| invalid(format!("--listen: {text} names no address")))?;
     Ok(if ep.is_ipv6() && ep.is_unspecified() {
         Listen::Any(ep.port())
     } else {

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tcpkit::endpoint::HostPort;
+use tcpkit::endpoint::{HostPort, RESOLVE_TIMEOUT, SystemResolver};
 use tcpkit::error::code;
-use tcpkit::{Error, ErrorKind};
+use tcpkit::{Endpoint, Error, ErrorKind};
 
 /// The longest duration any flag takes: one year (365 days). Longer values
 /// are typos (`300000000000y`), and adding them to `Instant::now()` would
@@ -53,6 +53,24 @@ pub fn invalid(flag: &str, message: impl std::fmt::Display) -> anyhow::Error {
 /// uses ([`HostPort::parse`]), naming the flag in the error.
 pub fn host_port(flag: &str, text: &str) -> anyhow::Result<HostPort> {
     HostPort::parse(text).map_err(|e| e.context(flag).into())
+}
+
+/// The first address `place` resolves to (a port alone: the first loopback
+/// address), naming `flag` in the error; the lookup gets [`RESOLVE_TIMEOUT`].
+pub fn first_address(flag: &str, place: &HostPort) -> anyhow::Result<Endpoint> {
+    let endpoints = place
+        .resolve(&SystemResolver, RESOLVE_TIMEOUT)
+        .map_err(|e| e.context(flag))?;
+    // A resolver answers with an address or an error; an empty answer is
+    // still reported as a resolution failure rather than trusted.
+    endpoints.into_iter().next().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Resolve,
+            code::RESOLVE,
+            format!("{flag}: {place} resolved to no address"),
+        )
+        .into()
+    })
 }
 
 /// Checks that `cpu` is one this process may run on (`sched_getaffinity(2)`),
