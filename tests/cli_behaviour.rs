@@ -222,6 +222,12 @@ fn one_endpoint_syntax_everywhere() {
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(err.contains("\"bad host\""), "{args:?}: {err}");
     }
+    let (code, err) = run(&["bench", "--size", "1048577"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("above the maximum"), "{err}");
+    let (code, err) = run(&["bench", "--server-cpu", "1023"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("CPU 1023"), "{err}");
     // Every error carries its code.
     for args in [
         &["connect", ":1"][..],

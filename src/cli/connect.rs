@@ -267,3 +267,38 @@ fn parse_source(text: &str) -> anyhow::Result<Endpoint> {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Args {
+        T::try_parse_from(std::iter::once("connect").chain(argv.iter().copied()))
+            .expect("parse")
+            .args
+    }
+
+    #[test]
+    fn idle_timeout_zero_means_none() {
+        let args = parse(&["127.0.0.1:1", "--idle-timeout", "0"]);
+        assert_eq!(args.session.idle_timeout(), None);
+        assert_eq!(args.session.pipe_options(None).idle_timeout, None);
+        let args = parse(&["127.0.0.1:1", "--idle-timeout", "2s"]);
+        assert_eq!(args.session.idle_timeout(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn host_and_port_as_one_word_or_two() {
+        let one = parse(&["[::1]:7"]).target().expect("one word");
+        let two = parse(&["::1", "7"]).target().expect("two words");
+        assert_eq!(one, two);
+        assert!(parse(&["127.0.0.1:7", "8"]).target().is_err());
+    }
+}
