@@ -52,10 +52,22 @@
 //! * [`server`]: the async accept loop, connection limits, idle timeouts and
 //!   graceful shutdown, running a [`service`] per connection.
 //! * [`codec`]: I/O-free framing (lines, length-prefixed) with maximums.
-//! * [`service`]: what a connection does: echo, discard, chat.
+//! * [`service`]: what a connection does: echo, discard, chat, over a TCP
+//!   socket or any other stream ([`service::Stream`]).
 //! * [`client`]: connecting over every resolved address, and stdin/stdout piping.
 //! * [`bench`](mod@bench): the load generator and its histograms.
 //! * [`metrics`]: counters shared by the server, the bench and progress output.
+//!
+//! Dependencies point one way: `server` -> `service` -> `codec`;
+//! `server`, `client` and `bench` open sockets through `net`.
+//!
+//! # Features
+//!
+//! * `cli` (default): the `tcpkit` binary and what only it uses (clap,
+//!   anyhow, indicatif, tracing-subscriber, serde_json). A library user sets
+//!   `default-features = false` and compiles none of them.
+//! * `plot` (enabled by `cli`): `bench::plot`, the latency distribution as
+//!   an SVG (plotters).
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod bench;
@@ -71,3 +83,9 @@ pub mod service;
 pub use endpoint::{DEFAULT_PORT, Endpoint};
 pub use error::{Error, ErrorKind, Result};
 pub use net::{Acceptor, DEFAULT_BACKLOG, Socket};
+
+/// The README's Rust examples, compiled as doc tests so that they cannot
+/// drift from the API (rustdoc sees this item only under `cfg(doctest)`).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

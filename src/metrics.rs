@@ -21,6 +21,8 @@ pub struct Metrics {
     idle_timeouts: AtomicU64,
     slow_consumers: AtomicU64,
     accept_errors: AtomicU64,
+    lingering_closes: AtomicU64,
+    lingering_cut_off: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     buffered_bytes: AtomicU64,
@@ -44,6 +46,13 @@ pub struct Snapshot {
     pub slow_consumers: u64,
     /// `accept(2)` failures survived (aborted handshakes, out of descriptors).
     pub accept_errors: u64,
+    /// Closes on purpose (a reason line, the connection limit) that shut
+    /// the write side down and read what the client still sent, so the
+    /// client got the reason instead of a reset (`service::linger`).
+    pub lingering_closes: u64,
+    /// Of [`Snapshot::lingering_closes`], those ended by the time or byte
+    /// bound while the client was still sending.
+    pub lingering_cut_off: u64,
     /// Bytes read from clients, by closed connections.
     pub bytes_in: u64,
     /// Bytes written to clients, by closed connections.
@@ -70,6 +79,8 @@ impl Metrics {
             idle_timeouts: self.idle_timeouts.load(Relaxed),
             slow_consumers: self.slow_consumers.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
+            lingering_closes: self.lingering_closes.load(Relaxed),
+            lingering_cut_off: self.lingering_cut_off.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             buffered_bytes: self.buffered_bytes.load(Relaxed),
@@ -87,6 +98,14 @@ impl Metrics {
     pub fn connection_closed(&self, bytes_in: u64, bytes_out: u64) {
         self.active.fetch_sub(1, Relaxed);
         self.closed.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
+    /// Bytes a connection moved, counted without closing it: a service
+    /// dropped unfinished (cut off at the shutdown deadline) adds what it
+    /// moved here, since it never returns its counts.
+    pub fn add_bytes(&self, bytes_in: u64, bytes_out: u64) {
         self.bytes_in.fetch_add(bytes_in, Relaxed);
         self.bytes_out.fetch_add(bytes_out, Relaxed);
     }
@@ -109,6 +128,16 @@ impl Metrics {
     /// An `accept(2)` call failed and the loop carried on.
     pub fn accept_error(&self) {
         self.accept_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A lingering close started.
+    pub fn lingering_close(&self) {
+        self.lingering_closes.fetch_add(1, Relaxed);
+    }
+
+    /// A lingering close hit its time or byte bound.
+    pub fn lingering_cut_off(&self) {
+        self.lingering_cut_off.fetch_add(1, Relaxed);
     }
 
     /// The server started holding `bytes` for a peer that is not reading.
@@ -136,13 +165,18 @@ mod tests {
         m.buffer_shrank(15);
         m.connection_closed(3, 4);
         m.connection_rejected();
+        m.lingering_close();
+        m.lingering_close();
+        m.lingering_cut_off();
         let s = m.snapshot();
         assert_eq!(s.connections_accepted, 1);
         assert_eq!(s.connections_active, 0);
         assert_eq!(s.connections_rejected, 1);
         assert_eq!((s.bytes_in, s.bytes_out), (3, 4));
         assert_eq!((s.buffered_bytes, s.buffered_bytes_max), (0, 15));
+        assert_eq!((s.lingering_closes, s.lingering_cut_off), (2, 1));
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"buffered_bytes_max\":15"), "{json}");
+        assert!(json.contains("\"lingering_cut_off\":1"), "{json}");
     }
 }

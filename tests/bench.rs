@@ -1,5 +1,9 @@
 //! `tcpkit bench` end to end: the binary against in-test echo servers on
 //! loopback port 0, some of which damage the stream on purpose.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -208,6 +212,7 @@ fn json_has_every_field() {
         "size_bytes",
         "pipeline",
         "rate_per_s",
+        "sends_in_window",
         "threads",
         "warmup_s",
         "duration_s",
@@ -273,6 +278,14 @@ fn open_loop_hits_its_rate_within_5_percent() {
     assert!(
         (rate - 2000.0).abs() <= 100.0,
         "msgs/s {rate} not within 5% of 2000"
+    );
+    // msgs/s counts echoes by their scheduled send time, so it holds even
+    // for a sender that fell behind: the sends really made must keep up.
+    let sent = v["sends_in_window"].as_u64().expect("sends_in_window") as f64;
+    let sent_rate = sent / v["duration_s"].as_f64().unwrap();
+    assert!(
+        (sent_rate - 2000.0).abs() <= 100.0,
+        "{sent} sends made in the window: {sent_rate}/s, not within 5% of 2000"
     );
     assert_eq!(v["rate_per_s"], 2000.0);
     assert_eq!(v["errors"], 0);
@@ -460,21 +473,8 @@ fn a_refused_target_fails_naming_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
 }
 
-/// Whether this build has `tcpkit serve` (it lands on its own branch).
-fn serve_available() -> bool {
-    let help = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
-        .args(["serve", "--help"])
-        .output()
-        .expect("run tcpkit serve --help");
-    String::from_utf8_lossy(&help.stdout).contains("--listen")
-}
-
 #[test]
 fn without_target_bench_starts_serve_measures_it_and_stops_it() {
-    if !serve_available() {
-        eprintln!("skipped: `tcpkit serve` is not in this build");
-        return;
-    }
     let args = [
         "-c",
         "2",
@@ -500,10 +500,6 @@ fn without_target_bench_starts_serve_measures_it_and_stops_it() {
 /// would refuse an engine name it does not know, failing the bench).
 #[test]
 fn the_embedded_server_can_run_the_per_core_engine() {
-    if !serve_available() {
-        eprintln!("skipped: `tcpkit serve` is not in this build");
-        return;
-    }
     let out = bench(&[
         "-c",
         "8",
@@ -558,10 +554,6 @@ fn throughput_mode_writes_one_way() {
 
 #[test]
 fn throughput_mode_starts_a_discard_server() {
-    if !serve_available() {
-        eprintln!("skipped: `tcpkit serve` is not in this build");
-        return;
-    }
     let args = [
         "--mode",
         "throughput",
@@ -580,4 +572,147 @@ fn throughput_mode_starts_a_discard_server() {
     let v = json(&out);
     assert!(v["bytes"].as_u64().unwrap() > 0, "{v}");
     assert!(v["server_pid"].is_number(), "{v}");
+}
+
+// ---- forking servers: CPU counted over the process tree ----
+
+/// `socat TCP-LISTEN:0,fork EXEC:cat`: an echo server that forks a socat
+/// and a `cat` per connection and does no work in its own PID. It runs in
+/// a process group of its own, killed (children included) on drop.
+struct ForkingEcho {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ForkingEcho {
+    fn start() -> ForkingEcho {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("socat")
+            .args(["-d", "-d", "TCP-LISTEN:0,bind=127.0.0.1,fork", "EXEC:cat"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn socat");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the port from `N listening on AF=2 127.0.0.1:PORT`, then
+        // keeps draining so socat never blocks on its log.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if let Some(port) = line
+                    .split("listening on AF=2 127.0.0.1:")
+                    .nth(1)
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(30));
+        let mut server = ForkingEcho { child, port: 0 };
+        server.port = port.expect("socat prints `listening on ... :PORT` within 30 s");
+        server
+    }
+}
+
+impl Drop for ForkingEcho {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this test created.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_forking_servers_cpu_is_counted_over_its_process_tree() {
+    if !common::have_program("socat") {
+        return;
+    }
+    let server = ForkingEcho::start();
+    let addr = format!("127.0.0.1:{}", server.port);
+    let pid = server.child.id().to_string();
+    let args = [
+        "--target",
+        &addr,
+        "-c",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--server-pid",
+        &pid,
+        "--json",
+    ];
+    let out = bench(&args);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+    // socat and a socat child per connection at least (and each child's
+    // cat, once it has echoed).
+    let processes = v["server_processes"].as_u64().unwrap();
+    assert!(processes > 4, "{v}");
+    // All the echo work is in the children: 0 here means they were missed.
+    assert!(v["server_cpu_us_per_msg"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["server_note"].is_null(), "{v}");
+}
+
+#[test]
+fn idle_mode_reports_its_one_byte_probe_not_the_message_size() {
+    let server = EchoServer::start(Fault::None);
+    let addr = server.addr();
+    let mut args = vec!["--target", &addr, "--mode", "idle", "-c", "3"];
+    args.extend(["--duration", "200ms", "--warmup", "0s"]);
+    let table = bench(&args);
+    assert!(table.status.success());
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("× 3 conns, each echoes 1 B once, then is held silent"),
+        "{table}"
+    );
+    assert!(!table.contains("64 B"), "{table}");
+    args.push("--json");
+    let v = json(&bench(&args));
+    assert_eq!(v["size_bytes"], 1, "{v}");
+    assert_eq!(v["bytes"], 3, "{v}");
+}
+
+/// On a terminal, the progress bar says the warm-up is the warm-up (its
+/// messages are not counted) before it shows a rate. `script(1)` gives the
+/// bench a terminal.
+#[test]
+fn the_progress_bar_names_the_warm_up() {
+    if !common::have_program("script") {
+        return;
+    }
+    let server = EchoServer::start(Fault::None);
+    let command = format!(
+        "'{}' bench --target {} -c 2 --warmup 1s --duration 300ms",
+        env!("CARGO_BIN_EXE_tcpkit"),
+        server.addr()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let warm_up = text.find("warm-up, ").unwrap_or(usize::MAX);
+    let rate = text.find(" msgs/s").unwrap_or(usize::MAX);
+    assert!(
+        warm_up < rate,
+        "the bar shows a rate before the warm-up:\n{text}"
+    );
+    // The report follows the bar on the terminal.
+    assert!(
+        text.contains("window       0.3 s after 1.0 s warm-up"),
+        "{text}"
+    );
 }

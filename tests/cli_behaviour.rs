@@ -2,6 +2,7 @@
 //! connected, one endpoint syntax in every command, `--help`'s exit codes,
 //! shell completions and the man page. Loopback only, port 0 only, no name
 //! but `localhost` resolved; every child is killed by PID when a test ends.
+#![cfg(feature = "cli")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

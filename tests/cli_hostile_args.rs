@@ -7,6 +7,7 @@
 //! flag that no longer exists. Only loopback is dialled (port 1, refused), no
 //! name but `localhost` is looked up, and nothing listens: invalid values stop
 //! every run before a socket opens.
+#![cfg(feature = "cli")]
 
 use std::collections::BTreeSet;
 use std::io::Read;

@@ -1,6 +1,8 @@
 //! The client library (`tcpkit::client`) and `tcpkit connect` / `tcpkit
 //! listen`, against in-test peers built from `tcpkit::Acceptor` on loopback
 //! port 0. No DNS: names go through a `StaticResolver`.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, TcpStream};
@@ -12,6 +14,8 @@ use tcpkit::client::{ConnectOptions, Connector, FramedClient};
 use tcpkit::endpoint::StaticResolver;
 use tcpkit::net::Protocol;
 use tcpkit::{Acceptor, Endpoint, ErrorKind};
+
+mod common;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -468,7 +472,17 @@ fn peer_half_close_does_not_cut_off_our_late_input() {
     client.set_read_timeout(Some(DEADLINE)).expect("timeout");
     client.write_all(b"early\n").expect("write");
     client.shutdown(Shutdown::Write).expect("shutdown");
-    thread::sleep(Duration::from_millis(300));
+    // The listener has our piece (and, queued behind it, our FIN) before its
+    // stdin has anything: wait for the piece on its stdout, not for a time.
+    let mut out = proc.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut early = [0u8; 6];
+        let got = out.read_exact(&mut early).map(|()| early);
+        let _ = tx.send((got, out));
+    });
+    let (early, mut out) = rx.recv_timeout(DEADLINE).expect("listener's stdout");
+    assert_eq!(&early.expect("stdout"), b"early\n");
     let mut stdin = proc.0.stdin.take().expect("stdin");
     stdin.write_all(b"late\n").expect("stdin");
     drop(stdin);
@@ -476,14 +490,9 @@ fn peer_half_close_does_not_cut_off_our_late_input() {
     client.read_to_end(&mut got).expect("read");
     assert_eq!(got, b"late\n");
     assert!(proc.wait(DEADLINE).success());
-    let mut out = Vec::new();
-    proc.0
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_end(&mut out)
-        .expect("stdout");
-    assert_eq!(out, b"early\n");
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).expect("stdout");
+    assert_eq!(rest, b"", "stdout after the client's piece");
 }
 
 #[test]
@@ -602,8 +611,7 @@ async fn happy_eyeballs_races_the_next_address_after_the_attempt_delay() {
         }
     }
     let Some((_full, _fillers, _ok, port)) = setup else {
-        eprintln!("skipped: this kernel does not stall SYNs to a full backlog");
-        return;
+        return common::skip_or_fail("this kernel does not stall SYNs to a full backlog");
     };
     let resolver = StaticResolver::new().with(
         "stall.test",
@@ -636,8 +644,7 @@ async fn happy_eyeballs_races_the_next_address_after_the_attempt_delay() {
 #[tokio::test]
 async fn overall_and_attempt_timeouts_fire_within_their_bounds() {
     let Some((_full, _fillers, ep)) = stalled("127.0.0.1") else {
-        eprintln!("skipped: this kernel does not stall SYNs to a full backlog");
-        return;
+        return common::skip_or_fail("this kernel does not stall SYNs to a full backlog");
     };
     let connector = Connector::new().with_options(ConnectOptions {
         attempt_timeout: Some(Duration::from_secs(10)),

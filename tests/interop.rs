@@ -9,6 +9,8 @@
 //! free port, waits until the program listens on it (via `/proc/net/tcp*`),
 //! and picks another if the program could not bind. Every child is killed by
 //! PID and reaped in a guard's `Drop`; every wait has a deadline.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use tcpkit::Endpoint;
 
+mod common;
+
 const DEADLINE: Duration = Duration::from_secs(30);
 /// 16 MiB goes through a debug build of tcpkit on a shared machine.
 const BULK_DEADLINE: Duration = Duration::from_secs(180);
@@ -28,29 +32,12 @@ const BULK: usize = 16 * 1024 * 1024;
 
 // ---- harness ----
 
-/// Whether `program` is on PATH; if not, skip (say why) or, when interop is
-/// required, fail.
-fn have(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("TCPKIT_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{program} is not installed and TCPKIT_REQUIRE_INTEROP=1");
-        }
-        eprintln!(
-            "skipped: {program} is not installed (apt-get install ncat socat netcat-openbsd)"
-        );
-    }
-    found
-}
-
-/// Whether this host has IPv6 loopback; if not, IPv6 tests skip (it is the
-/// host's configuration, not a missing program, so this never fails).
+/// Whether this host has IPv6 loopback; if not, IPv6 tests skip, or fail
+/// when interop is required.
 fn have_ipv6() -> bool {
     let ok = TcpListener::bind("[::1]:0").is_ok();
     if !ok {
-        eprintln!("skipped: no IPv6 loopback on this host");
+        common::skip_or_fail("no IPv6 loopback on this host");
     }
     ok
 }
@@ -169,19 +156,6 @@ fn tcpkit_listen(addr: &str, stdin: Stdio) -> (Proc, Endpoint) {
     (proc, ep)
 }
 
-/// Whether tcpkit serve is the real one (not the foundation's placeholder).
-fn have_serve() -> bool {
-    let out = Proc::tcpkit(&["serve", "--help"])
-        .output()
-        .expect("tcpkit serve --help");
-    let help = String::from_utf8_lossy(&out.stdout);
-    let real = help.contains("--mode") && help.contains("--listen");
-    if !real {
-        eprintln!("skipped: `tcpkit serve` is not in this build yet (branch server not merged)");
-    }
-    real
-}
-
 /// Starts `tcpkit serve --listen 127.0.0.1:0 --mode MODE` and parses its
 /// `listening on <ENDPOINT> (<mode>, backlog <N>)` line.
 fn tcpkit_serve(listen: &str, mode: &str) -> (Proc, Endpoint) {
@@ -290,7 +264,7 @@ fn bulk_echo(name: &str, mut client: Command, input: &Path, want: &[u8]) {
 // ---- tcpkit connect against listening programs ----
 
 fn connect_to_ncat_listener(ip: &str, target_ip: &str, ncat_flag: &str) {
-    if !have("ncat") {
+    if !common::have_program("ncat") {
         return;
     }
     let (mut ncat, port) = peer_listening("ncat -l", ip, |port| {
@@ -341,7 +315,7 @@ fn tcpkit_connect_talks_to_ncat_listener_over_ipv6() {
 
 #[test]
 fn tcpkit_connect_talks_to_nc_openbsd_listener() {
-    if !have("nc.openbsd") {
+    if !common::have_program("nc.openbsd") {
         return;
     }
     let data = random_bytes(1024 * 1024, 7);
@@ -386,7 +360,7 @@ fn tcpkit_connect_talks_to_nc_openbsd_listener() {
 
 #[test]
 fn tcpkit_connect_moves_16mib_through_python_echo_server() {
-    if !have("python3") {
+    if !common::have_program("python3") {
         return;
     }
     const ECHO: &str = r#"
@@ -430,7 +404,7 @@ conn.close()
 // ---- clients against tcpkit listen ----
 
 fn socat_client_to_tcpkit_listen(listen: &str, socat_addr: &str) {
-    if !have("socat") {
+    if !common::have_program("socat") {
         return;
     }
     let (mut listener, ep) = tcpkit_listen(listen, Stdio::piped());
@@ -476,7 +450,7 @@ fn socat_client_talks_to_tcpkit_listen_over_ipv6() {
 
 #[test]
 fn nc_openbsd_sends_binary_to_tcpkit_listen() {
-    if !have("nc.openbsd") {
+    if !common::have_program("nc.openbsd") {
         return;
     }
     let (mut listener, ep) = tcpkit_listen("127.0.0.1:0", Stdio::null());
@@ -505,7 +479,7 @@ fn nc_openbsd_sends_binary_to_tcpkit_listen() {
 
 #[test]
 fn python_client_talks_to_tcpkit_listen_over_ipv6() {
-    if !have("python3") || !have_ipv6() {
+    if !common::have_program("python3") || !have_ipv6() {
         return;
     }
     let (mut listener, ep) = tcpkit_listen("[::1]:0", Stdio::piped());
@@ -551,7 +525,10 @@ print(got.decode(), end="")
 
 #[test]
 fn ncat_socat_and_nc_move_16mib_through_tcpkit_serve_echo() {
-    if !have("ncat") || !have("socat") || !have("nc.openbsd") || !have_serve() {
+    if !common::have_program("ncat")
+        || !common::have_program("socat")
+        || !common::have_program("nc.openbsd")
+    {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("127.0.0.1:0", "echo");
@@ -584,9 +561,6 @@ fn ncat_socat_and_nc_move_16mib_through_tcpkit_serve_echo() {
 /// the same pair, byte-exact.
 #[test]
 fn tcpkit_connect_echoes_through_tcpkit_serve() {
-    if !have_serve() {
-        return;
-    }
     let (mut serve, ep) = tcpkit_serve("127.0.0.1:0", "echo");
     let dir = tempfile::tempdir().expect("tempdir");
     let hello = dir.path().join("hello");
@@ -611,7 +585,7 @@ fn tcpkit_connect_echoes_through_tcpkit_serve() {
 
 #[test]
 fn ipv6_clients_echo_through_tcpkit_serve() {
-    if !have("ncat") || !have_ipv6() || !have_serve() {
+    if !common::have_program("ncat") || !have_ipv6() {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("[::1]:0", "echo");
@@ -695,7 +669,7 @@ impl ChatClient {
 
 #[test]
 fn ncat_clients_chat_through_tcpkit_serve() {
-    if !have("ncat") || !have_serve() {
+    if !common::have_program("ncat") {
         return;
     }
     let (mut serve, ep) = tcpkit_serve("127.0.0.1:0", "chat");

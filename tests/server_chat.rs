@@ -315,7 +315,12 @@ async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
         },
     )
     .await;
-    assert!(batches >= 1);
+    // Not disconnected before its queue (32) was past half full: more lines
+    // were sent than that (a `while` that ran at least once proved nothing).
+    assert!(
+        batches * BATCH > 32 / 2,
+        "disconnected after {batches} batches"
+    );
     sender.send("after the slow one left").await;
     notices.extend(
         reader

@@ -1,5 +1,7 @@
 //! Limits and lifecycle: max connections, idle timeout, graceful shutdown
 //! (library handle and the real binary under SIGTERM), startup errors.
+// Runs the `tcpkit` binary, which the `cli` feature builds.
+#![cfg(feature = "cli")]
 
 mod server_util;
 
@@ -115,13 +117,24 @@ async fn idle_timeout_closes_silent_connections_only() {
     let mut chatty = TcpStream::connect(server.addr).await.unwrap();
     echo_round_trip(&mut silent, b"x").await;
     let started = Instant::now();
+    // The silent one's close is timed while the chatty one talks.
+    let silent_closed = tokio::spawn(async move {
+        let got = read_until_closed(&mut silent).await;
+        (got, started.elapsed())
+    });
     // The chatty one talks every 100 ms for 2.5 idle periods and stays open.
     while started.elapsed() < idle * 5 / 2 {
         echo_round_trip(&mut chatty, b"ping").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(read_until_closed(&mut silent).await.is_empty());
-    assert!(started.elapsed() >= idle / 2);
+    let (got, closed_after) = silent_closed.await.expect("silent reader");
+    assert!(got.is_empty(), "{got:?}");
+    // About one idle period after its last byte: not at once, and while the
+    // chatty one was still talking (its traffic kept no one else alive).
+    assert!(
+        closed_after >= idle / 2 && closed_after < idle * 5 / 2,
+        "silent closed {closed_after:?} after its last byte (idle {idle:?})"
+    );
     echo_round_trip(&mut chatty, b"alive").await;
     server
         .wait_for("idle timeout counted", |s| s.idle_timeouts == 1)
@@ -343,8 +356,10 @@ fn drains_and_exits_zero_on_sigterm(extra: &[&str]) {
 fn binary_second_sigterm_stops_at_once() {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicBool, Ordering};
+    // -v: the first signal's notice is an info line.
     let (mut child, lines) = spawn_binary(&[
         "serve",
+        "-v",
         "--listen",
         "127.0.0.1:0",
         "--workers",
@@ -358,15 +373,31 @@ fn binary_second_sigterm_stops_at_once() {
         .nth(2)
         .expect("endpoint")
         .to_owned();
+    // Its stderr, line by line: the first signal's "draining" notice.
+    let stderr = child.stderr.take().expect("stderr");
+    let (err_tx, err_lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if err_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     // A client that keeps streaming (and reading its echo) never goes quiet,
     // so only the grace period or a second signal ends it.
     let client = std::net::TcpStream::connect(&addr).expect("connect");
     let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let echoed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut reader = client.try_clone().unwrap();
-    let drain = std::thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
-    });
+    let drain = {
+        let echoed = echoed.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                echoed.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        })
+    };
     let writer = {
         let stop = stop.clone();
         let mut client = client.try_clone().unwrap();
@@ -376,11 +407,28 @@ fn binary_second_sigterm_stops_at_once() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    // Waits until the echo moves past `from` bytes.
+    let echo_moves_past = |from: u64, what: &str| {
+        let until = Instant::now() + DEADLINE;
+        while echoed.load(Ordering::Relaxed) <= from {
+            assert!(Instant::now() < until, "no echo {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    echo_moves_past(0, "before the first signal");
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
     // SAFETY: signals to the child we spawned.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    std::thread::sleep(Duration::from_millis(1000));
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let line = err_lines.recv_timeout(left).expect("a draining notice");
+        if line.contains("draining") {
+            break;
+        }
+    }
+    // Draining, the server still serves the streaming client.
+    echo_moves_past(echoed.load(Ordering::Relaxed), "while draining");
     assert!(
         child.try_wait().unwrap().is_none(),
         "exited before the grace period"

@@ -112,30 +112,34 @@ impl LatencyHistogram {
         out
     }
 
-    /// Writes HdrHistogram's percentile distribution text format (values in
-    /// microseconds), readable by HdrHistogram's plotter.
+    /// Writes HdrHistogram's percentile distribution text format, as its
+    /// `outputPercentileDistribution(out, 5, 1000.0)` does (values in
+    /// microseconds), readable by HdrHistogram's plotter: one row per
+    /// percentile step with `Value`, `Percentile`, `TotalCount` (the running
+    /// total of values at or below `Value`, so the last row holds the total
+    /// count) and `1/(1-Percentile)`, then the `#[Mean …]`, `#[Max …]` and
+    /// `#[Buckets …]` footer.
     pub fn write_percentile_distribution(&self, w: &mut dyn Write) -> io::Result<()> {
         writeln!(
             w,
             "{:>12} {:>14} {:>10} {:>14}\n",
             "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
         )?;
+        let mut total_count = 0u64;
         for v in self.inner.iter_quantiles(5) {
+            // The iterator gives the count since the previous row; the
+            // format wants the count at or below this row's value.
+            total_count += v.count_since_last_iteration();
             let q = v.quantile_iterated_to();
             let value = ns_to_us(v.value_iterated_to());
             if q < 1.0 {
                 writeln!(
                     w,
-                    "{value:12.3} {q:14.12} {:10} {:14.2}",
-                    v.count_since_last_iteration(),
+                    "{value:12.3} {q:14.12} {total_count:10} {:14.2}",
                     1.0 / (1.0 - q)
                 )?;
             } else {
-                writeln!(
-                    w,
-                    "{value:12.3} {q:14.12} {:10}",
-                    v.count_since_last_iteration()
-                )?;
+                writeln!(w, "{value:12.3} {q:14.12} {total_count:10}")?;
             }
         }
         let s = self.summary();
@@ -154,8 +158,15 @@ impl LatencyHistogram {
             w,
             "#[Buckets = {:12}, SubBuckets     = {:12}]",
             self.inner.buckets(),
-            self.inner.distinct_values()
+            self.sub_buckets()
         )
+    }
+
+    /// Sub-buckets per bucket: the power of two that holds every value up
+    /// to 2 × 10^sigfig at unit resolution (2048 for 3 digits), as
+    /// HdrHistogram computes it; the crate does not expose its own.
+    fn sub_buckets(&self) -> u64 {
+        (2 * 10u64.pow(u32::from(self.inner.sigfig()))).next_power_of_two()
     }
 }
 
@@ -188,6 +199,81 @@ mod tests {
     #[test]
     fn empty_summary_is_zero() {
         assert_eq!(LatencyHistogram::new().summary(), LatencySummary::default());
+    }
+
+    /// HdrHistogram's `outputPercentileDistribution` layout on a fixed
+    /// histogram (1..=1000 µs, one value each): the header, rows whose
+    /// `TotalCount` is the running total (the count of values at or below
+    /// the row's value, so non-decreasing and ending at the total), and the
+    /// three-line footer.
+    #[test]
+    fn distribution_text_is_hdrhistogram_format_with_running_totals() {
+        let mut h = LatencyHistogram::new();
+        for us in 1..=1000 {
+            h.record(Duration::from_micros(us));
+        }
+        let mut out = Vec::new();
+        h.write_percentile_distribution(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0], "       Value     Percentile TotalCount 1/(1-Percentile)",
+            "{text}"
+        );
+        assert_eq!(lines[1], "", "{text}");
+        let rows = &lines[2..lines.len() - 3];
+        assert!(rows.len() > 20, "{text}");
+        let mut last = (0.0f64, 0.0f64, 0u64);
+        for (i, row) in rows.iter().enumerate() {
+            let f: Vec<&str> = row.split_whitespace().collect();
+            let value: f64 = f[0].parse().unwrap();
+            let percentile: f64 = f[1].parse().unwrap();
+            let total: u64 = f[2].parse().unwrap();
+            // Every recorded value is a whole µs, and no two share a bucket
+            // (resolution ≤ 0.5 µs up to 1 ms): exactly ⌊value⌋ values are
+            // at or below the row's value.
+            assert_eq!(total, value.floor() as u64, "row {i}: {row}\n{text}");
+            assert!(
+                value >= last.0 && percentile >= last.1 && total >= last.2,
+                "row {i} goes back: {row}\n{text}"
+            );
+            if i + 1 < rows.len() {
+                let inverse: f64 = f[3].parse().unwrap();
+                assert!(
+                    (inverse - 1.0 / (1.0 - percentile)).abs() < 0.01,
+                    "row {i}: {row}"
+                );
+                assert_eq!(row.len(), 12 + 1 + 14 + 1 + 10 + 1 + 14, "{row:?}");
+            } else {
+                // The last row is the 100th percentile, without 1/(1-p).
+                assert_eq!(f.len(), 3, "{row}");
+                assert_eq!(f[1], "1.000000000000", "{row}");
+            }
+            last = (value, percentile, total);
+        }
+        assert_eq!(last.2, 1000, "the last row holds the total count\n{text}");
+        let footer = &lines[lines.len() - 3..];
+        let s = h.summary();
+        let stdev = h.inner.stdev() / 1_000.0;
+        assert_eq!(
+            footer[0],
+            format!(
+                "#[Mean    = {:12.3}, StdDeviation   = {stdev:12.3}]",
+                s.mean
+            )
+        );
+        assert!((s.mean - 500.5).abs() < 0.5, "{s:?}");
+        assert!((stdev - 288.7).abs() < 0.5, "{stdev}");
+        assert_eq!(
+            footer[1],
+            format!("#[Max     = {:12.3}, Total count    = {:12}]", s.max, 1000)
+        );
+        // 1 ns to 1 h at 3 digits: 2048 sub-buckets, and 32 buckets, the
+        // first power-of-two multiple of 2048 above 3.6e12 being 2048 × 2^31.
+        assert_eq!(
+            footer[2],
+            format!("#[Buckets = {:12}, SubBuckets     = {:12}]", 32, 2048)
+        );
     }
 
     #[test]

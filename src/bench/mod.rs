@@ -7,14 +7,22 @@
 //! measured window,
 //! and merges the per-thread [`histogram`]s into a [`BenchReport`]
 //! ([`report`]). Every echoed byte is checked against the [`message`] format;
-//! [`plot`] draws the latency distribution; [`server`] starts and stops a
-//! server process to measure.
+//! `plot` (feature `plot`) draws the latency distribution.
 
 pub mod histogram;
 pub mod message;
+#[cfg(feature = "plot")]
 pub mod plot;
+// Hidden, not private: the `tcpkit` binary (a separate crate) pins CPUs,
+// raises the descriptor limit and samples a server's CPU with these, but
+// they are Linux `/proc` plumbing, not an API to promise library users.
+#[doc(hidden)]
 pub mod proc;
+mod progress;
 pub mod report;
+// Hidden for the same reason: starts `tcpkit serve` as a child process for
+// `tcpkit bench --server`, which only the binary does.
+#[doc(hidden)]
 pub mod server;
 mod worker;
 
@@ -25,6 +33,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use histogram::{LatencyHistogram, LatencySummary};
+pub use progress::Tick;
 pub use report::BenchReport;
 pub use worker::MAX_ERROR_SAMPLES;
 
@@ -54,6 +63,17 @@ impl Mode {
             Mode::Connect => "connect",
             Mode::Idle => "idle",
             Mode::Throughput => "throughput",
+        }
+    }
+
+    /// What one counted message is, plural, as the report's rates say it:
+    /// `msgs` (echo), `conns` (connect, and idle's one-byte probe per
+    /// connection) or `writes` (throughput).
+    pub fn unit(self) -> &'static str {
+        match self {
+            Mode::Echo => "msgs",
+            Mode::Connect | Mode::Idle => "conns",
+            Mode::Throughput => "writes",
         }
     }
 
@@ -97,6 +117,10 @@ pub struct BenchConfig {
     /// counted as messages (issue 6's "10,000 connections, 1 % active").
     pub idle_connections: usize,
 }
+
+/// Bytes each connection echoes in idle mode (and each of echo mode's
+/// `idle_connections`), whatever the message size.
+pub const IDLE_PROBE_BYTES: usize = 1;
 
 /// The most bytes in flight per connection in a closed loop: beyond the
 /// socket buffers, writing before reading would deadlock with the server.
@@ -191,19 +215,6 @@ impl BenchConfig {
     }
 }
 
-/// A progress snapshot, passed to [`run`]'s callback about 5 times a second.
-#[derive(Debug, Clone, Copy)]
-pub struct Tick {
-    /// Time since the load started (warm-up included).
-    pub elapsed: Duration,
-    /// Warm-up plus measured window.
-    pub total: Duration,
-    /// Messages counted so far in the window.
-    pub messages: u64,
-    /// Messages per second over the last tick.
-    pub msgs_per_s: f64,
-}
-
 /// Runs the benchmark described by `config`, calling `on_tick` from the
 /// calling thread during the run. Errors are configuration or thread-start
 /// failures; connection errors and verification failures are counted in the
@@ -217,7 +228,7 @@ pub fn run(config: &BenchConfig, mut on_tick: impl FnMut(Tick)) -> Result<BenchR
     };
     // Idle connections first, so the warm-up and the window see all of them.
     let (held, idle_stats) = if config.idle_connections > 0 {
-        proc::raise_fd_limit();
+        crate::net::raise_open_file_limit();
         worker::open_idle(&config)?
     } else {
         (Vec::new(), worker::ThreadStats::default())
@@ -244,7 +255,7 @@ pub fn run(config: &BenchConfig, mut on_tick: impl FnMut(Tick)) -> Result<BenchR
         handles.push(handle);
     }
 
-    let mut ticker = Ticker::new(start, config.warmup + config.duration, &live);
+    let mut ticker = progress::Ticker::new(start, config.warmup, config.duration, &live);
     ticker.wait_until(clock.measure_from, &mut on_tick);
     let before = Window::sample(config.server_pid);
     let mut rss_holding = None;
@@ -299,6 +310,7 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
     total.histogram.merge(&s.histogram);
     total.messages += s.messages;
     total.bytes += s.bytes;
+    total.sends_in_window += s.sends_in_window;
     total.established += s.established;
     total.connect_failures += s.connect_failures;
     total.errors += s.errors;
@@ -320,7 +332,8 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
 struct Window {
     at: Instant,
     client_cpu: Duration,
-    server: Option<proc::ProcSample>,
+    /// `None` without a server PID; the error says why it was not read.
+    server: Option<Result<proc::ProcSample>>,
 }
 
 impl Window {
@@ -328,9 +341,35 @@ impl Window {
         Window {
             at: Instant::now(),
             client_cpu: proc::self_cpu(),
-            server: server_pid.and_then(|pid| proc::sample(pid).ok()),
+            server: server_pid.map(proc::sample),
         }
     }
+
+    fn server(&self) -> Option<&proc::ProcSample> {
+        self.server.as_ref().and_then(|s| s.as_ref().ok())
+    }
+}
+
+/// Why the server's CPU is missing or may be short: a sample that failed,
+/// or no CPU at all counted for a window that moved messages (the work ran
+/// outside the PID's process tree, or took less than one clock tick).
+fn server_note(before: &Window, after: &Window, messages: u64) -> Option<String> {
+    let (Some(b), Some(a)) = (&before.server, &after.server) else {
+        return None;
+    };
+    let (b, a) = match (b, a) {
+        (Err(e), _) | (_, Err(e)) => return Some(format!("server CPU and RSS not measured: {e}")),
+        (Ok(b), Ok(a)) => (b, a),
+    };
+    if messages > 0 && a.cpu <= b.cpu {
+        return Some(format!(
+            "no server CPU counted in {} process(es) (the PID and its descendants): \
+             the work took less than one {} ms clock tick, or ran in processes outside that tree",
+            a.processes.max(b.processes),
+            proc::clock_tick().as_millis()
+        ));
+    }
+    None
 }
 
 fn build_report(
@@ -351,7 +390,7 @@ fn build_report(
             cpu.as_secs_f64() * 1e6 / total.messages as f64
         }
     };
-    let server_cpu = match (&before.server, &after.server) {
+    let server_cpu = match (before.server(), after.server()) {
         (Some(b), Some(a)) => Some(a.cpu.saturating_sub(b.cpu)),
         _ => None,
     };
@@ -366,9 +405,14 @@ fn build_report(
         mode: config.mode,
         target: config.target.to_string(),
         connections: config.connections,
-        size_bytes: config.size_bytes,
+        size_bytes: match config.mode {
+            Mode::Idle => IDLE_PROBE_BYTES,
+            _ => config.size_bytes,
+        },
         pipeline: config.pipeline,
         rate_per_s: config.rate_per_s,
+        sends_in_window: (config.mode == Mode::Echo && config.rate_per_s.is_some())
+            .then_some(total.sends_in_window),
         threads,
         warmup: config.warmup,
         duration: config.duration,
@@ -387,7 +431,15 @@ fn build_report(
         server_pid: config.server_pid,
         server_cpu_us_per_msg: server_cpu.map(per_msg),
         server_cpu_pct: server_cpu.map(|c| c.as_secs_f64() / wall * 100.0),
-        server_rss_kib: after.server.map(|s| s.rss_kib),
+        server_rss_kib: after.server().map(|s| s.rss_kib),
+        // A forking server's children may be gone by the window's end
+        // (they exit as the bench closes its connections).
+        server_processes: after.server().map(|a| {
+            before
+                .server()
+                .map_or(a.processes, |b| b.processes.max(a.processes))
+        }),
+        server_note: server_note(before, after, total.messages),
         server_rss_per_conn_kib: rss_per_conn,
         client_cpu_us_per_msg: per_msg(client_cpu),
         client_cpu_pct: client_cpu.as_secs_f64() / wall * 100.0,
@@ -399,43 +451,50 @@ fn build_report(
     }
 }
 
-/// Sleeps towards a deadline in short steps, reporting progress.
-struct Ticker<'a> {
-    start: Instant,
-    total: Duration,
-    live: &'a worker::Live,
-    last: (Instant, u64),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<'a> Ticker<'a> {
-    const STEP: Duration = Duration::from_millis(200);
-
-    fn new(start: Instant, total: Duration, live: &'a worker::Live) -> Ticker<'a> {
-        Ticker {
-            start,
-            total,
-            live,
-            last: (start, 0),
+    fn window(server: Option<Result<proc::ProcSample>>) -> Window {
+        Window {
+            at: Instant::now(),
+            client_cpu: Duration::ZERO,
+            server,
         }
     }
 
-    fn wait_until(&mut self, deadline: Instant, on_tick: &mut impl FnMut(Tick)) {
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            std::thread::sleep((deadline - now).min(Self::STEP));
-            let now = Instant::now();
-            let messages = self.live.messages.load(Relaxed);
-            let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-9);
-            on_tick(Tick {
-                elapsed: now.duration_since(self.start),
-                total: self.total,
-                messages,
-                msgs_per_s: messages.saturating_sub(self.last.1) as f64 / dt,
-            });
-            self.last = (now, messages);
-        }
+    fn at(cpu_ms: u64, processes: u32) -> Option<Result<proc::ProcSample>> {
+        Some(Ok(proc::ProcSample {
+            cpu: Duration::from_millis(cpu_ms),
+            rss_kib: 1024,
+            processes,
+        }))
+    }
+
+    #[test]
+    fn the_report_says_why_server_cpu_is_missing_or_zero() {
+        // Measured: nothing to say.
+        assert_eq!(
+            server_note(&window(at(10, 1)), &window(at(30, 3)), 100),
+            None
+        );
+        // No server PID: no server line at all.
+        assert_eq!(server_note(&window(None), &window(None), 100), None);
+        // Messages moved, no CPU counted: say so, and where it may be.
+        let note = server_note(&window(at(10, 1)), &window(at(10, 1)), 100).unwrap();
+        assert!(
+            note.contains("no server CPU counted in 1 process"),
+            "{note}"
+        );
+        assert!(note.contains("outside that tree"), "{note}");
+        // No messages, no CPU: nothing was owed.
+        assert_eq!(server_note(&window(at(10, 1)), &window(at(10, 1)), 0), None);
+        // A sample that failed: its error, not silence.
+        let gone = Error::new(ErrorKind::Io, libc::ENOENT, "read /proc/42/stat");
+        let note = server_note(&window(at(10, 1)), &window(Some(Err(gone))), 100).unwrap();
+        assert!(
+            note.contains("not measured") && note.contains("/proc/42/stat"),
+            "{note}"
+        );
     }
 }

@@ -21,12 +21,16 @@ pub struct BenchReport {
     pub target: String,
     /// Connections (concurrent slots in `connect` mode).
     pub connections: usize,
-    /// Message size in bytes.
+    /// Message size in bytes (idle mode: its one-byte probe).
     pub size_bytes: usize,
     /// Messages in flight per connection (closed loop).
     pub pipeline: usize,
     /// Open-loop target rate in messages (or connections) per second.
     pub rate_per_s: Option<f64>,
+    /// Open-loop echo: messages actually written in the window (`messages`
+    /// counts echoes by their scheduled time, so only this shows a sender
+    /// that fell behind its rate).
+    pub sends_in_window: Option<u64>,
     /// Load-generator threads.
     pub threads: usize,
     /// Warm-up, not counted.
@@ -62,12 +66,21 @@ pub struct BenchReport {
     pub first_verification_failure: Option<String>,
     /// The server's PID when known (embedded server or `--server-pid`).
     pub server_pid: Option<u32>,
-    /// Server user+system CPU over the window ÷ messages, in µs.
+    /// Server user+system CPU over the window ÷ messages, in µs: the PID,
+    /// its descendants and the children they reaped (see
+    /// [`proc::ProcSample`](super::proc::ProcSample)).
     pub server_cpu_us_per_msg: Option<f64>,
     /// Server CPU busy over the window, percent of one core.
     pub server_cpu_pct: Option<f64>,
-    /// Server resident set size at the end of the window, KiB.
+    /// Server resident set size at the end of the window, KiB, summed over
+    /// its processes.
     pub server_rss_kib: Option<u64>,
+    /// Processes counted for the server: the PID and its live descendants,
+    /// the more of the window's two edges (more than 1 for a forking
+    /// server).
+    pub server_processes: Option<u32>,
+    /// Why the server's CPU is missing or may be short, when it is.
+    pub server_note: Option<String>,
     /// Idle mode: (RSS while holding − RSS before) ÷ connections, KiB.
     pub server_rss_per_conn_kib: Option<f64>,
     /// The load generator's own CPU over the window ÷ messages, in µs.
@@ -101,16 +114,24 @@ impl BenchReport {
             None if self.mode == Mode::Echo => format!(", closed loop, pipeline {}", self.pipeline),
             None => String::new(),
         };
-        rows.push((
-            "workload",
+        let workload = if self.mode == Mode::Idle {
+            // --size does not apply: each connection echoes one byte.
+            format!(
+                "idle {} × {} conns, each echoes {} B once, then is held silent",
+                self.target,
+                self.connections,
+                super::IDLE_PROBE_BYTES
+            )
+        } else {
             format!(
                 "{} {} × {} conns × {} B{rate}",
                 self.mode.name(),
                 self.target,
                 self.connections,
                 self.size_bytes
-            ),
-        ));
+            )
+        };
+        rows.push(("workload", workload));
         rows.push((
             "window",
             format!(
@@ -120,11 +141,7 @@ impl BenchReport {
                 self.threads
             ),
         ));
-        let unit = match self.mode {
-            Mode::Connect => "conns",
-            Mode::Throughput => "writes",
-            _ => "msgs",
-        };
+        let unit = self.mode.unit();
         let throughput = if self.mode == Mode::Idle {
             format!(
                 "{} connections held {:.1} s",
@@ -178,18 +195,21 @@ impl BenchReport {
         }
         if let Some(pid) = self.server_pid {
             rows.push(("server", self.server_line(pid)));
-        }
-        if let Some(kib) = self.server_rss_per_conn_kib {
-            rows.push(("server RSS/conn", format!("{kib:.2} KiB")));
+            if let Some(kib) = self.server_rss_per_conn_kib {
+                rows.push(("server RSS/conn", format!("{kib:.2} KiB")));
+            }
+            let cpu = match (self.server_cpu_us_per_msg, self.server_cpu_pct) {
+                (Some(us), Some(pct)) => self.cpu_cell(us, pct),
+                _ => "not measured".to_owned(),
+            };
+            rows.push(("server CPU", cpu));
+            if let Some(note) = &self.server_note {
+                rows.push(("", note.clone()));
+            }
         }
         rows.push((
             "client CPU",
-            format!(
-                "{:.2} µs/{}, {:.0}% busy",
-                self.client_cpu_us_per_msg,
-                unit.trim_end_matches('s'),
-                self.client_cpu_pct
-            ),
+            self.cpu_cell(self.client_cpu_us_per_msg, self.client_cpu_pct),
         ));
         let width = rows
             .iter()
@@ -204,18 +224,23 @@ impl BenchReport {
         out
     }
 
+    /// The PID (and how many processes were counted with it) and RSS.
     fn server_line(&self, pid: u32) -> String {
-        let mut parts = vec![format!("pid {pid}")];
-        if let Some(us) = self.server_cpu_us_per_msg {
-            parts.push(format!("{us:.2} µs CPU/msg"));
-        }
-        if let Some(pct) = self.server_cpu_pct {
-            parts.push(format!("{pct:.0}% busy"));
-        }
+        let mut line = match self.server_processes {
+            Some(n) if n > 1 => format!("pid {pid} and {} descendants", n - 1),
+            _ => format!("pid {pid}"),
+        };
         if let Some(kib) = self.server_rss_kib {
-            parts.push(format!("RSS {kib} KiB"));
+            let _ = write!(line, ", RSS {kib} KiB");
         }
-        parts.join(", ")
+        line
+    }
+
+    /// CPU per counted message and busy share, one format for the server
+    /// and client rows so they compare at a glance.
+    fn cpu_cell(&self, us_per_msg: f64, busy_pct: f64) -> String {
+        let unit = self.mode.unit().trim_end_matches('s');
+        format!("{us_per_msg:.2} µs/{unit}, {busy_pct:.0}% busy")
     }
 }
 
@@ -249,6 +274,7 @@ mod tests {
             size_bytes: 64,
             pipeline: 1,
             rate_per_s: None,
+            sends_in_window: None,
             threads: 1,
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(10),
@@ -270,6 +296,8 @@ mod tests {
             server_cpu_us_per_msg: Some(4.83),
             server_cpu_pct: Some(96.6),
             server_rss_kib: Some(5120),
+            server_processes: Some(1),
+            server_note: None,
             server_rss_per_conn_kib: None,
             client_cpu_us_per_msg: 4.9,
             client_cpu_pct: 98.0,
@@ -290,7 +318,8 @@ latency µs   round trip: p50 500.2  p90 900.1  p99 990.2  p99.9 999.4  max 1000
 connections  50 established, 0 connect failures
 errors       1 (1 verification)
              connection 3: byte at stream offset 94 ...
-server       pid 42, 4.83 µs CPU/msg, 97% busy, RSS 5120 KiB
+server       pid 42, RSS 5120 KiB
+server CPU   4.83 µs/msg, 97% busy
 client CPU   4.90 µs/msg, 98% busy
 ";
         assert_eq!(table, expected, "\n{table}");
@@ -310,6 +339,78 @@ client CPU   4.90 µs/msg, 98% busy
         );
         assert!(table.contains("200,000 conns/s"), "{table}");
         assert!(!table.contains("server "), "{table}");
+    }
+
+    #[test]
+    fn a_forking_server_shows_its_descendants_and_a_note() {
+        let mut r = fixed_report();
+        r.server_processes = Some(9);
+        r.server_note = Some("no server CPU counted in 9 process(es)".into());
+        let table = r.render_table();
+        assert!(
+            table.contains("server       pid 42 and 8 descendants, "),
+            "{table}"
+        );
+        assert!(
+            table.contains("\n             no server CPU counted in 9 process(es)\n"),
+            "{table}"
+        );
+    }
+
+    /// The server and client CPU rows share one unit and precision: the
+    /// same measurement prints the same text on both.
+    #[test]
+    fn server_and_client_cpu_rows_have_one_format() {
+        for mode in [Mode::Echo, Mode::Connect, Mode::Idle, Mode::Throughput] {
+            let mut r = fixed_report();
+            r.mode = mode;
+            r.server_cpu_us_per_msg = Some(12.345);
+            r.client_cpu_us_per_msg = 12.345;
+            r.server_cpu_pct = Some(55.4);
+            r.client_cpu_pct = 55.4;
+            let table = r.render_table();
+            let row = |label: &str| {
+                let line = table.lines().find(|l| l.starts_with(label));
+                line.map(|l| l[label.len()..].trim().to_owned())
+            };
+            let server = row("server CPU").expect(&table);
+            assert_eq!(Some(&server), row("client CPU").as_ref(), "{table}");
+            let unit = mode.unit().trim_end_matches('s');
+            assert_eq!(server, format!("12.35 µs/{unit}, 55% busy"), "{table}");
+        }
+    }
+
+    #[test]
+    fn a_server_sample_that_failed_is_said() {
+        let mut r = fixed_report();
+        r.server_cpu_us_per_msg = None;
+        r.server_cpu_pct = None;
+        r.server_rss_kib = None;
+        r.server_note = Some("server CPU and RSS not measured: read /proc/42/stat".into());
+        let table = r.render_table();
+        assert!(
+            table.contains(
+                "server       pid 42\nserver CPU   not measured\n             server CPU and RSS not measured: read /proc/42/stat\n"
+            ),
+            "{table}"
+        );
+    }
+
+    /// Idle mode sends one byte per connection whatever `--size` says, and
+    /// the workload row says what it does instead of a message size.
+    #[test]
+    fn idle_workload_says_what_idle_does() {
+        let mut r = fixed_report();
+        r.mode = Mode::Idle;
+        r.latency_of = "round trip";
+        let table = r.render_table();
+        let workload = table.lines().next().unwrap();
+        assert_eq!(
+            workload,
+            "workload     idle 127.0.0.1:3333 × 50 conns, each echoes 1 B once, then is held silent",
+            "{table}"
+        );
+        assert!(!table.contains("64 B"), "{table}");
     }
 
     #[test]

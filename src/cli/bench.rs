@@ -127,7 +127,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let mut config = config_from(&args, Endpoint::loopback_v4(0));
     config.validate()?;
     // Both the bench and a server it starts may hold thousands of sockets.
-    proc::raise_fd_limit();
+    tcpkit::net::raise_open_file_limit();
     let mut server = None;
     match &args.target {
         Some(text) => config.target = resolve(text)?,
@@ -148,10 +148,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let result = bench::run(&config, |tick| {
         if let Some(bar) = &progress {
             bar.set_position(tick.elapsed.as_millis() as u64);
-            bar.set_message(format!(
-                "{} msgs/s",
-                bench::report::thousands(tick.msgs_per_s)
-            ));
+            bar.set_message(tick.status(config.mode));
         }
     });
     if let Some(bar) = &progress {

@@ -165,7 +165,7 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let quiet = globals.quiet;
     // Before sizing the default connection limit from it.
-    raise_fd_limit();
+    tcpkit::net::raise_open_file_limit();
     let config = config(&args)?;
     let runtime = config.runtime()?;
     let server = ServerBuilder::from_config(config).bind()?;
@@ -260,25 +260,6 @@ fn draining_message(live: u64, grace: Duration) -> String {
         "draining {live} {noun} (up to {}); Ctrl-C again to stop now",
         humantime::format_duration(grace)
     )
-}
-
-/// Raises the soft open-file limit to the hard one, so the default connection
-/// limit is as high as the process may go. Failure only lowers that limit.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write only the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            let old = lim.rlim_cur;
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                tracing::debug!("raised open-file limit from {old} to {}", lim.rlim_max);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

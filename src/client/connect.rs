@@ -8,15 +8,15 @@
 //! which closes its socket. Each attempt has its own deadline and the whole
 //! operation (resolve, attempts and retries) has an overall one.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::endpoint::{Endpoint, HostPort, Resolve, SystemResolver};
 use crate::error::{Error, ErrorKind, Result, code};
+use crate::net::{Protocol, Socket};
 
 /// RFC 8305 §5's recommended connection attempt delay.
 pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -314,33 +314,24 @@ async fn race(
     }
 }
 
-/// One connect attempt: `socket(2)`, optional `bind(2)`, `connect(2)` under
-/// its own deadline.
+/// One connect attempt on a [`Socket`]: `socket(2)`, optional `bind(2)`,
+/// then a non-blocking `connect(2)` under its own deadline.
 async fn attempt(
     ep: Endpoint,
     source: Option<Endpoint>,
     timeout: Option<Duration>,
 ) -> Result<TcpStream> {
-    let addr: SocketAddr = ep.socket_addr();
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(|e| Error::io(e, format_args!("open socket for {ep}")))?;
+    let socket = Socket::open(Protocol::of(&ep))?;
     if let Some(src) = source {
-        socket
-            .bind(src.socket_addr())
-            .map_err(|e| Error::io(e, format_args!("bind source {src} to connect {ep}")))?;
+        socket.bind(&src)?;
     }
-    let connect = socket.connect(addr);
-    let result = match timeout {
+    let connect = socket.connect_async(&ep);
+    match timeout {
         Some(t) => tokio::time::timeout(t, connect)
             .await
             .map_err(|_| Error::timed_out(format_args!("connect {ep}"), t))?,
         None => connect.await,
-    };
-    result.map_err(|e| Error::io(e, format_args!("connect {ep}")))
+    }
 }
 
 async fn with_deadline<T>(
@@ -383,7 +374,8 @@ fn combine(name: &str, mut errors: Vec<Error>) -> Error {
 
 /// RFC 8305 §4: alternate families, starting with the family of the
 /// resolver's first answer, keeping the resolver's order within a family.
-pub fn interleave(endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+/// Private: [`Connector::resolve`] returns the order it produces.
+fn interleave(endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
     let Some(first_v6) = endpoints.first().map(Endpoint::is_ipv6) else {
         return endpoints;
     };

@@ -6,14 +6,18 @@
 //! * [`Acceptor`]: the *passive* socket: `open` → `bind` → `listen(30)` →
 //!   `accept` (seed blocks 4, 5 and 7).
 //!
-//! Both hand over to tokio with `into_tokio()`, so the async server and client
-//! are built on the same lifecycle.
+//! Both hand over to tokio with `into_tokio()` (a client socket with
+//! [`Socket::connect_async`]), so the async server, client and bench are
+//! built on the same lifecycle. [`raise_open_file_limit`]: every socket is a
+//! descriptor.
 
 mod acceptor;
+mod fd_limit;
 mod protocol;
 mod socket;
 
 pub use acceptor::{Acceptor, DEFAULT_BACKLOG};
+pub use fd_limit::{open_file_limit, raise_open_file_limit};
 pub use protocol::Protocol;
 pub use socket::Socket;
 

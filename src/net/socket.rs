@@ -121,6 +121,39 @@ impl Socket {
         }
     }
 
+    /// Connects without blocking a thread and hands the socket to tokio:
+    /// `O_NONBLOCK`, then `connect(2)` (`EINPROGRESS`), completed when the
+    /// reactor reports the socket writable and `SO_ERROR` is clear. The async
+    /// client's one way to connect, so it opens, binds and configures
+    /// sockets as the blocking lifecycle does.
+    ///
+    /// Cancel-safe: dropping the future closes the socket (and with it a
+    /// handshake still in flight). It has no deadline of its own: wrap it in
+    /// `tokio::time::timeout`. Must run inside a runtime with I/O enabled;
+    /// outside one it is an error.
+    ///
+    /// ```
+    /// use tcpkit::{Acceptor, Endpoint, Socket, net::Protocol};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> tcpkit::Result<()> {
+    /// let acceptor = Acceptor::bind_listen(&Endpoint::loopback_v4(0), 30)?;
+    /// let server = acceptor.local_endpoint()?;
+    /// let socket = Socket::open(Protocol::V4)?;
+    /// socket.bind(&Endpoint::loopback_v4(0))?; // pick the source
+    /// let stream = socket.connect_async(&server).await?;
+    /// assert_eq!(stream.peer_addr().ok(), Some(server.socket_addr()));
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_async(self, endpoint: &Endpoint) -> Result<tokio::net::TcpStream> {
+        let context = format_args!("connect {endpoint}").to_string();
+        super::require_runtime(&context)?;
+        super::set_nonblocking(&self.inner, &context)?;
+        let socket = tokio::net::TcpSocket::from_std_stream(self.inner.into());
+        socket
+            .connect(endpoint.socket_addr())
+            .await
+            .map_err(|e| Error::io(e, &context))
+    }
+
     /// Reads what is available, at most `buf.len()` bytes (`recv(2)`),
     /// blocking until at least one byte arrives. `Ok(0)` means the peer closed
     /// its side (clean EOF). Asio's `read_some`.
@@ -232,6 +265,48 @@ impl Socket {
             None => self.inner.set_keepalive(false),
         };
         result.map_err(|e| Error::io(e, "set SO_KEEPALIVE"))
+    }
+
+    /// `IP_BIND_ADDRESS_NO_PORT` (Linux): a [`Socket::bind`] to a source
+    /// address with port 0 leaves the port for `connect(2)` to pick, so one
+    /// source address serves as many connections as there are
+    /// destination/port pairs, not only one per ephemeral port.
+    ///
+    /// Linux only: elsewhere it fails with [`io::ErrorKind::Unsupported`].
+    pub fn set_bind_address_no_port(&self, on: bool) -> Result<()> {
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = on;
+            Err(Error::io(
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "IP_BIND_ADDRESS_NO_PORT is Linux-only",
+                ),
+                "set IP_BIND_ADDRESS_NO_PORT",
+            ))
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let on = libc::c_int::from(on);
+            // SAFETY: a valid fd and a pointer to a c_int of the size passed.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.inner.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(Error::io(
+                    io::Error::last_os_error(),
+                    "set IP_BIND_ADDRESS_NO_PORT",
+                ))
+            }
+        }
     }
 
     /// Reads back `SO_KEEPALIVE`.
@@ -424,4 +499,54 @@ pub(crate) fn to_endpoint(addr: &SockAddr, what: &str) -> Result<Endpoint> {
             format_args!("{what}: not an IP address"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::net::Acceptor;
+
+    /// A port nothing listens on, held bound (not listening) so no one
+    /// else takes it: the kernel answers a SYN to it with a reset.
+    fn closed_port() -> (Socket, Endpoint) {
+        let sock = Socket::open(Protocol::V4).unwrap();
+        sock.bind(&Endpoint::loopback_v4(0)).unwrap();
+        let ep = sock.local_endpoint().unwrap();
+        (sock, ep)
+    }
+
+    #[tokio::test]
+    async fn connect_async_binds_the_source_and_reports_refusal_naming_the_endpoint() {
+        let acceptor = Acceptor::bind_listen(&Endpoint::loopback_v4(0), 30).unwrap();
+        let server = acceptor.local_endpoint().unwrap();
+        let source = Endpoint::new("127.0.0.2", 0).unwrap();
+        let socket = Socket::open(Protocol::V4).unwrap();
+        socket.bind(&source).unwrap();
+        let stream = socket.connect_async(&server).await.unwrap();
+        assert_eq!(stream.local_addr().unwrap().ip(), source.ip());
+
+        let (_held, target) = closed_port();
+        let err = Socket::open(Protocol::V4)
+            .unwrap()
+            .connect_async(&target)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        assert_eq!(err.os_code(), Some(libc::ECONNREFUSED));
+        assert!(err.message().contains(&target.to_string()), "{err}");
+    }
+
+    #[test]
+    fn connect_async_outside_a_runtime_is_an_error_not_a_panic() {
+        let target = Endpoint::loopback_v4(9);
+        let fut = Socket::open(Protocol::V4).unwrap().connect_async(&target);
+        let err = futures_util::FutureExt::now_or_never(fut)
+            .expect("fails at once")
+            .unwrap_err();
+        assert!(
+            err.message().contains("not inside a tokio runtime"),
+            "{err}"
+        );
+    }
 }

@@ -2,8 +2,10 @@
 //!
 //! A permit is taken *before* `accept(2)` so the limit is known the moment a
 //! client arrives; without one the client is still accepted (so it does not
-//! sit in the backlog retrying) but closed at once, after the service's
-//! optional refusal line. Per-connection accept failures never stop the loop.
+//! sit in the backlog retrying) but closed, after the service's optional
+//! refusal line, with a lingering close (`linger`) so that a client already
+//! sending reads the line instead of a reset. Per-connection accept failures
+//! never stop the loop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,16 +18,22 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerConfig;
-use super::connection::{self, Connection};
+use super::connection;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
-use crate::service::Service;
+use crate::service::{Connection, Service, linger};
 
 /// Pause after running out of descriptors (or buffers): accepting again at
 /// once would spin on the same error while connections that could free one
 /// wait for CPU.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Rejected connections a loop lets linger at once (each up to
+/// [`linger::LINGER_TIME`]). They hold descriptors beyond the connection
+/// limit, so they are few: well within the descriptors the limit keeps in
+/// reserve. A flood past them is closed at once, as without lingering.
+const MAX_LINGERING_REJECTS: usize = 8;
 
 /// What the loop needs, borrowed from the [`Server`](super::Server).
 pub(crate) struct AcceptLoop<'a, S> {
@@ -49,6 +57,9 @@ impl<S: Service> AcceptLoop<'_, S> {
         let permits = self.permits.clone();
         let mut next_id = self.first_id;
         let mut errors = RateLimitedLog::default();
+        // Rejected connections in their lingering close; dropped (closed)
+        // with the loop at shutdown.
+        let mut lingering = JoinSet::new();
         let per_conn = PerConnection::new(self.listener, self.local);
         // Created once and kept pinned: a fresh `cancelled()` per accepted
         // connection would register (and lock) a new waiter every time.
@@ -61,6 +72,7 @@ impl<S: Service> AcceptLoop<'_, S> {
                 _ = &mut cancelled => return,
                 // Reap finished connections while waiting for the next one.
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                Some(_) = lingering.join_next(), if !lingering.is_empty() => continue,
                 r = self.listener.accept() => r,
             };
             let (stream, addr) = match accepted {
@@ -90,7 +102,7 @@ impl<S: Service> AcceptLoop<'_, S> {
                     self.metrics.connection_opened();
                     conns.spawn(connection::run(self.service, conn, permit));
                 }
-                None => self.reject(stream, addr),
+                None => self.reject(stream, addr, &mut lingering),
             }
         }
     }
@@ -113,7 +125,7 @@ impl<S: Service> AcceptLoop<'_, S> {
         };
         Connection {
             local,
-            stream,
+            stream: stream.into(),
             peer: Endpoint::from(addr),
             id,
             shutdown: self.shutdown.clone(),
@@ -123,8 +135,9 @@ impl<S: Service> AcceptLoop<'_, S> {
         }
     }
 
-    /// Over the limit: the service's refusal line, if any, then close.
-    fn reject(&self, stream: TcpStream, addr: SocketAddr) {
+    /// Over the limit: the service's refusal line, if any, then a
+    /// lingering close in its own task (or a plain close if too many linger).
+    fn reject(&self, mut stream: TcpStream, addr: SocketAddr, lingering: &mut JoinSet<()>) {
         self.metrics.connection_rejected();
         if let Some(line) = self.service.reject_line() {
             // A fresh socket's send buffer is empty: this does not block, and
@@ -132,6 +145,12 @@ impl<S: Service> AcceptLoop<'_, S> {
             let _ = stream.try_write(line);
         }
         tracing::debug!(peer = %addr, "connection rejected: at max connections");
+        if lingering.len() < MAX_LINGERING_REJECTS {
+            let metrics = self.metrics.clone();
+            lingering.spawn(async move {
+                linger::lingering_close(&mut stream, &metrics).await;
+            });
+        }
     }
 }
 

@@ -144,18 +144,7 @@ impl ServerConfig {
 /// The connection limit the process's descriptor limit allows: the soft
 /// `RLIMIT_NOFILE` minus a few descriptors the server itself needs.
 pub fn default_max_connections() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass and nothing else.
-    // `rlim_t` is `u64` on Linux and `i64` on the BSDs.
-    #[allow(clippy::useless_conversion)]
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        u64::try_from(lim.rlim_cur).unwrap_or(1024)
-    } else {
-        1024
-    };
+    let soft = crate::net::open_file_limit().unwrap_or(1024);
     let usable = soft.saturating_sub(RESERVED_FDS).max(1);
     usize::try_from(usable).unwrap_or(usize::MAX)
 }
@@ -327,6 +316,32 @@ mod tests {
     fn wildcard_v6_listen_keeps_the_fallback() {
         let b = ServerBuilder::new().listen(Endpoint::any_v6(7));
         assert_eq!(b.config().listen, Listen::Any(7));
-        assert!(default_max_connections() >= 1);
+    }
+
+    #[test]
+    fn default_max_connections_leaves_descriptors_for_the_rest() {
+        // Built with `.max(1)`, so ">= 1" could not fail: compare with the
+        // soft open-file limit this process really has.
+        let soft = || {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into the struct we pass and nothing else.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+            #[allow(clippy::useless_conversion)]
+            u64::try_from(lim.rlim_cur).unwrap_or(u64::MAX)
+        };
+        let want = |soft: u64| {
+            soft.checked_sub(RESERVED_FDS)
+                .filter(|&n| n > 0)
+                .unwrap_or(1)
+        };
+        // Another test may raise the limit meanwhile: read it on both sides.
+        let (before, got, after) = (soft(), default_max_connections() as u64, soft());
+        assert!(
+            got == want(before) || got == want(after),
+            "{got} for a soft limit of {before} (then {after}), {RESERVED_FDS} reserved"
+        );
     }
 }

@@ -5,7 +5,8 @@
 //!   socket opens; [`Engine`] picks one listener shared by every worker, or
 //!   one `SO_REUSEPORT` listener and runtime per worker (a *lane* each).
 //! * `accept`: the accept loop (permit before accept, `EMFILE` backoff).
-//! * [`connection`]: what a service is given ([`Connection`], [`IdleClock`]).
+//! * [`connection`]: the task that runs a service on one
+//!   [`Connection`](crate::service::Connection) and accounts for it.
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
 //!
 //! ```
@@ -34,7 +35,6 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 pub use builder::{Engine, Listen, ServerBuilder, ServerConfig};
-pub use connection::{Connection, IdleClock};
 pub use shutdown::ShutdownHandle;
 
 use crate::endpoint::Endpoint;

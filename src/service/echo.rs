@@ -27,14 +27,16 @@ mod tests {
     /// whole echo future (connection, idle timer, cancellation wait, counters,
     /// boxed backpressure buffer) stays small. Measured 288 bytes in a debug
     /// build and 280 in release with tokio 1.54 / tokio-util 0.7.20 on x86_64
-    /// (it was 432 / 424 as an `async` block with an unboxed buffer). The
+    /// (it was 432 / 424 as an `async` block with an unboxed buffer), the
+    /// same since the connection's stream became a [`super::Stream`]: the
+    /// enum is as large as the `TcpStream` it wraps. The
     /// bound keeps the spawned task in tokio's 512-byte cell class, which is
     /// what idle RSS per connection follows (BENCHMARKS.md, issue 6).
     pub const ECHO_FUTURE_MAX_BYTES: usize = 320;
 
     #[tokio::test]
     async fn echo_future_is_small() {
-        let (conn, _client) = crate::server::connection::tests::loopback_connection().await;
+        let (conn, _client) = super::super::loopback_connection().await;
         let fut = Echo.serve(conn);
         let size = std::mem::size_of_val(&fut);
         eprintln!("echo connection future: {size} bytes");

@@ -8,23 +8,35 @@
 //! * [`Discard`]: reads and counts (RFC 863).
 //! * [`Chat`]: line-based rooms for `nc`/telnet users.
 //!
-//! Echo and discard share `pump`, the allocation-free read loop.
+//! Echo and discard share `pump`, the allocation-free read loop; chat and
+//! the server's over-the-limit refusal close through [`linger`].
+//!
+//! A service is given a [`Connection`] over a [`Stream`]: a plain TCP
+//! socket or any other async byte stream (TLS, a relay's upstream,
+//! `tokio::io::duplex` in tests), so services run over either unchanged.
 
 pub mod chat;
+mod connection;
 mod discard;
 mod echo;
+pub mod linger;
 mod pump;
+mod stream;
 
 use std::fmt;
 use std::future::Future;
 
 pub use chat::Chat;
+pub(crate) use connection::FOREVER;
+#[cfg(test)]
+pub(crate) use connection::tests::loopback_connection;
+pub use connection::{Connection, DRAIN_QUIET};
 pub use discard::Discard;
 pub use echo::Echo;
 pub use pump::READ_BUF_BYTES;
+pub use stream::{AsyncStream, ReadHalf, Stream, WriteHalf};
 
 use crate::error::Error;
-pub use crate::server::Connection;
 
 /// What a server runs on each connection.
 ///

@@ -9,23 +9,29 @@
 //! backpressure, and it bounds what the server holds per connection to one
 //! read. A peer that neither reads nor sends for the idle timeout is closed
 //! (the timer runs during that wait too), which is the write deadline.
+//!
+//! That is the [`Stream::Tcp`] path. Any other stream (TLS, a test's
+//! in-memory pipe) takes the same loop through `AsyncRead`/`AsyncWrite`:
+//! `poll_read` into the same thread buffer, `poll_write` back, the
+//! remainder to the same backlog, then `poll_flush` (a TLS stream holds
+//! records until flushed) before reading again, and `poll_shutdown` after
+//! the peer's EOF. Still no allocation per message.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{CloseReason, Connection, Served};
+use super::{CloseReason, Connection, Served, Stream};
+use super::{DRAIN_QUIET, FOREVER};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::server::connection::{DRAIN_QUIET, FOREVER};
 
 /// The per-thread read buffer: one read's worth, and so the most a stalled
 /// peer can make the server hold for it.
@@ -54,6 +60,10 @@ enum Event {
     Shutdown,
     /// The readiness wait itself failed.
     Failed(io::Error),
+    /// A non-TCP stream wrote (and flushed) what the peer was owed.
+    Drained(io::Result<()>),
+    /// EOF and nothing owed: the stream is shut down (TCP: nothing to do).
+    Closed(io::Result<()>),
 }
 
 /// What one readiness event produced.
@@ -93,6 +103,7 @@ pub(crate) fn pump(conn: Connection, mode: Mode) -> impl Future<Output = Served>
             bytes_out: 0,
             eof: false,
             draining: false,
+            unflushed: false,
         },
     }
 }
@@ -110,7 +121,7 @@ pin_project_lite::pin_project! {
 
 /// One connection's state between wakeups.
 struct Pump {
-    stream: TcpStream,
+    stream: Stream,
     metrics: Arc<Metrics>,
     mode: Mode,
     idle: SliceClock,
@@ -123,6 +134,8 @@ struct Pump {
     eof: bool,
     /// Shutdown was requested: finishing in-flight data.
     draining: bool,
+    /// Non-TCP streams: written since the last `poll_flush`.
+    unflushed: bool,
 }
 
 /// What the peer is owed: `buf[written..]`.
@@ -138,26 +151,9 @@ impl Future for PumpFuture {
         let mut this = self.project();
         let p = &mut *this.state;
         loop {
-            let backlogged = p.backlog.is_some();
-            if !backlogged && p.eof {
-                // Everything echoed: returning drops (closes) the stream,
-                // which passes the EOF on. No `shutdown(SHUT_WR)` first: the
-                // close right after sends the same FIN, and the extra syscall
-                // was ~3 % of a short connection's server CPU.
-                return Poll::Ready(p.finish(CloseReason::PeerClosed));
-            }
-            // `poll_*_ready` use the stream's own waker slot, so the wait
-            // stores no readiness future in the connection's state. I/O
-            // first, so the timer and the shutdown wait are only polled when
-            // the socket has nothing for us.
-            let io = if backlogged {
-                p.stream
-                    .poll_write_ready(cx)
-                    .map(|r| r.map_or_else(Event::Failed, |()| Event::Writable))
-            } else {
-                read_once(&mut p.stream, p.mode, &mut p.backlog, cx).map(Event::Read)
-            };
-            let event = match io {
+            // I/O first, so the timer and the shutdown wait are only polled
+            // when the socket has nothing for us.
+            let event = match p.poll_io(cx) {
                 Poll::Ready(event) => event,
                 Poll::Pending if this.sleep.as_mut().poll(cx).is_ready() => Event::Timer,
                 Poll::Pending if !p.draining && this.cancelled.as_mut().poll(cx).is_ready() => {
@@ -166,7 +162,11 @@ impl Future for PumpFuture {
                 Poll::Pending => return Poll::Pending,
             };
             let step = match event {
-                Event::Failed(e) => Err(io_error(e)),
+                Event::Closed(Ok(())) => Err(CloseReason::PeerClosed),
+                Event::Closed(Err(e)) | Event::Failed(e) | Event::Drained(Err(e)) => {
+                    Err(io_error(e))
+                }
+                Event::Drained(Ok(())) => Ok(()),
                 Event::Writable => p.on_writable(),
                 Event::Read(r) => p.on_read(r),
                 Event::Timer if p.idle.slice_ended() => {
@@ -246,12 +246,36 @@ impl SliceClock {
 }
 
 impl Pump {
-    /// Writes what the peer is owed; frees the buffer once it is all out.
+    /// Waits for what the loop needs next: to close after the peer's EOF,
+    /// to write what the peer is owed, or to read.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let owed = self.backlog.is_some() || self.unflushed;
+        match &mut self.stream {
+            // Everything echoed: returning drops (closes) the stream, which
+            // passes the EOF on. No `shutdown(SHUT_WR)` first: the close
+            // right after sends the same FIN, and the extra syscall was ~3 %
+            // of a short connection's server CPU.
+            Stream::Tcp(_) if self.eof && !owed => Poll::Ready(Event::Closed(Ok(()))),
+            // Other streams may have their own goodbye (TLS close_notify).
+            Stream::Other(s) if self.eof && !owed => {
+                Pin::new(s).poll_shutdown(cx).map(Event::Closed)
+            }
+            // `poll_write_ready` uses the stream's own waker slot, so the
+            // wait stores no readiness future in the connection's state.
+            Stream::Tcp(tcp) if owed => tcp
+                .poll_write_ready(cx)
+                .map(|r| r.map_or_else(Event::Failed, |()| Event::Writable)),
+            Stream::Other(_) if owed => self.poll_drain(cx).map(Event::Drained),
+            _ => self.read_once(cx).map(Event::Read),
+        }
+    }
+
+    /// TCP: writes what the peer is owed; frees the buffer once it is all out.
     fn on_writable(&mut self) -> Result<(), CloseReason> {
-        let Some(backlog) = self.backlog.as_mut() else {
+        let (Some(backlog), Stream::Tcp(tcp)) = (self.backlog.as_mut(), &self.stream) else {
             return Ok(());
         };
-        match self.stream.try_write(&backlog.buf[backlog.written..]) {
+        match tcp.try_write(&backlog.buf[backlog.written..]) {
             Ok(n) => {
                 backlog.written += n;
                 self.bytes_out += n as u64;
@@ -288,15 +312,70 @@ impl Pump {
         }
     }
 
-    /// The connection's result; releases the backlog (and its gauge).
+    /// Other streams: writes what the peer is owed, then flushes.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Stream::Other(s) = &mut self.stream else {
+            return Poll::Ready(Ok(()));
+        };
+        if let Some(backlog) = self.backlog.as_mut() {
+            while backlog.written < backlog.buf.len() {
+                let n = ready!(Pin::new(&mut *s).poll_write(cx, &backlog.buf[backlog.written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                backlog.written += n;
+                self.bytes_out += n as u64;
+                self.idle.active = true;
+            }
+            self.metrics.buffer_shrank(backlog.buf.len() as u64);
+            self.backlog = None;
+        }
+        if self.unflushed {
+            ready!(Pin::new(s).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// One read and, for echo, its write-back; the remainder goes to the
+    /// backlog. Called only when nothing is owed.
+    fn read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Step>> {
+        match &mut self.stream {
+            Stream::Tcp(tcp) => read_once_tcp(tcp, self.mode, &mut self.backlog, cx),
+            Stream::Other(s) => {
+                let step = read_once_other(s, self.mode, &mut self.backlog, cx);
+                if let Poll::Ready(Ok(Step::Moved { .. })) = step {
+                    self.unflushed = self.mode == Mode::Echo;
+                }
+                step
+            }
+        }
+    }
+
+    /// The connection's result; releases the backlog (and its gauge). The
+    /// counts move into the result, so `drop` does not add them again.
     fn finish(&mut self, reason: CloseReason) -> Served {
         if let Some(backlog) = self.backlog.take() {
             self.metrics.buffer_shrank(backlog.buf.len() as u64);
         }
         Served {
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
+            bytes_in: std::mem::take(&mut self.bytes_in),
+            bytes_out: std::mem::take(&mut self.bytes_out),
             reason,
+        }
+    }
+}
+
+impl Drop for Pump {
+    /// Dropped unfinished (the server's grace period ended, or the caller
+    /// gave up on the future): what moved still counts, and what was held
+    /// for the peer no longer is.
+    fn drop(&mut self) {
+        if self.bytes_in != 0 || self.bytes_out != 0 {
+            self.metrics.add_bytes(self.bytes_in, self.bytes_out);
+        }
+        if let Some(backlog) = self.backlog.take() {
+            self.metrics.buffer_shrank(backlog.buf.len() as u64);
         }
     }
 }
@@ -312,8 +391,8 @@ impl Pump {
 /// 1.43 `recvfrom` per echoed 64 B message, now 1.0, as the C loop's
 /// "once" mode). The readiness snapshot predates the read, so data arriving
 /// meanwhile is never missed.
-fn read_once(
-    stream: &mut TcpStream,
+fn read_once_tcp(
+    stream: &mut tokio::net::TcpStream,
     mode: Mode,
     backlog: &mut Option<Box<Backlog>>,
     cx: &mut Context<'_>,
@@ -343,6 +422,43 @@ fn read_once(
         }
         if written < read {
             // Not backlogged on entry (reads stop while it is), so fresh.
+            *backlog = Some(Box::new(Backlog {
+                buf: buf[written..read].to_vec(),
+                written: 0,
+            }));
+        }
+        Poll::Ready(Ok(Step::Moved { read, written }))
+    })
+}
+
+/// [`read_once_tcp`] for any other stream: `poll_read`, then `poll_write`
+/// until it is pending; the caller flushes before the next read.
+fn read_once_other(
+    stream: &mut Box<dyn super::AsyncStream>,
+    mode: Mode,
+    backlog: &mut Option<Box<Backlog>>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Step>> {
+    READ_BUF.with_borrow_mut(|buf| {
+        let mut rb = ReadBuf::new(buf);
+        ready!(Pin::new(&mut *stream).poll_read(cx, &mut rb))?;
+        let read = rb.filled().len();
+        if read == 0 {
+            return Poll::Ready(Ok(Step::Eof));
+        }
+        if mode == Mode::Discard {
+            return Poll::Ready(Ok(Step::Moved { read, written: 0 }));
+        }
+        let mut written = 0;
+        while written < read {
+            match Pin::new(&mut *stream).poll_write(cx, &buf[written..read]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+        }
+        if written < read {
             *backlog = Some(Box::new(Backlog {
                 buf: buf[written..read].to_vec(),
                 written: 0,

@@ -44,21 +44,6 @@ pub fn raise_nofile() -> u64 {
     u64::try_from(lim.rlim_cur).unwrap_or(1024)
 }
 
-/// `Some(reason)` when this build's `tcpkit serve` is the placeholder (no
-/// `--listen`), asked once.
-fn serve_unavailable() -> &'static Option<String> {
-    static ANSWER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    ANSWER.get_or_init(|| {
-        let out = Command::new(binary())
-            .args(["serve", "--help"])
-            .output()
-            .expect("run tcpkit serve --help");
-        let help = String::from_utf8_lossy(&out.stdout);
-        (!help.contains("--listen"))
-            .then(|| "this build's `tcpkit serve` has no --listen yet".to_owned())
-    })
-}
-
 /// A `tcpkit serve` child process on 127.0.0.1:0.
 pub struct Served {
     child: Option<Child>,
@@ -69,25 +54,16 @@ pub struct Served {
     stdout: BufReader<ChildStdout>,
 }
 
-/// Why a server could not be started: the binary in this build has no
-/// `serve` yet (tests skip, saying so) or something is really wrong (panic).
-pub enum Start {
-    Up(Served),
-    Unavailable(String),
-}
-
 impl Served {
-    /// `tcpkit serve --listen 127.0.0.1:0 ARGS...`.
-    pub fn start(args: &[&str]) -> Start {
+    /// `tcpkit serve --listen 127.0.0.1:0 ARGS...`; panics if it does not
+    /// come up (the binary is always built with the tests).
+    pub fn start(args: &[&str]) -> Served {
         Self::start_with(args, None)
     }
 
     /// As [`Served::start`], with RLIMIT_NOFILE (soft and hard) set to
     /// `nofile` in the child before exec, so the server cannot raise it.
-    pub fn start_with(args: &[&str], nofile: Option<u64>) -> Start {
-        if let Some(why) = serve_unavailable() {
-            return Start::Unavailable(why.clone());
-        }
+    pub fn start_with(args: &[&str], nofile: Option<u64>) -> Served {
         let mut cmd = Command::new(binary());
         cmd.args(["-q", "serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -135,22 +111,19 @@ impl Served {
         else {
             let _ = child.kill();
             let output = child.wait_with_output().expect("wait for tcpkit serve");
-            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-            if stderr.contains("not available in this build") {
-                return Start::Unavailable(stderr.trim().to_owned());
-            }
+            let stderr = String::from_utf8_lossy(&output.stderr);
             panic!("tcpkit serve {args:?}: no listening line; stdout {banner:?}, stderr {stderr}");
         };
         let addr = endpoint.parse().expect("listening endpoint");
         // Nobody reads stderr: it must not fill its pipe and block the server.
         let mut stderr = child.stderr.take().expect("piped stderr");
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Start::Up(Served {
+        Served {
             child: Some(child),
             addr,
             banner,
             stdout,
-        })
+        }
     }
 
     /// The server's PID.
@@ -252,23 +225,6 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Starts a server, or returns from the test (with a message) when this
-/// build's binary has no `serve`.
-macro_rules! serve_or_skip {
-    ($args:expr) => {
-        serve_or_skip!($args, None)
-    };
-    ($args:expr, $nofile:expr) => {
-        match hostile_util::Served::start_with($args, $nofile) {
-            hostile_util::Start::Up(s) => s,
-            hostile_util::Start::Unavailable(why) => {
-                eprintln!("skipped: {why}");
-                return;
-            }
-        }
-    };
 }
 
 /// A TCP connection with read and write deadlines.

@@ -10,6 +10,7 @@ use tokio::time::{sleep_until, timeout_at};
 
 use super::echo::Schedule;
 use super::{ConnError, Ctx, to_tokio};
+use crate::bench::IDLE_PROBE_BYTES;
 use crate::bench::message::{MessagePattern, Mismatch, Verifier};
 use crate::error::Error;
 
@@ -108,7 +109,7 @@ async fn idle_open(ctx: &Ctx) -> Result<TcpStream, ConnError> {
         s.histogram.record(rtt);
         s.established += 1;
         s.messages += 1;
-        s.bytes += 1;
+        s.bytes += IDLE_PROBE_BYTES as u64;
     }
     ctx.live.messages.fetch_add(1, Relaxed);
     Ok(stream)
@@ -119,13 +120,13 @@ async fn idle_open(ctx: &Ctx) -> Result<TcpStream, ConnError> {
 pub(super) async fn echo_one_byte(ctx: &Ctx) -> Result<(TcpStream, Duration), ConnError> {
     // The permit is held through the echo (see `Ctx::open`).
     let (mut stream, _permit) = ctx.open().await?;
-    let byte = [ctx.id as u8];
+    let byte = [ctx.id as u8; IDLE_PROBE_BYTES];
     let t0 = Instant::now();
     stream
         .write_all(&byte)
         .await
         .map_err(ctx.io(0, "write to"))?;
-    let mut got = [0u8; 1];
+    let mut got = [0u8; IDLE_PROBE_BYTES];
     stream
         .read_exact(&mut got)
         .await

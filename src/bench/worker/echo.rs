@@ -140,6 +140,11 @@ async fn echo_open(ctx: &Ctx, stream: &mut TcpStream, rate_per_s: f64) -> Result
             wr.write_all(&send)
                 .await
                 .map_err(ctx.io(seq * size as u64, "write to"))?;
+            // Counted when made, not when due: a writer behind its
+            // schedule makes fewer sends in the window than it owes.
+            if ctx.clock.in_window(Instant::now()) {
+                ctx.stats.borrow_mut().sends_in_window += 1;
+            }
         }
         Ok::<(), ConnError>(())
     };

@@ -21,7 +21,9 @@ use tokio::time::timeout;
 use super::histogram::LatencyHistogram;
 use super::message::Mismatch;
 use super::{BenchConfig, Mode};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
+use crate::net::{Protocol, Socket};
 
 /// How many error descriptions a run keeps (the rest are only counted).
 pub const MAX_ERROR_SAMPLES: usize = 5;
@@ -62,6 +64,8 @@ pub(crate) struct ThreadStats {
     pub histogram: LatencyHistogram,
     pub messages: u64,
     pub bytes: u64,
+    /// Open-loop echo: messages actually written inside the window.
+    pub sends_in_window: u64,
     pub established: u64,
     pub connect_failures: u64,
     pub errors: u64,
@@ -166,12 +170,7 @@ impl Ctx {
                 );
                 return Err(ConnError::Connect(e));
             }
-            Ok(Err(e)) => {
-                return Err(ConnError::Connect(Error::io(
-                    e,
-                    format_args!("connect {target}"),
-                )));
-            }
+            Ok(Err(e)) => return Err(ConnError::Connect(e)),
             Ok(Ok(s)) => s,
         };
         stream.set_nodelay(true).map_err(|e| {
@@ -182,63 +181,35 @@ impl Ctx {
 }
 
 impl Ctx {
-    /// `connect(2)`. In connect mode against 127.0.0.0/8, each connection
+    /// `connect(2)` on a [`Socket`]. In connect mode against 127.0.0.0/8, each connection
     /// leaves from another source address of 127.0.0.0/8 (bound with
     /// `IP_BIND_ADDRESS_NO_PORT`, so the port is still picked at connect): the
     /// client closes first, and tens of thousands of its `TIME_WAIT` sockets
     /// on one source address turn the kernel's ephemeral port search into
     /// the load generator's largest cost (`__inet_hash_connect`).
-    async fn connect(&self) -> std::io::Result<TcpStream> {
-        let addr = self.config.target.socket_addr();
+    async fn connect(&self) -> Result<TcpStream> {
+        let target = self.config.target;
+        let socket = Socket::open(Protocol::of(&target))?;
         // Idle connections (ids past the active ones) spread too: with
         // thousands of them, and other runs on the machine, one source
         // address's ephemeral ports could run short.
         let many = self.config.mode == Mode::Connect || self.id as usize >= self.config.connections;
-        let spread = match addr.ip() {
-            std::net::IpAddr::V4(ip) => many && ip.is_loopback(),
-            std::net::IpAddr::V6(_) => false,
-        };
-        if !spread {
-            return TcpStream::connect(addr).await;
+        if many && target.is_ipv4() && target.ip().is_loopback() {
+            let n = self.connects.get().wrapping_add(1);
+            self.connects.set(n);
+            // One of 60,000 addresses from 127.0.0.2 up, never 127.0.0.1.
+            let host = 2 + self.id.wrapping_mul(251).wrapping_add(n) % 60_000;
+            let source = std::net::Ipv4Addr::from(0x7f00_0000 | host);
+            // Elsewhere the kernel picks the port at `bind(2)`, which is what
+            // the option avoids: many connections from one source address
+            // may then run out of ports sooner, nothing worse.
+            if cfg!(target_os = "linux") {
+                socket.set_bind_address_no_port(true)?;
+            }
+            socket.bind(&Endpoint::from(std::net::SocketAddr::from((source, 0))))?;
         }
-        let n = self.connects.get().wrapping_add(1);
-        self.connects.set(n);
-        // One of 60,000 addresses from 127.0.0.2 up, never 127.0.0.1.
-        let host = 2 + self.id.wrapping_mul(251).wrapping_add(n) % 60_000;
-        let source = std::net::Ipv4Addr::from(0x7f00_0000 | host);
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        set_bind_address_no_port(&socket)?;
-        socket.bind(std::net::SocketAddr::from((source, 0)))?;
-        socket.connect(addr).await
+        socket.connect_async(&target).await
     }
-}
-
-/// Elsewhere the kernel picks the port at `bind(2)`, which is what the
-/// option avoids; without it many connections from one source address may
-/// run out of ports sooner.
-#[cfg(not(target_os = "linux"))]
-fn set_bind_address_no_port(_socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
-    Ok(())
-}
-
-#[cfg(target_os = "linux")]
-fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on an open socket with a correctly sized int.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Opens the run's `idle_connections` (ids from `connections` up) on a

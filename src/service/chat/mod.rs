@@ -11,9 +11,18 @@
 //! idle timeout counts lines in and bytes out, so a member who only reads
 //! stays while the room talks (see `Idle`).
 //!
+//! A session owes its member every line queued for it: one that
+//! half-closes, quits, is cut off or idles out, and everyone at shutdown,
+//! first gets what is queued (the welcome, replies, room lines said before
+//! it left; within [`FLUSH_DEADLINE`]), then the reason it is closed, then
+//! a lingering close ([`crate::service::linger`]) so that a client still
+//! sending reads that reason instead of a reset.
+//!
 //! * `room`: [`Room`], the [`Hub`] of rooms, and the non-blocking fan-out.
-//! * this file: one client's session (read loop, write loop, commands).
+//! * `outbox`: a member's queue and the write side, cancel-safe, flushed at close.
+//! * this file: one client's session (read loop, commands, closing).
 
+mod outbox;
 mod room;
 
 use std::sync::Arc;
@@ -22,17 +31,16 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use outbox::Outbox;
 use room::notice;
 pub use room::{Hub, Member, NameTaken, Room};
 
-use super::{CloseReason, Connection, Served, Service};
+use super::{CloseReason, Connection, ReadHalf, Served, Service, linger};
 use crate::codec::LineCodec;
 use crate::metrics::Metrics;
 
@@ -59,6 +67,13 @@ const PACE_POLL: Duration = Duration::from_millis(2);
 
 /// How long the farewell line (error, shutdown, slow) may take to write.
 const FAREWELL_DEADLINE: Duration = Duration::from_secs(1);
+
+/// How long a closing session may take to write what is already queued for
+/// its member (at most the queue's length in lines). A member that reads
+/// gets it in far less on any network; one that does not cannot hold the
+/// session longer. With the farewell and the lingering close after it, it
+/// fits in the default shutdown grace period (5 + 1 + 2 s of 10 s).
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The chat service. Cheap to clone; clones share rooms.
 #[derive(Debug, Clone)]
@@ -118,7 +133,20 @@ struct Me {
     room: String,
     tx: mpsc::Sender<Bytes>,
     kick: CancellationToken,
+    /// Bytes read from the client so far (taken into [`Served`] at the
+    /// end; whatever is left at drop goes to `metrics`).
     bytes_in: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Me {
+    /// Dropped with the session cut off at the grace deadline: what the
+    /// client sent still counts in the server's totals.
+    fn drop(&mut self) {
+        if self.bytes_in != 0 {
+            self.metrics.add_bytes(self.bytes_in, 0);
+        }
+    }
 }
 
 impl Me {
@@ -148,7 +176,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
         metrics,
         ..
     } = conn;
-    let (tx, mut rx) = mpsc::channel(queue);
+    let (tx, rx) = mpsc::channel(queue);
     let mut me = Me {
         id,
         name: format!("user{id}"),
@@ -156,6 +184,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
         tx,
         kick: CancellationToken::new(),
         bytes_in: 0,
+        metrics: metrics.clone(),
     };
     me.tell(format_args!(
         "welcome {}, you are in {}; commands: /nick NAME, /join ROOM, /who, /quit",
@@ -163,7 +192,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
     ));
     count_slow(&metrics, hub.join(&me.room, me.member()));
 
-    let mut bytes_out = 0u64;
+    let mut out = Outbox::new(rx, metrics.clone());
     let last_write = LastWrite::new();
     let (rd, mut wr) = stream.split();
     let reason = {
@@ -173,29 +202,39 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
             limit,
             last_write: &last_write,
         });
+        // Whichever branch ends first, the write loop is dropped at an
+        // await: `Outbox` keeps the rest of its message and the queue, and
+        // `close` below delivers them.
         tokio::select! {
             r = read_loop(&hub, &mut me, &mut lines, idle, &metrics) => r,
-            r = write_loop(&mut rx, &mut wr, &mut bytes_out, &last_write) => r,
+            r = out.write_loop(&mut wr, &last_write) => r,
             _ = kick.cancelled() => CloseReason::SlowConsumer,
             _ = shutdown.cancelled() => CloseReason::Shutdown,
         }
     };
-    // A slow consumer was already removed (and counted) by whoever found
-    // its queue full.
+    // Out of the room first, so that what is queued from here on is all
+    // there is to flush. A slow consumer was already removed (and counted)
+    // by whoever found its queue full.
     if !matches!(reason, CloseReason::SlowConsumer) {
         hub.leave(&me.room, me.id);
     }
-    if let Some(text) = farewell(&reason, max_line, queue) {
-        let line = notice(format_args!("{text}"));
-        if let Ok(Ok(())) = tokio::time::timeout(FAREWELL_DEADLINE, wr.write_all(&line)).await {
-            bytes_out += line.len() as u64;
-        }
+    let text = farewell(&reason, max_line, queue);
+    out.close(&mut wr, &reason, text, &last_write).await;
+    if lingers(&reason) {
+        linger::lingering_close(&mut stream, &metrics).await;
     }
     Served {
-        bytes_in: me.bytes_in,
-        bytes_out,
+        bytes_in: std::mem::take(&mut me.bytes_in),
+        bytes_out: out.take_bytes_out(),
         reason,
     }
+}
+
+/// Whether the client may still be sending when the server closes it, so
+/// the close must linger lest it become a reset that destroys the farewell.
+/// After EOF nothing more can arrive; after an error nothing more will.
+fn lingers(reason: &CloseReason) -> bool {
+    !matches!(reason, CloseReason::PeerClosed | CloseReason::Error(_))
 }
 
 fn farewell(reason: &CloseReason, max_line: usize, queue: usize) -> Option<String> {
@@ -266,22 +305,6 @@ impl Idle<'_> {
         };
         since + self.limit
     }
-}
-
-async fn write_loop(
-    rx: &mut mpsc::Receiver<Bytes>,
-    wr: &mut WriteHalf<'_>,
-    bytes_out: &mut u64,
-    last_write: &LastWrite,
-) -> CloseReason {
-    while let Some(msg) = rx.recv().await {
-        if let Err(e) = wr.write_all(&msg).await {
-            return CloseReason::Error(crate::Error::io(e, "chat write"));
-        }
-        *bytes_out += msg.len() as u64;
-        last_write.touch();
-    }
-    CloseReason::Done
 }
 
 async fn read_loop(

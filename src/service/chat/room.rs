@@ -16,23 +16,27 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// One client as the room sees it.
+///
+/// Built only by the chat session: its fields (the queue the room writes
+/// into, the token that kicks it) are the session's protocol with the hub,
+/// free to change, so they are not public.
 #[derive(Debug, Clone)]
 pub struct Member {
     /// The connection's id.
-    pub id: u64,
+    pub(crate) id: u64,
     /// Display name, prefixed to what it says.
-    pub name: String,
+    pub(crate) name: String,
     /// Its bounded outgoing queue.
-    pub tx: mpsc::Sender<Bytes>,
+    pub(crate) tx: mpsc::Sender<Bytes>,
     /// Cancelled when the member is disconnected for falling behind.
-    pub kick: CancellationToken,
+    pub(crate) kick: CancellationToken,
 }
 
 /// The members of one room, and its last few lines.
 #[derive(Debug, Default)]
 pub struct Room {
     members: Vec<Member>,
-    /// The last [`Hub::history`] lines said here (`name: text`, not
+    /// The last few lines (the hub's `history`) said here (`name: text`, not
     /// notices), replayed to whoever joins. Bounded in lines, and each line
     /// by the server's maximum line length; gone when the room empties.
     history: VecDeque<Bytes>,
@@ -105,11 +109,6 @@ impl Hub {
             rooms: Mutex::default(),
             history,
         }
-    }
-
-    /// Lines of history each room keeps.
-    pub fn history(&self) -> usize {
-        self.history
     }
 
     fn with_room<T>(&self, room: &str, f: impl FnOnce(&mut Room) -> T) -> T {

@@ -1,0 +1,98 @@
+//! [`Connection`]: what a [`Service`](super::Service) is given, and the
+//! timing constants services share.
+//!
+//! It lives on the service side so that the dependency runs one way: the
+//! server builds connections and runs services, services know nothing of
+//! the server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Stream;
+use crate::codec::DEFAULT_MAX_LINE;
+use crate::endpoint::Endpoint;
+use crate::metrics::Metrics;
+
+/// After shutdown is requested, a connection that has been quiet this long is
+/// considered drained: data still in flight on a live connection keeps
+/// arriving well within it, an idle `nc` does not hold shutdown for the whole
+/// grace period.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(500);
+
+/// Stands in for "no idle timeout": far enough to never fire, near enough for
+/// tokio's timer wheel (about two years).
+pub(crate) const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A connection, handed to [`Service::serve`](super::Service::serve).
+///
+/// The server builds one per accepted socket; [`Connection::new`] builds one
+/// over any stream (TLS, an in-memory pipe in tests), to run a service
+/// without a server.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Connection {
+    /// The connected stream (an accepted TCP socket has `TCP_NODELAY` set).
+    pub stream: Stream,
+    /// The client's endpoint.
+    pub peer: Endpoint,
+    /// The local endpoint the client reached.
+    pub local: Endpoint,
+    /// A number unique within the server, from 1 (chat's default `user<N>`).
+    pub id: u64,
+    /// Cancelled when the server starts shutting down: finish in-flight data,
+    /// then return. The server closes what is left after its grace period.
+    pub shutdown: CancellationToken,
+    /// The server's idle timeout (`None`: none).
+    pub idle_timeout: Option<Duration>,
+    /// The server's maximum line length, for line-based services.
+    pub max_line: usize,
+    /// The server's counters (services update the backpressure gauge and
+    /// slow-consumer count; byte counts are added at close, or when the
+    /// service is dropped unfinished).
+    pub metrics: Arc<Metrics>,
+}
+
+impl Connection {
+    /// A connection over `stream` with id 1, no idle timeout, the default
+    /// maximum line, its own shutdown token and counters. Change the public
+    /// fields to taste before serving it.
+    ///
+    /// ```
+    /// use tcpkit::{Endpoint, service::{Connection, Stream}};
+    /// let (ours, _theirs) = tokio::io::duplex(1024);
+    /// let ep = Endpoint::loopback_v4(0);
+    /// let mut conn = Connection::new(Stream::other(ours), ep, ep);
+    /// conn.max_line = 80;
+    /// assert_eq!(conn.id, 1);
+    /// ```
+    pub fn new(stream: impl Into<Stream>, peer: Endpoint, local: Endpoint) -> Connection {
+        Connection {
+            stream: stream.into(),
+            peer,
+            local,
+            id: 1,
+            shutdown: CancellationToken::new(),
+            idle_timeout: None,
+            max_line: DEFAULT_MAX_LINE,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use tokio::net::TcpStream;
+
+    /// A real loopback connection for unit tests: the accepted side as a
+    /// [`Connection`], and the client stream (keep it alive while testing).
+    pub(crate) async fn loopback_connection() -> (Connection, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        (Connection::new(stream, peer.into(), addr.into()), client)
+    }
+}

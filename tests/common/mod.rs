@@ -1,0 +1,41 @@
+//! Shared by the integration tests: the one way a test that cannot run
+//! says so.
+//!
+//! A test that needs something this host may lack (an outside program, IPv6
+//! loopback, a kernel behaviour, a high open-file limit) calls
+//! [`skip_or_fail`] and returns. Under `TCPKIT_REQUIRE_INTEROP=1` (set by
+//! `.ci/run`) that is a failure, so CI never passes a test that did not run.
+#![allow(dead_code)]
+
+/// The environment variable that turns every skip into a failure.
+pub const REQUIRE: &str = "TCPKIT_REQUIRE_INTEROP";
+
+/// Whether skips are failures in this run (`TCPKIT_REQUIRE_INTEROP=1`).
+pub fn skips_fail() -> bool {
+    std::env::var(REQUIRE).as_deref() == Ok("1")
+}
+
+/// Says on stderr that the calling test is skipped and why; panics instead
+/// when `TCPKIT_REQUIRE_INTEROP=1`. The caller returns right after:
+/// `return common::skip_or_fail("ncat is not installed");`
+#[track_caller]
+pub fn skip_or_fail(reason: &str) {
+    if skips_fail() {
+        panic!("cannot run: {reason} (and {REQUIRE}=1 makes that a failure)");
+    }
+    eprintln!("skipped: {reason} (set {REQUIRE}=1 to make this a failure)");
+}
+
+/// Whether `program` is on PATH; if not, [`skip_or_fail`] naming the
+/// Debian package to install, and `false`.
+pub fn have_program(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        skip_or_fail(&format!(
+            "{program} is not installed (apt-get install ncat socat netcat-openbsd)"
+        ));
+    }
+    found
+}
