@@ -86,6 +86,8 @@ fn demo_and_others_exit_quietly_on_a_closed_stdout() {
         &["completions", "bash"],
         &["man"],
         &["serve", "--listen", "127.0.0.1:0"],
+        &["--help"],
+        &["bench", "--help"],
     ] {
         let child = tcpkit()
             .args(args)

@@ -69,8 +69,9 @@ pub struct Args {
     /// Close connections with no traffic for this long ("0" disables).
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = values::duration)]
     idle_timeout: Duration,
-    /// Longest chat line, in bytes.
-    #[arg(long, default_value_t = tcpkit::codec::DEFAULT_MAX_LINE, value_name = "BYTES")]
+    /// Longest chat line, in bytes (at most 16 MiB: each member may buffer
+    /// one line this long).
+    #[arg(long, default_value_t = tcpkit::codec::DEFAULT_MAX_LINE, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=values::MAX_LINE_BYTES as u64))]
     max_line: usize,
     /// Chat: lines each room replays to whoever joins it ("0" keeps none).
     #[arg(long, default_value_t = tcpkit::service::chat::DEFAULT_HISTORY, value_name = "LINES")]

@@ -24,6 +24,10 @@ pub const MAX_WORKERS: usize = 1024;
 /// (tokio's semaphore allows fewer than `usize::MAX >> 3` permits).
 pub const MAX_CONNECTIONS: usize = 1 << 24;
 
+/// The longest chat line `serve --max-line` allows: every member may hold
+/// one partial line this long in memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
 /// clap value parser for durations: `30s`, `500ms`, `5m`, `1h 30m`; a bare
 /// `0` is zero (which flags that can be turned off read as "none"). At most
 /// [`MAX_DURATION`].
