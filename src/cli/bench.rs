@@ -60,12 +60,12 @@ struct Options {
     #[arg(long, short = 'm', value_enum, default_value_t = ModeArg::Echo)]
     mode: ModeArg,
     /// Connections (concurrent connection slots in connect mode).
-    #[arg(long, short = 'c', default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=values::MAX_CONNECTIONS as u64))]
+    #[arg(long, short = 'c', default_value_t = 50, value_parser = values::count(1, values::MAX_CONNECTIONS))]
     connections: usize,
     /// Echo mode: before the warm-up, open N more connections that each echo
     /// one byte (verified) and then stay silent until the run ends; not
     /// counted as messages.
-    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=values::MAX_CONNECTIONS as u64))]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = values::count(0, values::MAX_CONNECTIONS))]
     idle_connections: usize,
     /// Message size in bytes (at least 16 for echo and connect: the header
     /// carries connection id, sequence number and size).
@@ -86,14 +86,14 @@ struct Options {
     warmup: Duration,
     /// Load-generator threads, 1 to 1024 (default: 1 with --client-cpu, else
     /// the number of cores).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=values::MAX_WORKERS as u64))]
+    #[arg(long, value_parser = values::count(1, values::MAX_WORKERS))]
     threads: Option<usize>,
     /// Pin the embedded server to this CPU.
     #[arg(long, value_name = "CPU")]
     server_cpu: Option<usize>,
     /// Worker threads of the embedded server (`serve --workers`) [default: 1
     /// with --server-cpu, else serve's default].
-    #[arg(long, value_name = "N", conflicts_with = "target", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=values::MAX_WORKERS as u64))]
+    #[arg(long, value_name = "N", conflicts_with = "target", value_parser = values::count(1, values::MAX_WORKERS))]
     server_workers: Option<usize>,
     /// Engine of the embedded server (`serve --engine`): `shared` or
     /// `per-core` [default: serve's default]

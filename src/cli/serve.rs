@@ -64,21 +64,21 @@ pub struct Args {
     backlog: u32,
     /// Connections served at once; more are accepted and closed at once
     /// [default: the open-file limit minus a few]
-    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=values::MAX_CONNECTIONS as u64))]
+    #[arg(long, value_name = "N", value_parser = values::count(1, values::MAX_CONNECTIONS))]
     max_connections: Option<usize>,
     /// Close connections with no traffic for this long ("0" disables).
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = values::duration)]
     idle_timeout: Duration,
     /// Longest chat line, in bytes (at most 16 MiB: each member may buffer
     /// one line this long).
-    #[arg(long, default_value_t = tcpkit::codec::DEFAULT_MAX_LINE, value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=values::MAX_LINE_BYTES as u64))]
+    #[arg(long, default_value_t = tcpkit::codec::DEFAULT_MAX_LINE, value_name = "BYTES", value_parser = values::count(1, values::MAX_LINE_BYTES))]
     max_line: usize,
     /// Chat: lines each room replays to whoever joins it ("0" keeps none).
     #[arg(long, default_value_t = tcpkit::service::chat::DEFAULT_HISTORY, value_name = "LINES")]
     history: usize,
     /// Runtime worker threads, 1 to 1024; 1 uses a single-threaded runtime
     /// [default: cores]
-    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=values::MAX_WORKERS as u64))]
+    #[arg(long, value_name = "N", value_parser = values::count(1, values::MAX_WORKERS))]
     workers: Option<usize>,
     /// How connections are spread over the workers.
     #[arg(long, value_enum, default_value_t = EngineArg::Shared)]

@@ -28,6 +28,12 @@ pub const MAX_CONNECTIONS: usize = 1 << 24;
 /// one partial line this long in memory.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 
+/// clap value parser for a count in `min..=max` (the error names the flag
+/// and the range).
+pub fn count(min: usize, max: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min as u64..=max as u64)
+}
+
 /// clap value parser for durations: `30s`, `500ms`, `5m`, `1h 30m`; a bare
 /// `0` is zero (which flags that can be turned off read as "none"). At most
 /// [`MAX_DURATION`].
