@@ -159,6 +159,13 @@ impl Error {
         )
     }
 
+    /// The same error with `context` in front of its message (`"{context}:
+    /// {message}"`); kind, code and the OS error beneath are kept.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
     /// What went wrong, for matching.
     pub fn kind(&self) -> ErrorKind {
         self.kind

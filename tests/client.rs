@@ -185,7 +185,7 @@ fn connect_binds_the_source_address() {
 
 #[test]
 fn family_flag_filters_addresses() {
-    let out = tcpkit(&["connect", "-6", "127.0.0.1:0"], b"");
+    let out = tcpkit(&["connect", "-6", "127.0.0.1:9"], b"");
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
     assert!(out.stderr.contains("no IPv6 address"), "{}", out.stderr);
     assert!(out.stderr.contains("127.0.0.1"), "{}", out.stderr);
@@ -745,4 +745,24 @@ async fn framed_helpers_round_trip_and_enforce_the_maximum() {
         .await
         .expect("server in time")
         .expect("server");
+}
+
+#[tokio::test]
+async fn framed_errors_keep_the_os_code_and_name_the_peer() {
+    let acceptor = Acceptor::bind_listen(&Endpoint::loopback_v4(0), 30).expect("listen");
+    let ep = acceptor.local_endpoint().expect("local");
+    let conn = Connector::new()
+        .connect(&ep.to_string())
+        .await
+        .expect("connect");
+    let mut lines = FramedClient::lines(conn.stream, 1024).expect("framed");
+    // A reset: SO_LINGER 0 makes close(2) send RST instead of FIN.
+    let (server, _) = acceptor.accept().expect("accept");
+    server.set_linger(Some(Duration::ZERO)).expect("linger");
+    drop(server);
+    let err = lines.recv_timeout(DEADLINE).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    assert_eq!(err.os_code(), Some(libc::ECONNRESET), "{err}");
+    assert_eq!(err.code(), libc::ECONNRESET, "{err}");
+    assert!(err.message().contains(&ep.to_string()), "{err}");
 }

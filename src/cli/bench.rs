@@ -1,7 +1,7 @@
 //! `tcpkit bench`: arguments → [`BenchConfig`], an optional embedded server,
 //! progress on stderr, the report on stdout, exit 8 on a verification failure.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use tcpkit::error::code;
 use tcpkit::{Endpoint, Error, ErrorKind};
 
 use super::Globals;
+use super::{out, values};
 
 /// Workloads of `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,6 +42,7 @@ impl From<ModeArg> for Mode {
 /// Arguments of `tcpkit bench`, boxed so the `Command` enum stays small
 /// (clippy's `large_enum_variant`).
 #[derive(Debug, clap::Args)]
+#[command(after_help = super::exit::all_codes_help())]
 pub struct Args {
     #[command(flatten)]
     options: Box<Options>,
@@ -58,12 +60,12 @@ struct Options {
     #[arg(long, short = 'm', value_enum, default_value_t = ModeArg::Echo)]
     mode: ModeArg,
     /// Connections (concurrent connection slots in connect mode).
-    #[arg(long, short = 'c', default_value_t = 50)]
+    #[arg(long, short = 'c', default_value_t = 50, value_parser = values::count(1, values::MAX_CONNECTIONS))]
     connections: usize,
     /// Echo mode: before the warm-up, open N more connections that each echo
     /// one byte (verified) and then stay silent until the run ends; not
     /// counted as messages.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = values::count(0, values::MAX_CONNECTIONS))]
     idle_connections: usize,
     /// Message size in bytes (at least 16 for echo and connect: the header
     /// carries connection id, sequence number and size).
@@ -77,20 +79,21 @@ struct Options {
     #[arg(long, short = 'r', value_name = "R")]
     rate: Option<f64>,
     /// Measured window (after the warm-up).
-    #[arg(long, short = 'd', default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, short = 'd', default_value = "10s", value_parser = values::duration)]
     duration: Duration,
     /// Load before the window, not counted.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = values::duration)]
     warmup: Duration,
-    /// Load-generator threads (default: 1 with --client-cpu, else the number of cores).
-    #[arg(long)]
+    /// Load-generator threads, 1 to 1024 (default: 1 with --client-cpu, else
+    /// the number of cores).
+    #[arg(long, value_parser = values::count(1, values::MAX_WORKERS))]
     threads: Option<usize>,
     /// Pin the embedded server to this CPU.
     #[arg(long, value_name = "CPU")]
     server_cpu: Option<usize>,
     /// Worker threads of the embedded server (`serve --workers`) [default: 1
     /// with --server-cpu, else serve's default].
-    #[arg(long, value_name = "N", conflicts_with = "target")]
+    #[arg(long, value_name = "N", conflicts_with = "target", value_parser = values::count(1, values::MAX_WORKERS))]
     server_workers: Option<usize>,
     /// Engine of the embedded server (`serve --engine`): `shared` or
     /// `per-core` [default: serve's default]
@@ -103,7 +106,7 @@ struct Options {
     #[arg(long, value_name = "PID", requires = "target")]
     server_pid: Option<u32>,
     /// Deadline for each connect.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = values::duration)]
     connect_timeout: Duration,
     /// Print one JSON object with every field instead of the table.
     #[arg(long)]
@@ -120,6 +123,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let args = *args.options;
     // Validated before any server starts or socket opens; the target is
     // filled in once known.
+    check(&args)?;
     let mut config = config_from(&args, Endpoint::loopback_v4(0));
     config.validate()?;
     // Both the bench and a server it starts may hold thousands of sockets.
@@ -158,6 +162,46 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let report = result?;
     output(&args, &report)?;
     verdict(&report)
+}
+
+/// What `BenchConfig::validate` cannot see: CPUs that exist, output files
+/// that can be written, a server PID that is running, a size within bounds;
+/// each error names its flag.
+fn check(args: &Options) -> anyhow::Result<()> {
+    for (flag, cpu) in [
+        ("--server-cpu", args.server_cpu),
+        ("--client-cpu", args.client_cpu),
+    ] {
+        if let Some(cpu) = cpu {
+            values::check_cpu(flag, cpu)?;
+        }
+    }
+    if args.size > bench::MAX_IN_FLIGHT_BYTES {
+        return Err(values::invalid(
+            "--size",
+            format_args!(
+                "{} B is above the maximum of {} B",
+                args.size,
+                bench::MAX_IN_FLIGHT_BYTES
+            ),
+        ));
+    }
+    if let Some(path) = &args.histogram {
+        values::check_output_file("--histogram", path)?;
+    }
+    if let Some(path) = &args.plot {
+        values::check_output_file("--plot", path)?;
+    }
+    #[cfg(target_os = "linux")]
+    if let Some(pid) = args.server_pid
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    {
+        return Err(values::invalid(
+            "--server-pid",
+            format_args!("no running process {pid}"),
+        ));
+    }
+    Ok(())
 }
 
 fn config_from(args: &Options, target: Endpoint) -> BenchConfig {
@@ -213,12 +257,16 @@ fn verdict(report: &BenchReport) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--target` through the one endpoint parser; a name's first address.
 fn resolve(text: &str) -> anyhow::Result<Endpoint> {
-    let endpoints = Endpoint::resolve(text)?;
-    endpoints
-        .into_iter()
-        .next()
-        .with_context(|| format!("{text} resolved to no address"))
+    let target = values::host_port("--target", text)?;
+    if target.port() == 0 {
+        return Err(values::invalid(
+            "--target",
+            format_args!("cannot connect to {target}: port 0 is not a port anyone listens on"),
+        ));
+    }
+    values::first_address("--target", &target)
 }
 
 /// `tcpkit serve` from this same binary, on a port the kernel picks, with
@@ -229,7 +277,8 @@ fn start_server(
     workers: Option<usize>,
     engine: Option<super::serve::EngineArg>,
 ) -> anyhow::Result<ServerProcess> {
-    let exe = std::env::current_exe().context("find the tcpkit executable")?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io(e, "find the tcpkit executable to start the server"))?;
     let service = if mode == Mode::Throughput {
         "discard"
     } else {
@@ -267,25 +316,14 @@ fn progress_bar(globals: &Globals, config: &BenchConfig) -> Option<indicatif::Pr
 }
 
 fn output(args: &Options, report: &BenchReport) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    let printed = if args.json {
-        serde_json::to_writer(&mut stdout, report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(stdout))
-    } else {
-        stdout.write_all(report.render_table().as_bytes())
-    };
-    match printed {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        other => other.context("write the report to stdout")?,
-    }
+    // Files first: a reader that closed stdout (`| head`) still gets them.
     if let Some(path) = &args.histogram {
-        let mut file = std::fs::File::create(path)
-            .with_context(|| format!("create histogram file {}", path.display()))?;
+        let io = |e| Error::io(e, format_args!("--histogram: write {}", path.display()));
+        let mut file = std::fs::File::create(path).map_err(io)?;
         report
             .histogram
             .write_percentile_distribution(&mut file)
-            .with_context(|| format!("write histogram file {}", path.display()))?;
+            .map_err(io)?;
     }
     if let Some(path) = &args.plot {
         let title = format!(
@@ -297,5 +335,12 @@ fn output(args: &Options, report: &BenchReport) -> anyhow::Result<()> {
         );
         bench::plot::write_svg(&report.histogram, &title, path)?;
     }
-    Ok(())
+    let text = if args.json {
+        let mut line = serde_json::to_string(report).context("the report as JSON")?;
+        line.push('\n');
+        line
+    } else {
+        report.render_table()
+    };
+    out::bytes(text.as_bytes())
 }

@@ -8,27 +8,35 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::Context;
 use tcpkit::Endpoint;
 use tcpkit::client::{
     ConnectOptions, Connector, DumpFormat, Family, PipeEnd, PipeOptions, PipeStats, SessionDump,
     pipe,
 };
+use tcpkit::endpoint::HostPort;
 use tokio::io::AsyncRead;
 
 use super::Globals;
+use super::exit::{Exit, codes_help};
+use super::values;
 
 /// Arguments of `tcpkit connect`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = super::exit::EXIT_CODES_HELP)]
+#[command(after_help = codes_help(&[
+    Exit::Ok, Exit::Failure, Exit::Usage, Exit::Resolve, Exit::Refused, Exit::Timeout, Exit::Io,
+]))]
 pub struct Args {
-    /// Whom to connect to: `HOST:PORT`, `a.b.c.d:PORT` or `[v6]:PORT`. Every
-    /// address HOST resolves to is tried, IPv6 and IPv4 raced (RFC 8305).
+    /// Whom to connect to: `HOST:PORT`, `a.b.c.d:PORT`, `[v6]:PORT`, a `PORT`
+    /// alone (this host), or `HOST PORT` as two words (as nc takes them).
+    /// Every address HOST resolves to is tried, IPv6 and IPv4 raced (RFC 8305).
     #[arg(value_name = "HOST:PORT")]
     target: String,
+    /// The port, when HOST and PORT are given as two words.
+    #[arg(value_name = "PORT")]
+    port: Option<String>,
     /// Give up connecting after this long (all addresses and retries), e.g.
     /// `5s`, `500ms`.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = values::duration)]
     timeout: Duration,
     /// Use IPv4 addresses only.
     #[arg(short = '4', conflicts_with = "ipv6")]
@@ -68,8 +76,8 @@ pub struct Args {
 #[derive(Debug, clap::Args)]
 pub struct SessionArgs {
     /// End the session (exit status 5) when no byte moved either way for this
-    /// long.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    /// long ("0": never, the default).
+    #[arg(long, value_name = "DURATION", value_parser = values::duration)]
     pub idle_timeout: Option<Duration>,
     /// At stdin EOF keep the write side open (default: shut it down so the
     /// peer sees EOF, like `nc -N`).
@@ -99,19 +107,29 @@ impl SessionArgs {
             (None, Some(p)) => (p, DumpFormat::Hex),
             (None, None) => return Ok(None),
         };
+        let flag = if self.output.is_some() {
+            "--output"
+        } else {
+            "--hex-dump"
+        };
         let file = std::fs::File::create(path)
-            .with_context(|| format!("create session dump {}", path.display()))?;
+            .map_err(|e| values::path_error(flag, "cannot create session dump", path, e))?;
         Ok(Some(Mutex::new(SessionDump::new(
             std::io::BufWriter::new(file),
             format,
         ))))
     }
 
+    /// `--idle-timeout`, with "0" read as none.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout.filter(|d| !d.is_zero())
+    }
+
     /// The pipe options these flags ask for.
     pub fn pipe_options(&self, max_lines: Option<u64>) -> PipeOptions {
         PipeOptions {
             shutdown_on_eof: !self.no_shutdown,
-            idle_timeout: self.idle_timeout,
+            idle_timeout: self.idle_timeout(),
             max_lines,
         }
     }
@@ -124,7 +142,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("start the async runtime")
+        .map_err(|e| tcpkit::Error::io(e, "start the async runtime").into())
 }
 
 /// The error for a session that went idle.
@@ -137,8 +155,17 @@ pub fn idle_error(peer: Endpoint, idle: Option<Duration>) -> anyhow::Error {
 }
 
 impl Args {
+    /// The target, from one word or two.
+    fn target(&self) -> anyhow::Result<HostPort> {
+        let parsed = match &self.port {
+            None => HostPort::parse(&self.target),
+            Some(port) => HostPort::from_parts(&self.target, port),
+        };
+        Ok(parsed?)
+    }
+
     /// The library's connect options for these flags (validates `--source`).
-    fn connect_options(&self) -> tcpkit::Result<ConnectOptions> {
+    fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
         let source = self.source.as_deref().map(parse_source).transpose()?;
         let family = match (self.ipv4, self.ipv6) {
             (true, _) => Family::V4,
@@ -158,6 +185,7 @@ impl Args {
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     // Validate everything before a socket opens.
+    let target = args.target()?;
     let options = args.connect_options()?;
     let dump = args.session.open_dump()?;
     let pipe_options = args.session.pipe_options(args.lines);
@@ -167,11 +195,11 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let result = rt.block_on(async {
         let conn = Connector::new()
             .with_options(options)
-            .connect(&args.target)
+            .connect_host_port(&target)
             .await?;
         if verbose {
             let list: Vec<String> = conn.resolved.iter().map(ToString::to_string).collect();
-            eprintln!("resolved {} to {}", args.target, list.join(", "));
+            eprintln!("resolved {target} to {}", list.join(", "));
             eprintln!("connected to {} from {}", conn.peer, conn.local);
         }
         if args.zero_io {
@@ -204,7 +232,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         // With --send the idle timeout is the expected way to stop reading
         // from a server that never closes.
         PipeEnd::IdleTimeout if args.send.is_none() => {
-            Err(idle_error(peer, args.session.idle_timeout))
+            Err(idle_error(peer, args.session.idle_timeout()))
         }
         _ => Ok(ExitCode::SUCCESS),
     }
@@ -224,7 +252,53 @@ pub fn print_stats(stats: &PipeStats) {
     );
 }
 
-/// `--source`: `IP` (any port) or `IP:PORT`.
-fn parse_source(text: &str) -> tcpkit::Result<Endpoint> {
-    Endpoint::new(text, 0).or_else(|e| Endpoint::parse(text).map_err(|_| e))
+/// `--source`: `IP` (any port) or `IP:PORT`, through the one endpoint parser;
+/// a name or a port alone names no local address.
+fn parse_source(text: &str) -> anyhow::Result<Endpoint> {
+    if let Ok(ep) = Endpoint::new(text, 0) {
+        return Ok(ep);
+    }
+    values::host_port("--source", text)?
+        .endpoint()
+        .ok_or_else(|| {
+            values::invalid(
+                "--source",
+                format_args!("{text:?} is not an IP address or IP:PORT"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Args {
+        T::try_parse_from(std::iter::once("connect").chain(argv.iter().copied()))
+            .expect("parse")
+            .args
+    }
+
+    #[test]
+    fn idle_timeout_zero_means_none() {
+        let args = parse(&["127.0.0.1:1", "--idle-timeout", "0"]);
+        assert_eq!(args.session.idle_timeout(), None);
+        assert_eq!(args.session.pipe_options(None).idle_timeout, None);
+        let args = parse(&["127.0.0.1:1", "--idle-timeout", "2s"]);
+        assert_eq!(args.session.idle_timeout(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn host_and_port_as_one_word_or_two() {
+        let one = parse(&["[::1]:7"]).target().expect("one word");
+        let two = parse(&["::1", "7"]).target().expect("two words");
+        assert_eq!(one, two);
+        assert!(parse(&["127.0.0.1:7", "8"]).target().is_err());
+    }
 }

@@ -14,9 +14,14 @@ use tcpkit::net::Protocol;
 use tcpkit::{Acceptor, DEFAULT_BACKLOG, Endpoint, Socket};
 
 use super::Globals;
+use super::exit::{Exit, codes_help};
+use super::out::outln;
 
 /// Arguments of `tcpkit demo`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = codes_help(&[
+    Exit::Ok, Exit::Failure, Exit::Usage, Exit::Io, Exit::Bind, Exit::Verification,
+]))]
 pub struct Args {
     /// Port for the server's acceptor; 0 lets the kernel pick a free one.
     #[arg(long, default_value_t = 0)]
@@ -46,12 +51,12 @@ impl Steps {
         let start = Instant::now();
         let value = f().with_context(|| format!("demo step {} ({name}) failed", self.n))?;
         if !self.quiet {
-            println!(
+            outln!(
                 "{:>2}. {name:<22} {:<52} {}",
                 self.n,
                 describe(&value),
                 micros(start.elapsed())
-            );
+            )?;
         }
         Ok(value)
     }
@@ -167,8 +172,15 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
                 |_| format!("{text:?} round trip ({len} B)"),
             )
             .and_then(|same| {
-                anyhow::ensure!(same, "echo of {text:?} came back different");
-                Ok(())
+                if same {
+                    return Ok(());
+                }
+                Err(tcpkit::Error::new(
+                    tcpkit::ErrorKind::Verification,
+                    tcpkit::error::code::VERIFICATION,
+                    format!("echo of {text:?} came back different"),
+                )
+                .into())
             })?;
     }
 

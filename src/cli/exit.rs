@@ -1,6 +1,9 @@
 //! Exit codes scripts can rely on, and how errors are printed.
 
+use std::io::Write;
 use std::process::ExitCode;
+
+use super::out::StdoutClosed;
 
 use tcpkit::ErrorKind;
 
@@ -34,17 +37,41 @@ impl From<Exit> for ExitCode {
     }
 }
 
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  success
-  1  other failure
-  2  bad arguments or input (unparsable address, port, duration, ...)
-  3  name resolution failed
-  4  connection refused
-  5  timed out (connect, idle or overall)
-  6  I/O error mid-stream (connection reset, broken pipe, ...)
-  7  cannot bind the local endpoint (address in use, permission denied)
-  8  bench: echoed data failed verification";
+/// Each exit status and what it means, as `--help` lists them.
+const MEANINGS: [(Exit, &str); 9] = [
+    (Exit::Ok, "success"),
+    (Exit::Failure, "other failure"),
+    (
+        Exit::Usage,
+        "bad arguments or input (unparsable address, port, duration, ...)",
+    ),
+    (Exit::Resolve, "name resolution failed"),
+    (Exit::Refused, "connection refused"),
+    (Exit::Timeout, "timed out (connect, idle or overall)"),
+    (
+        Exit::Io,
+        "I/O error mid-stream (connection reset, broken pipe, ...)",
+    ),
+    (
+        Exit::Bind,
+        "cannot bind the local endpoint (address in use, permission denied)",
+    ),
+    (Exit::Verification, "echoed data failed verification"),
+];
+
+/// The `Exit codes:` block of a command's `--help`, listing `codes` only.
+pub fn codes_help(codes: &[Exit]) -> String {
+    let mut text = String::from("Exit codes:");
+    for (exit, meaning) in MEANINGS.iter().filter(|(e, _)| codes.contains(e)) {
+        text.push_str(&format!("\n  {}  {meaning}", *exit as u8));
+    }
+    text
+}
+
+/// Every exit status (`tcpkit --help`, `tcpkit bench --help`).
+pub fn all_codes_help() -> String {
+    codes_help(&MEANINGS.map(|(e, _)| e))
+}
 
 /// The exit code for a library error kind.
 pub fn for_kind(kind: ErrorKind) -> Exit {
@@ -72,12 +99,22 @@ pub fn for_kind(kind: ErrorKind) -> Exit {
 }
 
 /// Prints `tcpkit: error [code N]: message` (and causes) to stderr and picks
-/// the exit code from the first `tcpkit::Error` in the chain.
+/// the exit code from the first `tcpkit::Error` in the chain. `N` is that
+/// error's code; for an error from elsewhere, the errno of an `io::Error` in
+/// the chain, or else the exit status itself. A closed stdout
+/// ([`StdoutClosed`]) is a quiet success.
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    let lib = err.chain().find_map(|e| e.downcast_ref::<tcpkit::Error>());
-    match lib {
-        Some(e) => eprintln!("tcpkit: error [code {}]: {err:#}", e.code()),
-        None => eprintln!("tcpkit: error: {err:#}"),
+    if err.chain().any(|e| e.is::<StdoutClosed>()) {
+        return ExitCode::SUCCESS;
     }
-    lib.map_or(Exit::Failure, |e| for_kind(e.kind())).into()
+    let lib = err.chain().find_map(|e| e.downcast_ref::<tcpkit::Error>());
+    let io = err.chain().find_map(|e| e.downcast_ref::<std::io::Error>());
+    let (code, exit) = match (lib, io) {
+        (Some(e), _) => (e.code(), for_kind(e.kind())),
+        (None, Some(e)) => (e.raw_os_error().unwrap_or(libc::EIO), Exit::Failure),
+        (None, None) => (i32::from(Exit::Failure as u8), Exit::Failure),
+    };
+    // Even a closed stderr must not turn an error into a panic.
+    let _ = writeln!(std::io::stderr(), "tcpkit: error [code {code}]: {err:#}");
+    exit.into()
 }

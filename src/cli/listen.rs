@@ -9,17 +9,23 @@
 use std::process::ExitCode;
 
 use tcpkit::client::{PipeEnd, pipe};
+use tcpkit::endpoint::Host;
 use tcpkit::{Acceptor, DEFAULT_BACKLOG, DEFAULT_PORT, Endpoint};
 
 use super::Globals;
 use super::connect::{SessionArgs, idle_error, print_stats, runtime};
+use super::exit::{Exit, codes_help};
+use super::values;
 
 /// Arguments of `tcpkit listen`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = super::exit::EXIT_CODES_HELP)]
+#[command(after_help = codes_help(&[
+    Exit::Ok, Exit::Failure, Exit::Usage, Exit::Resolve, Exit::Timeout, Exit::Io, Exit::Bind,
+]))]
 pub struct Args {
-    /// Where to listen: `IP:PORT`, `[v6]:PORT`, or a `PORT` alone (every
-    /// interface, dual-stack). Default: `[::]:3333`. Port 0 lets the kernel
+    /// Where to listen: `IP:PORT`, `[v6]:PORT`, `HOST:PORT` (its first
+    /// address), or a `PORT` alone (every interface, dual-stack). Default:
+    /// `[::]:3333`. Port 0 lets the kernel
     /// pick one (printed as `listening on ...` on stderr).
     #[arg(value_name = "ADDR")]
     addr: Option<String>,
@@ -36,20 +42,20 @@ enum Where {
     At(Endpoint),
 }
 
-fn parse_addr(text: Option<&str>) -> tcpkit::Result<Where> {
-    match text.map(str::trim) {
-        None => Ok(Where::Any(DEFAULT_PORT)),
-        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
-            t.parse().map(Where::Any).map_err(|_| {
-                tcpkit::Error::new(
-                    tcpkit::ErrorKind::InvalidPort,
-                    tcpkit::error::code::INVALID_PORT,
-                    format!("invalid port {t:?}: must be 0 to 65535"),
-                )
-            })
-        }
-        Some(t) => Endpoint::parse(t).map(Where::At),
+/// `ADDR` through the one endpoint parser; a name is resolved (within
+/// `RESOLVE_TIMEOUT`) and its first address used.
+fn parse_addr(text: Option<&str>) -> anyhow::Result<Where> {
+    let Some(text) = text else {
+        return Ok(Where::Any(DEFAULT_PORT));
+    };
+    let place = values::host_port("ADDR", text)?;
+    if let Some(ep) = place.endpoint() {
+        return Ok(Where::At(ep));
     }
+    if *place.host() == Host::Unspecified {
+        return Ok(Where::Any(place.port()));
+    }
+    values::first_address("ADDR", &place).map(Where::At)
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {

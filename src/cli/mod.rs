@@ -5,9 +5,12 @@
 mod bench;
 mod connect;
 mod demo;
+mod docs;
 mod exit;
 mod listen;
+mod out;
 mod serve;
+mod values;
 
 use std::process::ExitCode;
 
@@ -17,7 +20,7 @@ use clap::{Parser, Subcommand};
 /// acceptors; echo/discard/chat servers, a netcat-class client and listener,
 /// and a verifying load generator.
 #[derive(Debug, Parser)]
-#[command(name = "tcpkit", version, propagate_version = true, after_help = exit::EXIT_CODES_HELP)]
+#[command(name = "tcpkit", version, propagate_version = true, after_help = exit::all_codes_help())]
 struct Cli {
     /// More output on stderr (repeat for more: -v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -42,6 +45,10 @@ enum Command {
     Listen(listen::Args),
     /// Load-test an echo server, verifying every byte, with latency histograms.
     Bench(bench::Args),
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff) to stdout: `tcpkit man | man -l -`.
+    Man(docs::ManArgs),
 }
 
 /// Flags every subcommand sees.
@@ -66,6 +73,10 @@ pub fn main() -> ExitCode {
         Command::Connect(args) => connect::run(args, globals),
         Command::Listen(args) => listen::run(args, globals),
         Command::Bench(args) => bench::run(args, globals),
+        Command::Completions(args) => {
+            docs::completions(&args, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man(_) => docs::man(<Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(code) => code,

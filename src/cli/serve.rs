@@ -11,14 +11,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tcpkit::server::{
-    Engine, Listen, Server, ServerBuilder, ServerConfig, ShutdownHandle, Summary,
-};
+use tcpkit::endpoint::Host;
+use tcpkit::server::{Engine, Listen, Server, ServerBuilder, ServerConfig, Summary};
 use tcpkit::service::{Chat, Discard, Echo, Service};
-use tcpkit::{Endpoint, Error, ErrorKind};
+use tcpkit::{Error, ErrorKind};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::Globals;
+use super::exit::{Exit, codes_help};
+use super::out::outln;
+use super::values;
 
 /// What each connection gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,8 +47,12 @@ pub enum EngineArg {
 
 /// Arguments of `tcpkit serve`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = codes_help(&[
+    Exit::Ok, Exit::Failure, Exit::Usage, Exit::Resolve, Exit::Io, Exit::Bind,
+]))]
 pub struct Args {
-    /// Endpoint to listen on, e.g. 127.0.0.1:0, [::1]:4000, localhost:4000 [default: [::]:3333
+    /// Endpoint to listen on: a PORT alone (every interface), 127.0.0.1:0,
+    /// [::1]:4000, localhost:4000 (its first address) [default: [::]:3333
     /// dual-stack, 0.0.0.0:3333 without IPv6]
     #[arg(short, long, value_name = "ADDR")]
     listen: Option<String>,
@@ -58,25 +64,27 @@ pub struct Args {
     backlog: u32,
     /// Connections served at once; more are accepted and closed at once
     /// [default: the open-file limit minus a few]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::count(1, values::MAX_CONNECTIONS))]
     max_connections: Option<usize>,
     /// Close connections with no traffic for this long ("0" disables).
-    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = values::duration)]
     idle_timeout: Duration,
-    /// Longest chat line, in bytes.
-    #[arg(long, default_value_t = tcpkit::codec::DEFAULT_MAX_LINE, value_name = "BYTES")]
+    /// Longest chat line, in bytes (at most 16 MiB: each member may buffer
+    /// one line this long).
+    #[arg(long, default_value_t = tcpkit::codec::DEFAULT_MAX_LINE, value_name = "BYTES", value_parser = values::count(1, values::MAX_LINE_BYTES))]
     max_line: usize,
     /// Chat: lines each room replays to whoever joins it ("0" keeps none).
     #[arg(long, default_value_t = tcpkit::service::chat::DEFAULT_HISTORY, value_name = "LINES")]
     history: usize,
-    /// Runtime worker threads; 1 uses a single-threaded runtime [default: cores]
-    #[arg(long, value_name = "N")]
+    /// Runtime worker threads, 1 to 1024; 1 uses a single-threaded runtime
+    /// [default: cores]
+    #[arg(long, value_name = "N", value_parser = values::count(1, values::MAX_WORKERS))]
     workers: Option<usize>,
     /// How connections are spread over the workers.
     #[arg(long, value_enum, default_value_t = EngineArg::Shared)]
     engine: EngineArg,
     /// How long shutdown waits for connections to finish.
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = values::duration)]
     shutdown_grace: Duration,
     /// Accepted for compatibility: TCP_DEFER_ACCEPT is already the default
     /// for echo and discard (an error with chat, which greets first).
@@ -94,13 +102,6 @@ pub struct Args {
     no_defer_accept: bool,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 30s, 500ms, 5m)"))
-}
-
 fn invalid(msg: impl Into<String>) -> anyhow::Error {
     Error::new(
         ErrorKind::InvalidConfig,
@@ -110,23 +111,27 @@ fn invalid(msg: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// `--listen` through the one endpoint parser: a port alone is every
+/// interface (dual-stack); a name is resolved within
+/// [`tcpkit::endpoint::RESOLVE_TIMEOUT`] and its first address used.
+fn listen_at(text: &str) -> anyhow::Result<Listen> {
+    let place = values::host_port("--listen", text)?;
+    let ep = match place.host() {
+        Host::Unspecified => return Ok(Listen::Any(place.port())),
+        _ => values::first_address("--listen", &place)?,
+    };
+    Ok(if ep.is_ipv6() && ep.is_unspecified() {
+        Listen::Any(ep.port())
+    } else {
+        Listen::At(ep)
+    })
+}
+
 /// Flags to a config, checked before any socket opens.
 fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     let mut config = ServerConfig::default();
     if let Some(text) = &args.listen {
-        // An address, or a name such as `localhost:4000` (first address);
-        // a name that does not resolve reports the address parse error.
-        let ep = Endpoint::parse(text).or_else(|err| {
-            Endpoint::resolve(text)
-                .ok()
-                .and_then(|eps| eps.into_iter().next())
-                .ok_or(err)
-        })?;
-        config.listen = if ep.is_ipv6() && ep.is_unspecified() {
-            Listen::Any(ep.port())
-        } else {
-            Listen::At(ep)
-        };
+        config.listen = listen_at(text)?;
     }
     if args.defer_accept && args.mode == Mode::Chat {
         return Err(invalid(
@@ -158,7 +163,8 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     Ok(config)
 }
 
-pub fn run(args: Args, _globals: Globals) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
+    let quiet = globals.quiet;
     // Before sizing the default connection limit from it.
     tcpkit::net::raise_open_file_limit();
     let config = config(&args)?;
@@ -166,22 +172,22 @@ pub fn run(args: Args, _globals: Globals) -> anyhow::Result<ExitCode> {
     let server = ServerBuilder::from_config(config).bind()?;
     runtime.block_on(async move {
         let summary = match args.mode {
-            Mode::Echo => serve(server, Echo).await?,
-            Mode::Discard => serve(server, Discard).await?,
-            Mode::Chat => serve(server, Chat::new().with_history(args.history)).await?,
+            Mode::Echo => serve(server, Echo, quiet).await?,
+            Mode::Discard => serve(server, Discard, quiet).await?,
+            Mode::Chat => serve(server, Chat::new().with_history(args.history), quiet).await?,
         };
         // The summary is a result (stdout), so -q, which quiets stderr, keeps it.
         if args.json {
             let line = serde_json::to_string(&summary).context("summary as JSON")?;
-            println!("{line}");
+            outln!("{line}")?;
         } else {
-            println!("{summary}");
+            outln!("{summary}")?;
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn serve<S: Service>(server: Server, service: S) -> anyhow::Result<Summary> {
+async fn serve<S: Service>(server: Server, service: S, quiet: bool) -> anyhow::Result<Summary> {
     let requested = server.config().backlog;
     let granted = server.effective_backlog();
     if granted < requested {
@@ -198,28 +204,27 @@ async fn serve<S: Service>(server: Server, service: S) -> anyhow::Result<Summary
     );
     // Signal handlers before the contract line: once a supervisor has read
     // it, SIGTERM must already drain rather than kill.
-    let handle = server.handle();
-    let signals = watch_signals(handle)?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "listening on {} ({}, backlog {requested})",
-            server.local_endpoint(),
-            service.name()
-        )
-        .and_then(|()| out.flush())
-        .context("write to stdout")?;
-    }
+    let signals = watch_signals(&server, quiet)?;
+    outln!(
+        "listening on {} ({}, backlog {requested})",
+        server.local_endpoint(),
+        service.name()
+    )?;
     let summary = server.run(service).await?;
     signals.abort();
     Ok(summary)
 }
 
-/// First SIGINT/SIGTERM: graceful shutdown; second: immediate.
-fn watch_signals(handle: ShutdownHandle) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+/// First SIGINT/SIGTERM: graceful shutdown, saying on stderr how many
+/// connections are draining and for how long at most; second: immediate.
+fn watch_signals(server: &Server, quiet: bool) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let install =
+        |kind, name| signal(kind).map_err(|e| Error::io(e, format_args!("install {name} handler")));
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let handle = server.handle();
+    let metrics = server.metrics();
+    let grace = server.config().shutdown_grace;
     Ok(tokio::spawn(async move {
         let mut seen = 0;
         loop {
@@ -229,7 +234,12 @@ fn watch_signals(handle: ShutdownHandle) -> anyhow::Result<tokio::task::JoinHand
             };
             seen += 1;
             if seen == 1 {
-                tracing::info!("{name}: draining connections (again to stop at once)");
+                let live = metrics.snapshot().connections_active;
+                tracing::info!("{name}: draining {live} connections (again to stop at once)");
+                if live > 0 && !quiet {
+                    // A state the user waits on: said even without -v.
+                    let _ = writeln!(std::io::stderr(), "{}", draining_message(live, grace));
+                }
                 handle.shutdown();
             } else {
                 tracing::warn!("{name} again: closing every connection now");
@@ -240,10 +250,24 @@ fn watch_signals(handle: ShutdownHandle) -> anyhow::Result<tokio::task::JoinHand
     }))
 }
 
+/// What the first Ctrl-C says while connections are still open.
+fn draining_message(live: u64, grace: Duration) -> String {
+    let noun = if live == 1 {
+        "connection"
+    } else {
+        "connections"
+    };
+    format!(
+        "draining {live} {noun} (up to {}); Ctrl-C again to stop now",
+        humantime::format_duration(grace)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+    use tcpkit::Endpoint;
 
     #[derive(Debug, Parser)]
     struct T {
@@ -297,6 +321,32 @@ mod tests {
         assert!(parse(&["--listen", "nowhere"]).is_err());
         assert!(parse(&["--mode", "chat", "--defer-accept"]).is_err());
         assert!(parse(&["--defer-accept", "--no-defer-accept"]).is_err());
+        assert!(parse(&["--workers", "100000"]).is_err());
+        assert!(parse(&["--workers", "0"]).is_err());
+        assert!(parse(&["--idle-timeout", "300000000000y"]).is_err());
+        assert!(parse(&["--shutdown-grace", "400d"]).is_err());
+        assert!(parse(&["--listen", ":80"]).is_err());
+    }
+
+    #[test]
+    fn listen_takes_every_endpoint_form() {
+        let at = |text: &str| parse(&["--listen", text]).unwrap().listen;
+        assert_eq!(at("5600"), Listen::Any(5600));
+        assert_eq!(at("[::]:5600"), Listen::Any(5600));
+        assert_eq!(at("[::1]:0"), Listen::At(Endpoint::loopback_v6(0)));
+        match at("localhost:0") {
+            Listen::At(ep) => assert!(ep.ip().is_loopback(), "{ep}"),
+            other => panic!("localhost:0 gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_drain_message_says_how_many_and_how_long() {
+        assert_eq!(
+            draining_message(3, Duration::from_secs(10)),
+            "draining 3 connections (up to 10s); Ctrl-C again to stop now"
+        );
+        assert!(draining_message(1, Duration::from_secs(1)).starts_with("draining 1 connection ("));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::endpoint::{Endpoint, Resolve, SystemResolver, parse_port, split_host_port};
+use crate::endpoint::{Endpoint, HostPort, Resolve, SystemResolver};
 use crate::error::{Error, ErrorKind, Result, code};
 use crate::net::{Protocol, Socket};
 
@@ -154,11 +154,7 @@ impl Connector {
     /// [`ErrorKind::InvalidAddress`], not a name to look up. Cancel-safe:
     /// dropping the future closes every pending attempt.
     pub async fn connect(&self, target: &str) -> Result<Connected> {
-        let work = async {
-            let resolved = self.resolve(target).await?;
-            self.connect_resolved(target, resolved).await
-        };
-        with_deadline(self.options.overall_timeout, target, work).await
+        self.connect_host_port(&HostPort::parse(target)?).await
     }
 
     /// Connects to the first of `endpoints` that answers, with the same racing,
@@ -173,28 +169,63 @@ impl Connector {
     }
 
     /// Resolves `target` to the endpoints this connector would try, in order.
+    ///
+    /// `target` is any text [`HostPort::parse`] takes (a port alone dials this
+    /// host). Port 0 is refused ([`ErrorKind::InvalidPort`]): no one can be
+    /// reached there. With a source address, a target that has no address of
+    /// the source's family is [`ErrorKind::InvalidConfig`] (the two do not
+    /// fit together), not a resolution failure.
     pub async fn resolve(&self, target: &str) -> Result<Vec<Endpoint>> {
-        let trimmed = target.trim();
-        let (host, port_text) = split_host_port(trimmed)?;
-        let port = parse_port(port_text, target)?;
-        let endpoints = if looks_like_ip(host) {
-            // Named by the text itself: a typo in an address must not become a
-            // DNS query (and an exit code 3) for "192.168.1.3x".
-            vec![Endpoint::new(host, port)?]
-        } else {
-            crate::endpoint::resolve_async(&self.resolver, host, port).await?
-        };
+        let target = HostPort::parse(target)?;
+        self.resolve_host_port(&target).await
+    }
+
+    /// [`Connector::resolve`] for text already parsed (e.g. from `HOST PORT`).
+    pub async fn resolve_host_port(&self, target: &HostPort) -> Result<Vec<Endpoint>> {
+        if target.port() == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidPort,
+                code::INVALID_PORT,
+                format!("cannot connect to {target}: port 0 is not a port anyone listens on"),
+            ));
+        }
+        let endpoints = target.resolve_async(&self.resolver).await?;
         let family = self.effective_family();
-        let kept: Vec<Endpoint> = endpoints.into_iter().filter(|e| family.allows(e)).collect();
+        let kept: Vec<Endpoint> = endpoints
+            .iter()
+            .copied()
+            .filter(|e| family.allows(e))
+            .collect();
         if kept.is_empty() {
             let which = if family == Family::V6 { "IPv6" } else { "IPv4" };
+            if let Some(src) = self.options.source {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    code::INVALID_CONFIG,
+                    format!(
+                        "source address {} is {which} but {target} has only {} addresses",
+                        src.ip(),
+                        if family == Family::V6 { "IPv4" } else { "IPv6" },
+                    ),
+                ));
+            }
             return Err(Error::new(
                 ErrorKind::Resolve,
                 code::RESOLVE,
-                format!("resolve {host:?}: no {which} address"),
+                format!("resolve {target}: no {which} address"),
             ));
         }
         Ok(interleave(kept))
+    }
+
+    /// Parses `target` and connects (see [`Connector::connect`]).
+    pub async fn connect_host_port(&self, target: &HostPort) -> Result<Connected> {
+        let name = target.to_string();
+        let work = async {
+            let resolved = self.resolve_host_port(target).await?;
+            self.connect_resolved(&name, resolved).await
+        };
+        with_deadline(self.options.overall_timeout, &name, work).await
     }
 
     /// The family filter, narrowed by the source address if one is set.
@@ -361,23 +392,6 @@ fn interleave(endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
     }
 }
 
-/// Whether host text is meant as an IP literal: it has a `:` (IPv6 needs
-/// one), or starts with a digit and has four dot-separated parts or a
-/// numeric last part (no DNS name ends in an all-digit label).
-fn looks_like_ip(host: &str) -> bool {
-    if host.contains(':') || host.starts_with('[') {
-        return true;
-    }
-    if !host.starts_with(|c: char| c.is_ascii_digit()) {
-        return false;
-    }
-    let labels: Vec<&str> = host.split('.').collect();
-    labels.len() == 4
-        || labels
-            .last()
-            .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,16 +420,6 @@ mod tests {
         assert!(interleave(vec![]).is_empty());
     }
 
-    #[test]
-    fn ip_lookalikes_are_not_names() {
-        for host in ["192.168.1.3x", "1.2.3.4", "::1", "10.0.0.300", "1.2"] {
-            assert!(looks_like_ip(host), "{host}");
-        }
-        for host in ["localhost", "example.com", "3com.com", "db"] {
-            assert!(!looks_like_ip(host), "{host}");
-        }
-    }
-
     #[tokio::test]
     async fn bad_address_text_is_invalid_address_naming_it() {
         let err = Connector::new()
@@ -424,6 +428,32 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidAddress);
         assert!(err.message().contains("192.168.1.3x"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn port_zero_and_a_missing_host_are_refused_before_dialing() {
+        let err = Connector::new().resolve("localhost:0").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidPort);
+        assert!(err.message().contains("port 0"), "{err}");
+        let err = Connector::new().resolve(":3333").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidAddress);
+        assert!(err.message().contains("missing host"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_source_of_the_other_family_is_a_mismatch_not_a_resolve_failure() {
+        let opts = ConnectOptions {
+            source: Some(Endpoint::loopback_v4(0)),
+            ..ConnectOptions::default()
+        };
+        let err = Connector::new()
+            .with_options(opts)
+            .resolve("[::1]:9")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.message().contains("127.0.0.1"), "{err}");
+        assert!(err.message().contains("[::1]:9"), "{err}");
     }
 
     #[tokio::test]

@@ -100,11 +100,8 @@ where
     }
 }
 
-/// Codec errors do not know the endpoint; name it, keeping kind and code.
+/// Codec errors do not know the endpoint; name it, keeping kind, code and
+/// the OS error (and with it [`Error::os_code`]).
 fn in_context(e: Error, verb: &str, peer: Endpoint) -> Error {
-    Error::new(
-        e.kind(),
-        e.code(),
-        format!("{verb} {peer}: {}", e.message()),
-    )
+    e.context(format_args!("{verb} {peer}"))
 }

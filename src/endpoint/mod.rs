@@ -4,9 +4,13 @@
 //! even a working socket would not know whom to talk to". Parsing is pure (no
 //! socket, no DNS) and reports bad text with an [`Error`] that names it.
 //! Names such as `localhost:3333` go through a [`Resolve`] implementation.
+//! [`HostPort`] is the one parser for endpoint text as users type it (a port
+//! alone, an address or a name, with a port): every command uses it.
 
+mod host_port;
 mod resolve;
 
+pub use host_port::{Host, HostPort, RESOLVE_TIMEOUT};
 pub(crate) use resolve::resolve_async;
 pub use resolve::{Resolve, StaticResolver, SystemResolver, split_host_port};
 
@@ -86,20 +90,17 @@ impl Endpoint {
         Endpoint(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port))
     }
 
-    /// Resolves `host:port` (or an IP literal) to every address, blocking,
-    /// with the system resolver (`getaddrinfo(3)`), in the resolver's order.
+    /// Resolves any text [`HostPort::parse`] takes to every address, blocking,
+    /// with the system resolver (`getaddrinfo(3)`), in the resolver's order,
+    /// within [`RESOLVE_TIMEOUT`].
     pub fn resolve(text: &str) -> Result<Vec<Endpoint>> {
-        let (host, port) = split_host_port(text.trim())?;
-        let port = parse_port(port, text)?;
-        SystemResolver.resolve(host, port)
+        HostPort::parse(text)?.resolve(&SystemResolver, RESOLVE_TIMEOUT)
     }
 
     /// Async [`Endpoint::resolve`]: runs the system resolver off the runtime's
-    /// worker threads.
+    /// worker threads (the caller puts a deadline around it).
     pub async fn resolve_async(text: &str) -> Result<Vec<Endpoint>> {
-        let (host, port) = split_host_port(text.trim())?;
-        let port = parse_port(port, text)?;
-        resolve::resolve_async(&SystemResolver, host, port).await
+        HostPort::parse(text)?.resolve_async(&SystemResolver).await
     }
 
     /// The address.

@@ -1,0 +1,439 @@
+//! Every subcommand, with hostile values for every flag and argument that
+//! takes one: no panic (exit 101), no death by signal; an invalid value exits
+//! 2 with a message that names the flag (or the input) before anything runs.
+//!
+//! The flag list comes from each subcommand's `--help`: a flag that appears
+//! there with no entry in [`CASES`] fails the test, and so does an entry for a
+//! flag that no longer exists. Only loopback is dialled (port 1, refused), no
+//! name but `localhost` is looked up, and nothing listens: invalid values stop
+//! every run before a socket opens.
+#![cfg(feature = "cli")]
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+const DURATIONS: &[&str] = &[
+    "300000000000y",
+    "366d",
+    "18446744073709551616s",
+    "-1s",
+    "soon",
+    "",
+];
+const PATHS: &[&str] = &["/nonexistent/dir/file", "/", ""];
+const CPUS: &[&str] = &[
+    "1024",
+    "4294967296",
+    "18446744073709551616",
+    "-1",
+    "x",
+    "#UNAVAILABLE_CPU",
+];
+const ENUM: &[&str] = &["bogus", ""];
+const ADDRS: &[&str] = &[
+    ":3333",
+    "999.1.1.1:1",
+    "[::1",
+    "::1:80",
+    "70000",
+    "bad host:1",
+    "",
+];
+
+/// One flag (or positional argument, as `--help` shows it: `<HOST:PORT>`,
+/// `[ADDR]`) of one subcommand, its invalid values (each must exit 2), and
+/// extreme values that are valid (each must end without a panic, with any
+/// status but 2 and 101).
+struct Case {
+    command: &'static str,
+    flag: &'static str,
+    invalid: &'static [&'static str],
+    valid: &'static [&'static str],
+}
+
+const fn case(
+    command: &'static str,
+    flag: &'static str,
+    invalid: &'static [&'static str],
+    valid: &'static [&'static str],
+) -> Case {
+    Case {
+        command,
+        flag,
+        invalid,
+        valid,
+    }
+}
+
+const CASES: &[Case] = &[
+    case(
+        "demo",
+        "--port",
+        &["65536", "-1", "18446744073709551616", "x", ""],
+        &[],
+    ),
+    case(
+        "demo",
+        "--backlog",
+        &["4294967296", "-1", "x"],
+        &["4294967295", "0"],
+    ),
+    // Free text: any value is valid; the longest one argument can be.
+    case("demo", "--message", &[], &["", "#LONG_TEXT"]),
+    case("serve", "--listen", ADDRS, &[]),
+    case("serve", "--mode", ENUM, &[]),
+    case("serve", "--backlog", &["0", "4294967296", "-1"], &[]),
+    case(
+        "serve",
+        "--max-connections",
+        &["0", "16777217", "-1", "18446744073709551616"],
+        &[],
+    ),
+    case("serve", "--idle-timeout", DURATIONS, &[]),
+    case(
+        "serve",
+        "--max-line",
+        &["0", "16777217", "18446744073709551616", "-1"],
+        &[],
+    ),
+    case("serve", "--history", &["-1", "18446744073709551616"], &[]),
+    case("serve", "--workers", &["0", "1025", "100000", "-1"], &[]),
+    case("serve", "--engine", ENUM, &[]),
+    case("serve", "--shutdown-grace", DURATIONS, &[]),
+    case(
+        "connect",
+        "<HOST:PORT>",
+        &[
+            ":3333",
+            "localhost:0",
+            "999.1.1.1:1",
+            "[::1",
+            "70000",
+            "bad host:1",
+            "",
+        ],
+        &[],
+    ),
+    case("connect", "[PORT]", &["0", "65536", "http", ""], &[]),
+    case("connect", "--timeout", DURATIONS, &["0"]),
+    // Free text sent to the peer: nothing to validate.
+    case("connect", "--send", &[], &[]),
+    case(
+        "connect",
+        "--lines",
+        &["0", "-1", "18446744073709551616"],
+        &[],
+    ),
+    case(
+        "connect",
+        "--source",
+        &["localhost", "5000", ":1", "999.1.1.1", "[::1", ""],
+        &[],
+    ),
+    case(
+        "connect",
+        "--retries",
+        &["-1", "4294967296"],
+        &["4294967295"],
+    ),
+    case("connect", "--idle-timeout", DURATIONS, &["0"]),
+    case("connect", "--output", PATHS, &[]),
+    case("connect", "--hex-dump", PATHS, &[]),
+    case("listen", "[ADDR]", ADDRS, &[]),
+    case("listen", "--idle-timeout", DURATIONS, &[]),
+    case("listen", "--output", PATHS, &[]),
+    case("listen", "--hex-dump", PATHS, &[]),
+    case(
+        "bench",
+        "--target",
+        &[":1", "localhost:0", "999.1.1.1:1", "[::1", "bad host:1", ""],
+        &[],
+    ),
+    case("bench", "--mode", ENUM, &[]),
+    case("bench", "--connections", &["0", "16777217", "-1", "x"], &[]),
+    case("bench", "--idle-connections", &["16777217", "-1"], &[]),
+    case(
+        "bench",
+        "--size",
+        &["0", "1048577", "18446744073709551616", "-1"],
+        &[],
+    ),
+    case(
+        "bench",
+        "--pipeline",
+        &["0", "1048577", "18446744073709551616"],
+        &[],
+    ),
+    case(
+        "bench",
+        "--rate",
+        &["0", "-1", "NaN", "inf", "1e400", "x"],
+        &[],
+    ),
+    case("bench", "--duration", DURATIONS, &[]),
+    case("bench", "--warmup", DURATIONS, &[]),
+    case("bench", "--threads", &["0", "1025", "-1"], &[]),
+    case("bench", "--server-cpu", CPUS, &[]),
+    case("bench", "--server-workers", &["0", "1025"], &[]),
+    case("bench", "--server-engine", ENUM, &[]),
+    case("bench", "--client-cpu", CPUS, &[]),
+    case(
+        "bench",
+        "--server-pid",
+        &["0", "4194305", "4294967296", "-1"],
+        &[],
+    ),
+    case("bench", "--connect-timeout", DURATIONS, &[]),
+    case("bench", "--histogram", PATHS, &[]),
+    case("bench", "--plot", PATHS, &[]),
+    case("completions", "<SHELL>", &["tcsh", ""], &[]),
+];
+
+/// Runs tcpkit with `args` (stdin empty), killing it at the deadline.
+fn run(args: &[String]) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpkit");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tcpkit {args:?} still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (status, reader.join().expect("stderr reader"))
+}
+
+fn help(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "{args:?} --help failed");
+    String::from_utf8(out.stdout).expect("utf-8 help")
+}
+
+fn subcommands() -> Vec<String> {
+    let text = help(&[]);
+    let section = text.split("Commands:").nth(1).expect("Commands: section");
+    section
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The flags of `command` that take a value (`--flag <V>`), and its
+/// positional arguments (`<V>` / `[V]` under `Arguments:`).
+fn value_taking(command: &str) -> BTreeSet<String> {
+    let text = help(&[command]);
+    let mut found = BTreeSet::new();
+    let mut in_args = false;
+    for line in text.lines() {
+        if line.ends_with(':') && !line.starts_with(' ') {
+            in_args = line == "Arguments:";
+            continue;
+        }
+        let trimmed = line.trim_start();
+        if in_args
+            && line.starts_with("  ")
+            && (trimmed.starts_with('<') || trimmed.starts_with('['))
+        {
+            if let Some(name) = trimmed.split_whitespace().next() {
+                found.insert(name.to_owned());
+            }
+            continue;
+        }
+        // `-x, --flag <V>` or `--flag <V>` at the start of an option line.
+        let short = trimmed.as_bytes();
+        let opt =
+            if short.len() > 4 && short[0] == b'-' && short[1] != b'-' && &short[2..4] == b", " {
+                &trimmed[4..]
+            } else {
+                trimmed
+            };
+        let mut words = opt.split_whitespace();
+        if let (Some(flag), Some(value)) = (words.next(), words.next())
+            && flag.starts_with("--")
+            && value.starts_with('<')
+        {
+            found.insert(flag.to_owned());
+        }
+    }
+    found
+}
+
+/// A CPU this process may not run on (below `CPU_SETSIZE`).
+fn unavailable_cpu() -> String {
+    // SAFETY: cpu_set_t is plain data; CPU_ISSET stays below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| !libc::CPU_ISSET(c, &set))
+            .expect("some CPU outside the affinity mask")
+            .to_string()
+    }
+}
+
+/// The command line for `value` given to `case.flag`, with whatever else
+/// the subcommand needs to get as far as validating it.
+fn argv(case: &Case, value: &str) -> Vec<String> {
+    let value = match value {
+        "#UNAVAILABLE_CPU" => unavailable_cpu(),
+        // Linux caps one argument at 128 KiB (MAX_ARG_STRLEN).
+        "#LONG_TEXT" => "x".repeat(120 * 1024),
+        v => v.to_owned(),
+    };
+    let mut args = vec![case.command.to_owned()];
+    match case.flag {
+        "<HOST:PORT>" | "[ADDR]" | "<SHELL>" => args.push(value),
+        "[PORT]" => args.extend(["127.0.0.1".to_owned(), value]),
+        flag => {
+            if case.command == "connect" {
+                // Port 1 on loopback: refused, if validation let it get that far.
+                args.push("127.0.0.1:1".to_owned());
+            }
+            // `--flag=VALUE`, so values such as `-1` reach the parser.
+            args.push(format!("{flag}={value}"));
+        }
+    }
+    args
+}
+
+fn assert_no_crash(args: &[String], status: ExitStatus, stderr: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_ne!(
+        status.code(),
+        Some(101),
+        "tcpkit {args:?} panicked: {stderr}"
+    );
+    assert!(
+        status.signal().is_none(),
+        "tcpkit {args:?} killed by signal {status:?}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "tcpkit {args:?}: {stderr}");
+}
+
+#[test]
+fn every_value_taking_flag_of_every_subcommand_has_hostile_cases() {
+    let mut in_help = BTreeSet::new();
+    for command in subcommands() {
+        for flag in value_taking(&command) {
+            in_help.insert((command.clone(), flag));
+        }
+    }
+    assert!(
+        in_help.len() > 30,
+        "help parsing found too few flags: {in_help:?}"
+    );
+    let covered: BTreeSet<(String, String)> = CASES
+        .iter()
+        .map(|c| (c.command.to_owned(), c.flag.to_owned()))
+        .collect();
+    let missing: Vec<_> = in_help.difference(&covered).collect();
+    assert!(
+        missing.is_empty(),
+        "flags in --help with no hostile cases: {missing:?}"
+    );
+    let stale: Vec<_> = covered.difference(&in_help).collect();
+    assert!(
+        stale.is_empty(),
+        "cases for flags no longer in --help: {stale:?}"
+    );
+}
+
+#[test]
+fn invalid_values_exit_2_naming_the_flag_and_never_panic() {
+    for case in CASES {
+        for value in case.invalid {
+            let args = argv(case, value);
+            let (status, stderr) = run(&args);
+            assert_no_crash(&args, status, &stderr);
+            assert_eq!(status.code(), Some(2), "tcpkit {args:?}: {stderr}");
+            let named = if case.flag.starts_with("--") {
+                let words = case.flag.trim_start_matches("--").replace('-', " ");
+                stderr.contains(case.flag) || stderr.contains(&words)
+            } else {
+                // The input, or its host part (an address error names that).
+                let host = value.rsplit_once(':').map_or(*value, |(h, _)| h);
+                value.is_empty() || stderr.contains(value) || stderr.contains(host)
+            };
+            assert!(
+                named,
+                "tcpkit {args:?} does not name {}: {stderr}",
+                case.flag
+            );
+        }
+    }
+}
+
+#[test]
+fn extreme_valid_values_run_without_panicking() {
+    for case in CASES {
+        for value in case.valid {
+            let args = argv(case, value);
+            let (status, stderr) = run(&args);
+            assert_no_crash(&args, status, &stderr);
+            assert_ne!(
+                status.code(),
+                Some(2),
+                "tcpkit {args:?} refused a valid value: {stderr}"
+            );
+        }
+    }
+    // Retries without end still stop at the overall deadline.
+    let args: Vec<String> = [
+        "connect",
+        "--retries=4294967295",
+        "--timeout=1s",
+        "127.0.0.1:1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (status, stderr) = run(&args);
+    assert_no_crash(&args, status, &stderr);
+    assert_eq!(status.code(), Some(5), "{stderr}");
+}
+
+#[test]
+fn a_hostile_environment_does_not_panic() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+        .arg("demo")
+        .env("RUST_LOG", "[[[not a filter")
+        .env("COLUMNS", "-5")
+        .output()
+        .expect("run demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
