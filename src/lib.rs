@@ -68,7 +68,7 @@
 //! * `cli` (default): the `tcpkit` binary and what only it uses (clap,
 //!   anyhow, indicatif, tracing-subscriber, serde_json). A library user sets
 //!   `default-features = false` and compiles none of them.
-//! * `tls` (enabled by `cli`): TLS on rustls with the aws-lc-rs provider;
+//! * `tls` (default): TLS on rustls with the aws-lc-rs provider;
 //!   certificates from PEM files or made at start (rcgen).
 //! * `plot` (enabled by `cli`): `bench::plot`, the latency distribution as
 //!   an SVG (plotters).

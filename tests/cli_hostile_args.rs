@@ -7,7 +7,8 @@
 //! flag that no longer exists. Only loopback is dialled (port 1, refused), no
 //! name but `localhost` is looked up, and nothing listens: invalid values stop
 //! every run before a socket opens.
-#![cfg(feature = "cli")]
+// Linux only: the CPU cases read the affinity mask with `sched_getaffinity(2)`.
+#![cfg(all(feature = "cli", target_os = "linux"))]
 
 use std::collections::BTreeSet;
 use std::io::Read;
