@@ -169,6 +169,7 @@ impl Me {
 async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
     let Connection {
         mut stream,
+        peer,
         id,
         shutdown,
         idle_timeout,
@@ -211,6 +212,12 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
             _ = kick.cancelled() => CloseReason::SlowConsumer,
             _ = shutdown.cancelled() => CloseReason::Shutdown,
         }
+    };
+    // Read and write errors name what failed, not whom: the close is logged
+    // far from here, so the peer goes into the message.
+    let reason = match reason {
+        CloseReason::Error(e) => CloseReason::Error(e.context(format_args!("chat client {peer}"))),
+        other => other,
     };
     // Out of the room first, so that what is queued from here on is all
     // there is to flush. A slow consumer was already removed (and counted)
@@ -469,6 +476,35 @@ fn guest_name_free(name: &str, id: u64) -> Result<&str, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_error_names_the_peer() {
+        let (conn, client) = crate::service::loopback_connection().await;
+        let peer = conn.peer;
+        let serving = tokio::spawn(session(Arc::new(Hub::new(0)), 8, conn));
+        // Half a line, then a reset (SO_LINGER 0): the session fails with
+        // ECONNRESET.
+        let client = client.into_std().expect("std stream");
+        let client = socket2::Socket::from(client);
+        client.set_linger(Some(Duration::ZERO)).expect("linger 0");
+        std::io::Write::write_all(&mut &client, b"half a li").expect("write");
+        drop(client);
+        let served = tokio::time::timeout(Duration::from_secs(10), serving)
+            .await
+            .expect("session ends")
+            .expect("session task");
+        match served.reason {
+            CloseReason::Error(e) => {
+                // The read sees the reset, or the welcome's write does.
+                assert!(
+                    matches!(e.os_code(), Some(libc::ECONNRESET | libc::EPIPE)),
+                    "{e}"
+                );
+                assert!(e.message().contains(&peer.to_string()), "{e}");
+            }
+            other => panic!("expected a reset, got {other}"),
+        }
+    }
 
     #[test]
     fn names_are_checked() {
