@@ -168,7 +168,15 @@ impl BenchConfig {
             Mode::Echo | Mode::Connect => message::MIN_MESSAGE_BYTES,
             Mode::Idle | Mode::Throughput => 1,
         };
-        if self.size_bytes < min || self.size_bytes > u32::MAX as usize {
+        if self.size_bytes > u32::MAX as usize {
+            // The header's size field is a u32.
+            return bad(format!(
+                "size {} B is above the {} B maximum (the message header's size field is 32 bits)",
+                self.size_bytes,
+                u32::MAX
+            ));
+        }
+        if self.size_bytes < min {
             return bad(format!(
                 "size {} B is below the {min} B minimum of {} mode (a {}-byte header with connection id and sequence number)",
                 self.size_bytes,
@@ -454,6 +462,17 @@ fn build_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_errors_say_which_bound() {
+        let mut config = BenchConfig::new(Endpoint::loopback_v4(1));
+        config.size_bytes = 4;
+        let err = config.validate().expect_err("too small");
+        assert!(err.message().contains("below the 16 B minimum"), "{err}");
+        config.size_bytes = u32::MAX as usize + 1;
+        let err = config.validate().expect_err("too large");
+        assert!(err.message().contains("above the"), "{err}");
+    }
 
     fn window(server: Option<Result<proc::ProcSample>>) -> Window {
         Window {
