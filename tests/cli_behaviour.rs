@@ -392,3 +392,22 @@ fn man_page_is_roff_with_every_subcommand() {
     }
     assert!(page.contains("shutdown\\-grace"), "man lacks serve's flags");
 }
+
+#[test]
+fn usage_errors_carry_a_code_like_every_other_error() {
+    for args in [
+        &["--bogus"][..],
+        &["serve", "--idle-timeout", "300000000000y"],
+        &["connect"],
+    ] {
+        let (code, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("tcpkit: error [code 1010]: "),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Help is not an error.
+    let (code, _) = run(&["serve", "--help"]);
+    assert_eq!(code, Some(0));
+}

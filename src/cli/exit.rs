@@ -103,6 +103,32 @@ pub fn for_kind(kind: ErrorKind) -> Exit {
 /// error's code; for an error from elsewhere, the errno of an `io::Error` in
 /// the chain, or else the exit status itself. A closed stdout
 /// ([`StdoutClosed`]) is a quiet success.
+/// A usage error found by clap (unknown flag, a value out of its range),
+/// printed like every other error, with [`code::INVALID_CONFIG`] and exit 2;
+/// `--help` and `--version` print as clap does.
+///
+/// [`code::INVALID_CONFIG`]: tcpkit::error::code::INVALID_CONFIG
+pub fn usage(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    if matches!(
+        err.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        // Help goes to stdout; a closed stdout is a quiet exit 0.
+        let _ = err.print();
+        return if err.use_stderr() {
+            Exit::Usage.into()
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = err.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let code = tcpkit::error::code::INVALID_CONFIG;
+    let _ = write!(std::io::stderr(), "tcpkit: error [code {code}]: {text}");
+    Exit::Usage.into()
+}
+
 pub fn report(err: &anyhow::Error) -> ExitCode {
     if err.chain().any(|e| e.is::<StdoutClosed>()) {
         return ExitCode::SUCCESS;

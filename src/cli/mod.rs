@@ -61,7 +61,10 @@ pub struct Globals {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return exit::usage(err),
+    };
     let globals = Globals {
         verbose: cli.verbose,
         quiet: cli.quiet,
