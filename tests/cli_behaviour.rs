@@ -4,6 +4,8 @@
 //! but `localhost` resolved; every child is killed by PID when a test ends.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -212,7 +214,8 @@ fn one_endpoint_syntax_everywhere() {
     let (code, err) = run(&["connect", "localhost:0"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("port 0"), "{err}");
-    let (code, err) = run(&["connect", "--source", "127.0.0.1", "[::1]:1"]);
+    let target = format!("[::1]:{}", common::closed_port());
+    let (code, err) = run(&["connect", "--source", "127.0.0.1", &target]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("IPv4") && err.contains("IPv6"), "{err}");
     for args in [

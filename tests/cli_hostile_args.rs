@@ -10,6 +10,8 @@
 // Linux only: the CPU cases read the affinity mask with `sched_getaffinity(2)`.
 #![cfg(all(feature = "cli", target_os = "linux"))]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
@@ -319,8 +321,8 @@ fn argv(case: &Case, value: &str) -> Vec<String> {
         "[PORT]" => args.extend(["127.0.0.1".to_owned(), value]),
         flag => {
             if case.command == "connect" {
-                // Port 1 on loopback: refused, if validation let it get that far.
-                args.push("127.0.0.1:1".to_owned());
+                // A closed loopback port: refused, if validation let it get that far.
+                args.push(format!("127.0.0.1:{}", common::closed_port()));
             }
             // `--flag=VALUE`, so values such as `-1` reach the parser.
             args.push(format!("{flag}={value}"));
@@ -411,14 +413,12 @@ fn extreme_valid_values_run_without_panicking() {
         }
     }
     // Retries without end still stop at the overall deadline.
-    let args: Vec<String> = [
-        "connect",
-        "--retries=4294967295",
-        "--timeout=1s",
-        "127.0.0.1:1",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args: Vec<String> = vec![
+        "connect".to_owned(),
+        "--retries=4294967295".to_owned(),
+        "--timeout=1s".to_owned(),
+        format!("127.0.0.1:{}", common::closed_port()),
+    ];
     let (status, stderr) = run(&args);
     assert_no_crash(&args, status, &stderr);
     assert_eq!(status.code(), Some(5), "{stderr}");

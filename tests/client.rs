@@ -185,7 +185,14 @@ fn connect_binds_the_source_address() {
 
 #[test]
 fn family_flag_filters_addresses() {
-    let out = tcpkit(&["connect", "-6", "127.0.0.1:9"], b"");
+    let out = tcpkit(
+        &[
+            "connect",
+            "-6",
+            &format!("127.0.0.1:{}", common::closed_port()),
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
     assert!(out.stderr.contains("no IPv6 address"), "{}", out.stderr);
     assert!(out.stderr.contains("127.0.0.1"), "{}", out.stderr);

@@ -39,3 +39,11 @@ pub fn have_program(program: &str) -> bool {
     }
     found
 }
+
+/// A loopback port nothing listens on: bound on port 0 and released, so
+/// a test that dials it is refused (or never dials it) without naming a
+/// fixed port that something on the host might use.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
