@@ -154,24 +154,13 @@ impl Acceptor {
     #[cfg(target_os = "linux")]
     fn set_defer_accept_linux(&self, seconds: u32) -> Result<()> {
         let secs = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
-        // SAFETY: a valid fd and a pointer to a c_int of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&self.inner),
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&secs as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(Error::io(
-                io::Error::last_os_error(),
-                "set TCP_DEFER_ACCEPT",
-            ))
-        }
+        super::setsockopt_int(
+            std::os::fd::AsRawFd::as_raw_fd(&self.inner),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            secs,
+            "set TCP_DEFER_ACCEPT",
+        )
     }
 
     /// Binds to a local endpoint (`bind(2)`): the seed's `bind_acceptor_socket`.

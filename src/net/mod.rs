@@ -40,3 +40,30 @@ pub(crate) fn require_runtime(what: &dyn std::fmt::Display) -> Result<()> {
         )),
     }
 }
+
+/// `setsockopt(2)` of a C `int` option that socket2 has no setter for;
+/// `what` names the option in the error (`"set TCP_DEFER_ACCEPT"`).
+#[cfg(target_os = "linux")]
+pub(crate) fn setsockopt_int(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+    what: &str,
+) -> Result<()> {
+    // SAFETY: the caller's valid fd, and a pointer to a c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::io(std::io::Error::last_os_error(), what))
+    }
+}

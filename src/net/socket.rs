@@ -287,25 +287,13 @@ impl Socket {
         }
         #[cfg(target_os = "linux")]
         {
-            let on = libc::c_int::from(on);
-            // SAFETY: a valid fd and a pointer to a c_int of the size passed.
-            let rc = unsafe {
-                libc::setsockopt(
-                    self.inner.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    libc::IP_BIND_ADDRESS_NO_PORT,
-                    (&on as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(Error::io(
-                    io::Error::last_os_error(),
-                    "set IP_BIND_ADDRESS_NO_PORT",
-                ))
-            }
+            super::setsockopt_int(
+                self.inner.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                libc::c_int::from(on),
+                "set IP_BIND_ADDRESS_NO_PORT",
+            )
         }
     }
 
