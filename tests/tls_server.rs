@@ -649,3 +649,94 @@ async fn sighup_reloads_the_files_and_a_bad_one_keeps_the_old() {
     assert_eq!(seen, pem_fingerprint(&b), "the old config stays");
     echo_round_trip(&mut c, b"still served").await;
 }
+
+#[tokio::test]
+async fn over_the_limit_a_tls_client_gets_no_plain_text() {
+    let (tls, _) = self_signed();
+    let server = start(
+        ServerBuilder::new().tls(tls).max_connections(1),
+        Chat::new(),
+    );
+    let (first, _) = connect(server.addr).await;
+    let (rd, _wr) = tokio::io::split(first);
+    let mut lines = BufReader::new(rd).lines();
+    assert!(next(&mut lines).await.unwrap().starts_with("* welcome"));
+    // Over the limit: closed without chat's plain-text "server full" line,
+    // which a TLS client would read as a corrupt record.
+    let mut second = TcpStream::connect(server.addr).await.unwrap();
+    let mut got = Vec::new();
+    let _ = within(
+        DEADLINE,
+        "rejected client closed",
+        second.read_to_end(&mut got),
+    )
+    .await;
+    assert!(!got.starts_with(b"* server full"), "{got:?}");
+    server
+        .wait_for("rejected", |s| s.connections_rejected == 1)
+        .await;
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.tls_handshakes, 1);
+    assert!(
+        summary.to_string().contains("TLS: 1 handshakes, 0 failed"),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn per_core_lanes_serve_tls() {
+    let (tls, _) = self_signed();
+    let builder = ServerBuilder::new()
+        .tls(tls)
+        .workers(2)
+        .engine(tcpkit::server::Engine::PerCore);
+    let server = start(builder, Echo);
+    for i in 0..4u8 {
+        let (mut c, _) = connect(server.addr).await;
+        echo_round_trip(&mut c, &[i; 100]).await;
+    }
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.tls_handshakes, 4);
+}
+
+#[tokio::test]
+async fn the_handshake_cap_holds_handshakes_past_their_client_hello() {
+    let (tls, _) = self_signed();
+    let server = start(ServerBuilder::new().tls(tls.max_handshakes(1)), Echo);
+    // A whole ClientHello, then silence: this one takes the only slot.
+    let recorder = Arc::new(Recorder::default());
+    let config = client_config(ClientOpts::default(), recorder.clone());
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap())
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(&hello).await.unwrap();
+    // The server's answer (ServerHello...) means it holds the slot.
+    let mut answer = [0u8; 1];
+    within(
+        DEADLINE,
+        "server's first flight",
+        stalled.read_exact(&mut answer),
+    )
+    .await
+    .unwrap();
+    let waiting = tokio::spawn(async move { connect(server.addr).await });
+    // Not synchronisation: time for a handshake that the cap failed to
+    // hold back to finish (one takes ~10 ms here). A slow machine can only
+    // make this pass wrongly, never fail wrongly.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second handshake went past the cap of 1"
+    );
+    // The stalled client leaves: its slot frees, the waiting one completes.
+    drop(stalled);
+    let (mut good, _) = within(DEADLINE, "the waiting handshake", waiting)
+        .await
+        .unwrap();
+    echo_round_trip(&mut good, b"through").await;
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.tls_failed_io, 1);
+}

@@ -89,7 +89,23 @@ impl fmt::Display for Summary {
             s.bytes_in,
             s.bytes_out,
             self.duration.as_secs_f64()
-        )
+        )?;
+        let failed = s.tls_failed_timeout
+            + s.tls_failed_protocol
+            + s.tls_failed_certificate
+            + s.tls_failed_io;
+        if s.tls_handshakes + failed > 0 {
+            write!(
+                f,
+                "; TLS: {} handshakes, {failed} failed ({} timeouts, {} protocol, {} certificate, {} io)",
+                s.tls_handshakes,
+                s.tls_failed_timeout,
+                s.tls_failed_protocol,
+                s.tls_failed_certificate,
+                s.tls_failed_io
+            )?;
+        }
+        Ok(())
     }
 }
 
