@@ -5,6 +5,9 @@
 //!   socket opens; [`Engine`] picks one listener shared by every worker, or
 //!   one `SO_REUSEPORT` listener and runtime per worker (a *lane* each).
 //! * `accept`: the accept loop (permit before accept, `EMFILE` backoff).
+//! * `admit` (feature `tls`): between accept and service, the TLS handshake
+//!   in the connection's own task, under a deadline and a cap
+//!   ([`ServerBuilder::tls`]).
 //! * [`connection`]: the task that runs a service on one
 //!   [`Connection`](crate::service::Connection) and accounts for it.
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
