@@ -740,3 +740,87 @@ async fn the_handshake_cap_holds_handshakes_past_their_client_hello() {
     let summary = server.stop().await;
     assert_eq!(summary.snapshot.tls_failed_io, 1);
 }
+
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn failures_are_logged_once_per_peer_and_counted_in_the_summary() {
+    let mut serve = Serve::spawn(&["--tls"]);
+    let addr = serve.addr();
+    for _ in 0..2 {
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = within(
+            DEADLINE,
+            "plain client closed",
+            plain.read_to_end(&mut rest),
+        )
+        .await;
+    }
+    let (mut good, _) = connect(addr).await;
+    echo_round_trip(&mut good, b"ok").await;
+    drop(good);
+    serve.signal(libc::SIGTERM);
+    let summary = Serve::wait_line(&serve.stdout, "served ");
+    assert!(
+        summary.contains("TLS: 1 handshakes, 2 failed (0 timeouts, 2 protocol"),
+        "{summary}"
+    );
+    let status = within(DEADLINE, "serve exits", async {
+        loop {
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    // Every line, up to the pipe's end (the process has exited).
+    let mut logged = Vec::new();
+    loop {
+        match serve.stderr.recv_timeout(DEADLINE) {
+            Ok(line) => logged.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("stderr not closed after exit: {e}"),
+        }
+    }
+    let failures = logged
+        .iter()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .collect::<Vec<_>>();
+    assert_eq!(failures.len(), 1, "{logged:#?}");
+    assert!(
+        failures[0].contains("127.0.0.1:"),
+        "names the peer: {}",
+        failures[0]
+    );
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn an_expired_certificate_is_served_with_a_dated_warning() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2002, 3, 4);
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = (dir.path().join("old.pem"), dir.path().join("old.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let serve = Serve::spawn(&[
+        "--tls-cert",
+        c.to_str().unwrap(),
+        "--tls-key",
+        k.to_str().unwrap(),
+    ]);
+    let warning = Serve::wait_line(&serve.stderr, "expired");
+    assert!(
+        warning.contains("old.pem") && warning.contains("2002"),
+        "{warning}"
+    );
+    let (mut client, seen) = connect(serve.addr()).await;
+    assert_eq!(seen, fingerprint(cert.der()));
+    echo_round_trip(&mut client, b"served anyway").await;
+}
