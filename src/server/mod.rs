@@ -5,6 +5,9 @@
 //!   socket opens; [`Engine`] picks one listener shared by every worker, or
 //!   one `SO_REUSEPORT` listener and runtime per worker (a *lane* each).
 //! * `accept`: the accept loop (permit before accept, `EMFILE` backoff).
+//! * `admit` (feature `tls`): between accept and service, the TLS handshake
+//!   in the connection's own task, under a deadline and a cap
+//!   ([`ServerBuilder::tls`]).
 //! * [`connection`]: the task that runs a service on one
 //!   [`Connection`](crate::service::Connection) and accounts for it.
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
@@ -22,6 +25,8 @@
 //! ```
 
 mod accept;
+#[cfg(feature = "tls")]
+mod admit;
 pub mod builder;
 pub mod connection;
 pub mod shutdown;
@@ -52,6 +57,9 @@ pub struct Server {
     local: Endpoint,
     metrics: Arc<Metrics>,
     handle: ShutdownHandle,
+    /// Set by [`ServerBuilder::tls`]: handshake every connection first.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<admit::TlsAdmission>>,
 }
 
 /// What a server did, printed by `tcpkit serve` at exit.
@@ -84,7 +92,23 @@ impl fmt::Display for Summary {
             s.bytes_in,
             s.bytes_out,
             self.duration.as_secs_f64()
-        )
+        )?;
+        let failed = s.tls_failed_timeout
+            + s.tls_failed_protocol
+            + s.tls_failed_certificate
+            + s.tls_failed_io;
+        if s.tls_handshakes + failed > 0 {
+            write!(
+                f,
+                "; TLS: {} handshakes, {failed} failed ({} timeouts, {} protocol, {} certificate, {} io)",
+                s.tls_handshakes,
+                s.tls_failed_timeout,
+                s.tls_failed_protocol,
+                s.tls_failed_certificate,
+                s.tls_failed_io
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -106,6 +130,8 @@ impl Server {
             local,
             metrics: Arc::new(Metrics::new()),
             handle: ShutdownHandle::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 
@@ -129,6 +155,27 @@ impl Server {
         self.handle.clone()
     }
 
+    /// Whether connections are handshaken with TLS ([`ServerBuilder::tls`]).
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
+    /// A handle to swap new certificates in while the server runs (`None`
+    /// without TLS). Take it before [`Server::run`].
+    #[cfg(feature = "tls")]
+    pub fn tls_reloader(&self) -> Option<crate::tls::TlsReloader> {
+        self.tls.as_ref().map(|tls| crate::tls::TlsReloader {
+            live: tls.live.clone(),
+        })
+    }
+
     /// The live counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -150,6 +197,8 @@ impl Server {
             local,
             metrics,
             handle,
+            #[cfg(feature = "tls")]
+            tls,
         } = self;
         let lanes = acceptors.len() as u64;
         let lane = |index: u64| Lane {
@@ -159,6 +208,8 @@ impl Server {
             config: config.clone(),
             metrics: metrics.clone(),
             handle: handle.clone(),
+            #[cfg(feature = "tls")]
+            tls: tls.clone(),
         };
         let service = Arc::new(service);
         let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -182,7 +233,7 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name(format!("tcpkit-lane-{}", lane.index))
                 .spawn(move || {
-                    let result = runtime.block_on(lane.serve(acceptor, &*service, permits));
+                    let result = runtime.block_on(lane.serve(acceptor, &service, permits));
                     let _ = done.send(result);
                 });
             if let Err(e) = spawned {
@@ -196,7 +247,7 @@ impl Server {
             others.push(finished);
         }
         let mut result = match first {
-            Some(acceptor) => lane(0).serve(acceptor, &*service, permits).await,
+            Some(acceptor) => lane(0).serve(acceptor, &service, permits).await,
             None => Ok(0),
         };
         for finished in others {
@@ -236,6 +287,8 @@ struct Lane {
     config: ServerConfig,
     metrics: Arc<Metrics>,
     handle: ShutdownHandle,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<admit::TlsAdmission>>,
 }
 
 impl Lane {
@@ -244,7 +297,7 @@ impl Lane {
     async fn serve<S: Service>(
         self,
         acceptor: Acceptor,
-        service: &S,
+        service: &Arc<S>,
         permits: Arc<Semaphore>,
     ) -> Result<usize> {
         let listener = match acceptor.into_tokio() {
@@ -269,6 +322,8 @@ impl Lane {
             // across lanes with no shared counter.
             first_id: self.index + 1,
             id_step: self.lanes,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
         }
         .run(&mut conns)
         .await;
