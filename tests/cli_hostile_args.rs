@@ -208,6 +208,13 @@ const CASES: &[Case] = &[
     case("bench", "--connect-timeout", DURATIONS, &[]),
     case("bench", "--histogram", PATHS, &[]),
     case("bench", "--plot", PATHS, &[]),
+    case("bench", "--ca", PATHS, &[]),
+    case("bench", "--pin", PINS, &[]),
+    case("bench", "--sni", SNIS, &[]),
+    case("bench", "--alpn", ALPNS, &[]),
+    case("bench", "--cert", PATHS, &[]),
+    case("bench", "--key", PATHS, &[]),
+    case("bench", "--tls-min", TLS_VERSIONS, &[]),
     case("completions", "<SHELL>", &["tcsh", ""], &[]),
 ];
 

@@ -491,9 +491,15 @@ struct Pinned {
 }
 
 /// The error a pin mismatch carries (as a certificate error).
-#[derive(Debug)]
 struct PinMismatch {
     got: String,
+}
+
+/// As `Display`: rustls shows an `Other` certificate error with `{:?}`.
+impl std::fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl std::fmt::Display for PinMismatch {
