@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tcpkit::Endpoint;
+#[cfg(feature = "tls")]
+use tcpkit::client::pipe_stream;
 use tcpkit::client::{
     ConnectOptions, Connector, DumpFormat, Family, PipeEnd, PipeOptions, PipeStats, SessionDump,
     pipe,
@@ -24,6 +26,7 @@ use super::values;
 #[derive(Debug, clap::Args)]
 #[command(after_help = codes_help(&[
     Exit::Ok, Exit::Failure, Exit::Usage, Exit::Resolve, Exit::Refused, Exit::Timeout, Exit::Io,
+    Exit::Certificate, Exit::Tls,
 ]))]
 pub struct Args {
     /// Whom to connect to: `HOST:PORT`, `a.b.c.d:PORT`, `[v6]:PORT`, a `PORT`
@@ -70,6 +73,10 @@ pub struct Args {
     zero_io: bool,
     #[command(flatten)]
     session: SessionArgs,
+    /// Boxed: clippy's `large_enum_variant` on the `Command` enum.
+    #[cfg(feature = "tls")]
+    #[command(flatten)]
+    tls: Box<super::tls_client::TlsClientArgs>,
 }
 
 /// Session options shared by `connect` and `listen`.
@@ -190,6 +197,11 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let dump = args.session.open_dump()?;
     let pipe_options = args.session.pipe_options(args.lines);
     let verbose = globals.verbose > 0 && !globals.quiet;
+    #[cfg(feature = "tls")]
+    let tls = match args.tls.config()? {
+        Some(config) => Some(config.build()?),
+        None => None,
+    };
 
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -202,15 +214,33 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             eprintln!("resolved {target} to {}", list.join(", "));
             eprintln!("connected to {} from {}", conn.peer, conn.local);
         }
-        if args.zero_io {
-            // Dropped here: a FIN, no byte sent.
-            return anyhow::Ok(None);
-        }
         let mut input: Box<dyn AsyncRead + Unpin + Send> = match &args.send {
             Some(text) => Box::new(std::io::Cursor::new(format!("{text}\n").into_bytes())),
             None => Box::new(tokio::io::stdin()),
         };
         let mut stdout = tokio::io::stdout();
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &tls {
+            let peer = conn.peer;
+            let Some(stream) = handshake(tls, conn.stream, &target, verbose, args.zero_io).await?
+            else {
+                return anyhow::Ok(None);
+            };
+            let stats = pipe_stream(
+                stream,
+                peer,
+                &mut *input,
+                &mut stdout,
+                &pipe_options,
+                dump.as_ref(),
+            )
+            .await?;
+            return anyhow::Ok(Some((peer, stats)));
+        }
+        if args.zero_io {
+            // Dropped here: a FIN, no byte sent.
+            return anyhow::Ok(None);
+        }
         let stats = pipe(
             conn.stream,
             &mut *input,
@@ -236,6 +266,34 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         }
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The TLS handshake over a connected stream, named as the target's host
+/// (unless `--sni`); `None` with `-z`, which only checks the handshake and
+/// closes with `close_notify`.
+#[cfg(feature = "tls")]
+async fn handshake(
+    tls: &tcpkit::tls::TlsConnector,
+    stream: tokio::net::TcpStream,
+    target: &HostPort,
+    verbose: bool,
+    zero_io: bool,
+) -> anyhow::Result<Option<tcpkit::tls::client::ClientTlsStream>> {
+    let host = match target.host() {
+        tcpkit::endpoint::Host::Name(name) => Some(name.as_str()),
+        _ => None,
+    };
+    let mut stream = tls.connect(stream, host).await?;
+    if verbose {
+        let info = tcpkit::tls::client::HandshakeInfo::of(stream.get_ref().1);
+        super::tls_client::print_handshake(&info);
+    }
+    if zero_io {
+        use tokio::io::AsyncWriteExt;
+        let _ = stream.shutdown().await;
+        return Ok(None);
+    }
+    Ok(Some(stream))
 }
 
 /// `-v`'s closing line.

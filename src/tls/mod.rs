@@ -11,6 +11,12 @@
 //! module: a configuration is built once (and swapped whole on reload), a
 //! connection is a stream wrapped with it.
 
+mod accept;
+pub mod client;
+pub use accept::{ServerTlsStream, TlsAcceptor};
+pub use client::{TlsClientConfig, TlsConnector};
+mod verify;
+
 use std::fmt::Write as _;
 use std::path::Path;
 
