@@ -362,6 +362,24 @@ pub fn assert_same(what: &str, got: &[u8], want: &[u8]) {
 
 // ------------------------------------------------------------ processes
 
+/// Raises this process's soft open-file limit to the hard one; returns it.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    #[allow(clippy::useless_conversion)]
+    u64::try_from(lim.rlim_cur).unwrap_or(1024)
+}
+
 /// The binary under test: `TCPKIT_BIN` if set, else the one Cargo built.
 pub fn binary() -> std::ffi::OsString {
     std::env::var_os("TCPKIT_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_tcpkit").into())
