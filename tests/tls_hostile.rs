@@ -31,10 +31,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `tcpkit serve --mode echo` over TLS with the test PKI's server pair.
+/// `tcpkit serve --mode echo --json` over TLS with the test PKI's server
+/// pair, at the default log level (a failed handshake is a warning, once
+/// per peer address).
 fn serve(pki: &Pki, extra: &[&str]) -> Server {
     let mut args = vec![
-        "-q",
+        "--json",
         "--mode",
         "echo",
         "--tls-cert",
@@ -217,8 +219,10 @@ fn wait_sockets_at_most(server: &Server, limit: usize, deadline: Duration, what:
 /// Bytes that are not a ClientHello: a plain-text client (HTTP, a chat
 /// line), random bytes, and a record header announcing a 64 KiB handshake
 /// record (over TLS's 16 KiB + 2 KiB limit). Each is closed at once (not
-/// at the handshake timeout, set to 60 s here), and the failure is logged
-/// with the peer's endpoint.
+/// at the handshake timeout, set to 60 s here) and counted as a protocol
+/// failure; the first is logged with the peer's endpoint, the others from
+/// the same address are not (logged once per peer, so a flood cannot flood
+/// the log).
 #[test]
 fn garbage_instead_of_a_client_hello_is_closed_at_once() {
     let _serial = serial();
@@ -237,6 +241,7 @@ fn garbage_instead_of_a_client_hello_is_closed_at_once() {
         ("random bytes", tls_util::random_bytes(4096, 11)),
         ("a 64 KiB handshake record header", oversized),
     ];
+    let mut ports: Vec<u16> = Vec::new();
     for (what, bytes) in cases {
         let mut s = tcp(server.addr);
         let port = s.local_addr().unwrap().port();
@@ -296,7 +301,11 @@ fn client_hello_at_one_byte_per_second_hits_the_handshake_timeout() {
     assert!(sent < hello.len(), "the whole hello went through");
     canary.wait_for_more(10, "after the slow hello");
     canary.stop("slow ClientHello");
-    server.stop();
+    let summary = server.stop_json();
+    assert_eq!(
+        summary["tls_failed_timeout"], 1,
+        "one timeout counted: {summary}"
+    );
 }
 
 /// Connections, each having sent the first half of a ClientHello, then
@@ -400,7 +409,12 @@ fn ten_thousand_stalled_half_client_hellos_do_not_starve_the_canary() {
     drop(socks);
     canary.wait_for_more(10, "after the flood");
     canary.stop("10,000 half hellos");
-    server.stop();
+    let summary = server.stop_json();
+    assert_eq!(
+        summary["tls_failed_timeout"].as_u64(),
+        Some(n as u64),
+        "every stalled handshake counted as a timeout: {summary}"
+    );
 }
 
 // --------------------------------------------------- after the handshake

@@ -361,7 +361,12 @@ fn mutual_tls_tcpkit_serve_with_openssl_and_ncat_clients() {
         return;
     }
     let pki = Pki::new();
-    let server = serve_tls(&pki, "echo", &["--tls-client-ca", pki.client_ca_arg()]);
+    // -v: the client's subject is logged at info.
+    let server = serve_tls(
+        &pki,
+        "echo",
+        &["-v", "--tls-client-ca", pki.client_ca_arg()],
+    );
 
     let attempt = |cert: Option<&tls_util::Pair>| -> (bool, String) {
         let mut extra = vec!["-verify_ip", "127.0.0.1"];

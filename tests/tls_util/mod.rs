@@ -592,6 +592,17 @@ impl Server {
             self.stderr.text()
         );
     }
+
+    /// [`Server::stop`] for a server started with `--json`: its exit
+    /// summary (counters such as `tls_failed_timeout`).
+    pub fn stop_json(self) -> serde_json::Value {
+        let stdout = self.stdout.clone();
+        self.stop();
+        let line = stdout
+            .wait_for(Duration::from_secs(5), |l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON summary on stdout: {}", stdout.text()));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("summary {line:?}: {e}"))
+    }
 }
 
 /// A free port on 127.0.0.1, found by binding port 0 and closing it. Used
