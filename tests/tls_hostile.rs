@@ -254,18 +254,31 @@ fn garbage_instead_of_a_client_hello_is_closed_at_once() {
             "{what}: not closed within 5 s ({closed:?})"
         );
         canary.wait_for_more(5, what);
-        let logged = server.stderr.wait_for(Duration::from_secs(5), |l| {
-            l.contains(&format!("127.0.0.1:{port}"))
-        });
+        ports.push(port);
+    }
+    let first = format!("127.0.0.1:{}", ports[0]);
+    let logged = server
+        .stderr
+        .wait_for(Duration::from_secs(5), |l| l.contains(&first));
+    assert!(
+        logged.is_some(),
+        "the failure is not logged with the peer's endpoint {first}: {}",
+        server.stderr.text()
+    );
+    for port in &ports[1..] {
         assert!(
-            logged.is_some(),
-            "{what}: the failure is not logged with the peer's endpoint 127.0.0.1:{port}: {}",
+            !server.stderr.text().contains(&format!("127.0.0.1:{port}")),
+            "a second failure from 127.0.0.1 was logged too: {}",
             server.stderr.text()
         );
     }
     wait_sockets_at_most(&server, sockets_before, Duration::from_secs(5), "garbage");
     canary.stop("garbage instead of a ClientHello");
-    server.stop();
+    let summary = server.stop_json();
+    assert_eq!(
+        summary["tls_failed_protocol"], 4,
+        "four protocol failures counted: {summary}"
+    );
 }
 
 /// A ClientHello one byte per second: the handshake timeout (2 s here)
