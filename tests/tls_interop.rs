@@ -3,7 +3,8 @@
 //! connect --tls` against `openssl s_server` and `ncat --ssl -l`, `tcpkit
 //! listen --tls` against `openssl s_client`; mutual TLS both ways; expired
 //! and wrong-name certificates refused with `connect`'s certificate exit
-//! code; SNI choosing the certificate; 16 MiB checksummed through each pair.
+//! code; SNI choosing the certificate; 16 MiB checksummed through each pair;
+//! stunnel (client and server) in front of and behind tcpkit.
 //!
 //! Certificates are made at test time (`tests/tls_util`). Where tcpkit
 //! listens it binds port 0 and the test reads the port from its `listening
@@ -808,4 +809,105 @@ fn openssl_s_client_talks_to_tcpkit_listen_tls() {
         &std::fs::read(&got).expect("read"),
         &data,
     );
+}
+
+// ------------------------------------------------------------------ stunnel
+
+/// stunnel with one service, from a config file in `dir`, on a free port.
+fn stunnel(dir: &Path, service: &str) -> (Proc, u16) {
+    let conf = dir.join("stunnel.conf");
+    tls_util::peer_listening("stunnel", |port| {
+        std::fs::write(
+            &conf,
+            format!(
+                "foreground = yes\npid =\ndebug = 4\n[svc]\naccept = 127.0.0.1:{port}\n{service}\n"
+            ),
+        )
+        .expect("write stunnel.conf");
+        let mut cmd = Command::new("stunnel");
+        cmd.arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    })
+}
+
+/// Sends `data` over plain TCP to `port` and reads the echo back to the
+/// end; both directions at once (a thread writes) so nothing deadlocks.
+fn plain_echo(port: u16, data: &[u8]) -> Vec<u8> {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(BULK_DEADLINE)).expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let data = data.to_vec();
+    let writer = thread::spawn(move || {
+        w.write_all(&data).expect("write");
+        w.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    });
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut &s, &mut got).expect("read echo");
+    writer.join().expect("writer");
+    got
+}
+
+/// stunnel as a TLS client (verifying the chain and the name `localhost`)
+/// in front of `tcpkit serve --tls`: 16 MiB echoed through it, checksummed.
+#[test]
+fn stunnel_client_echoes_16_mib_through_tcpkit_serve_tls() {
+    if !common::have_program("stunnel") {
+        return;
+    }
+    let pki = Pki::new();
+    let server = serve_tls(&pki, "echo", &[]);
+    let (_stunnel, port) = stunnel(
+        pki.dir(),
+        &format!(
+            "client = yes\nconnect = {}\nCAfile = {}\nverifyChain = yes\ncheckHost = localhost",
+            server.target(),
+            pki.ca_arg()
+        ),
+    );
+    let data = random_bytes(BULK, 8);
+    let got = plain_echo(port, &data);
+    assert_same("echo through stunnel -> tcpkit serve --tls", &got, &data);
+    server.stop();
+}
+
+/// `tcpkit connect --tls` to stunnel terminating TLS in front of a plain
+/// `tcpkit serve` echo: 16 MiB there and back, checksummed.
+#[test]
+fn tcpkit_connect_tls_echoes_16_mib_through_stunnel_server() {
+    if !common::have_program("stunnel") {
+        return;
+    }
+    let pki = Pki::new();
+    let backend = Server::start(&["--mode", "echo"]);
+    let (_stunnel, port) = stunnel(
+        pki.dir(),
+        &format!(
+            "connect = {}\ncert = {}\nkey = {}",
+            backend.target(),
+            pki.server.cert_arg(),
+            pki.server.key_arg()
+        ),
+    );
+    let (input, data) = bulk_file(pki.dir(), "in", 9);
+    let out = pki.dir().join("out");
+    let (status, err) = connect_tls(
+        port,
+        &["--ca", pki.ca_arg()],
+        File::open(&input).expect("input").into(),
+        File::create(&out).expect("output").into(),
+        BULK_DEADLINE,
+    );
+    assert!(
+        status.success(),
+        "tcpkit connect --tls via stunnel: {status} {err}"
+    );
+    assert_same(
+        "echo through stunnel",
+        &std::fs::read(&out).expect("read"),
+        &data,
+    );
+    backend.stop();
 }
