@@ -387,7 +387,7 @@ pub fn binary() -> std::ffi::OsString {
 
 /// Lines a child wrote on one of its pipes, gathered by a thread.
 #[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>);
+pub struct Lines(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Lines {
     /// Starts gathering `r`'s lines.
@@ -402,8 +402,22 @@ impl Lines {
                 out.0.lock().expect("lines").push(line);
                 buf.clear();
             }
+            out.1.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         lines
+    }
+
+    /// Waits (up to `deadline`) until the pipe reached EOF (the child and
+    /// every holder of the pipe closed it); whether it did.
+    pub fn wait_eof(&self, deadline: Duration) -> bool {
+        let start = Instant::now();
+        while !self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            if start.elapsed() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 
     /// Everything so far, one line each.
