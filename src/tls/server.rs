@@ -253,7 +253,8 @@ impl TlsConfig {
         self
     }
 
-    /// The deadline from accept to the end of the handshake.
+    /// The deadline from accept to the end of the handshake (more than 0:
+    /// zero fails at bind).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -548,6 +549,13 @@ impl fmt::Debug for Live {
 impl Live {
     /// Builds the rustls configuration (errors here, at bind).
     pub(crate) fn new(config: TlsConfig) -> Result<Live> {
+        if config.handshake_timeout.is_zero() {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                code::INVALID_CONFIG,
+                "TLS handshake timeout must be more than 0",
+            ));
+        }
         let cache: Arc<dyn StoresServerSessions> = if config.session_cache > 0 {
             rustls::server::ServerSessionMemoryCache::new(config.session_cache)
         } else {
@@ -699,6 +707,18 @@ mod tests {
         assert_eq!(fp(Some("a.test")), fa);
         assert_eq!(fp(Some("other.test")), fa);
         assert_eq!(fp(None), fa);
+    }
+
+    #[test]
+    fn a_zero_handshake_timeout_is_refused_at_bind() {
+        let (config, _) = TlsConfig::self_signed(&["localhost"]).expect("made");
+        let err = crate::server::ServerBuilder::new()
+            .listen(crate::Endpoint::loopback_v4(0))
+            .tls(config.handshake_timeout(Duration::ZERO))
+            .bind()
+            .expect_err("zero timeout");
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.message().contains("handshake timeout"), "{err}");
     }
 
     #[test]
