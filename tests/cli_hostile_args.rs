@@ -185,6 +185,10 @@ const CASES: &[Case] = &[
     case("listen", "--idle-timeout", DURATIONS, &[]),
     case("listen", "--output", PATHS, &[]),
     case("listen", "--hex-dump", PATHS, &[]),
+    // Each needs the other (clap says so, naming both).
+    case("listen", "--tls-cert", PATHS, &[]),
+    case("listen", "--tls-key", PATHS, &[]),
+    case("listen", "--tls-client-ca", PATHS, &[]),
     case(
         "bench",
         "--target",
@@ -228,6 +232,13 @@ const CASES: &[Case] = &[
     case("bench", "--connect-timeout", DURATIONS, &[]),
     case("bench", "--histogram", PATHS, &[]),
     case("bench", "--plot", PATHS, &[]),
+    case("bench", "--ca", PATHS, &[]),
+    case("bench", "--pin", PINS, &[]),
+    case("bench", "--sni", SNIS, &[]),
+    case("bench", "--alpn", ALPNS, &[]),
+    case("bench", "--cert", PATHS, &[]),
+    case("bench", "--key", PATHS, &[]),
+    case("bench", "--tls-min", TLS_VERSIONS, &[]),
     case("completions", "<SHELL>", &["tcsh", ""], &[]),
 ];
 

@@ -8,184 +8,14 @@
 #![cfg(all(feature = "cli", feature = "tls"))]
 
 mod common;
+mod tls_echo;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A CA and a leaf it signed, on disk as PEM.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_cert: CertificateDer<'static>,
-    ca: rcgen::Issuer<'static, KeyPair>,
-}
-
-/// A certificate with its key (DER) and PEM files.
-struct Leaf {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    cert_path: PathBuf,
-    key_path: PathBuf,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "tcpkit test CA");
-        let key = KeyPair::generate().expect("key");
-        let cert = params.self_signed(&key).expect("CA cert");
-        std::fs::write(dir.path().join("ca.pem"), cert.pem()).expect("write CA");
-        Pki {
-            dir,
-            ca_cert: cert.der().clone(),
-            ca: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A leaf for `names` (DNS names or IP addresses), `cn` its subject,
-    /// valid now (rcgen's default dates) or expired in 2001.
-    fn leaf(&self, file: &str, cn: &str, names: &[&str], validity: Validity) -> Leaf {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        if validity == Expired {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-        }
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.ca).expect("sign");
-        let cert_path = self.dir.path().join(format!("{file}.pem"));
-        let key_path = self.dir.path().join(format!("{file}.key"));
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        Leaf {
-            chain: vec![cert.der().clone(), self.ca_cert.clone()],
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            cert_path,
-            key_path,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Validity {
-    Valid,
-    Expired,
-}
-use Validity::{Expired, Valid};
-
-/// How the test server behaves.
-#[derive(Clone, Default)]
-struct ServerOpts {
-    alpn: Vec<Vec<u8>>,
-    /// Require client certificates issued by this CA.
-    client_ca: Option<CertificateDer<'static>>,
-    tls12_only: bool,
-}
-
-/// A TLS echo server on 127.0.0.1:0, on its own thread and runtime: echoes
-/// until the client's close_notify/EOF, then closes (close_notify + FIN).
-/// Dropped: its runtime stops.
-struct EchoServer {
-    port: u16,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        // The sender drops with self, which stops the accept loop.
-        let _ = self.thread.take();
-    }
-}
-
-fn echo_server(leaf: &Leaf, opts: ServerOpts) -> EchoServer {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = if opts.tls12_only {
-        &[&rustls::version::TLS12]
-    } else {
-        rustls::ALL_VERSIONS
-    };
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .expect("versions");
-    let builder = match &opts.client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(ca.clone()).expect("client CA");
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .expect("client verifier");
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(leaf.chain.clone(), leaf.key.clone_key())
-        .expect("server config");
-    config.alpn_protocols = opts.alpn.clone();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let port = listener.local_addr().expect("local addr").port();
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let (tcp, _) = tokio::select! {
-                    r = listener.accept() => match r { Ok(a) => a, Err(_) => continue },
-                    _ = &mut stop_rx => return,
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if tls.write_all(&buf[..n]).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-    });
-    EchoServer {
-        port,
-        _stop: stop_tx,
-        thread: Some(thread),
-    }
-}
+use tls_echo::{EchoServer, Pki, ServerOpts, Validity::*, echo_server};
 
 /// Runs `tcpkit ARGS` with `stdin` as its input, under a deadline.
 fn tcpkit(args: &[&str], stdin: &[u8], env: &[(&str, &Path)]) -> Output {
@@ -532,4 +362,167 @@ fn a_plain_tcp_peer_is_a_tls_failure_not_a_hang() {
     );
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
     echo.join().expect("echo thread");
+}
+
+/// A `tcpkit listen` child with its stderr read line by line.
+struct Listener {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    port: u16,
+    /// `--tls`: the fingerprint it printed.
+    fingerprint: Option<String>,
+}
+
+impl Listener {
+    fn start(args: &[&str], stdin: &[u8]) -> Listener {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+            .args(["-v", "listen"])
+            .args(args)
+            .arg("127.0.0.1:0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpkit listen");
+        let mut input = child.stdin.take().expect("stdin");
+        let stdin = stdin.to_vec();
+        std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut fingerprint = None;
+        let port = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("listen prints `listening on`");
+            if let Some(fp) = line.split("SHA-256 fingerprint ").nth(1) {
+                fingerprint = Some(fp.trim().to_owned());
+            }
+            if let Some(ep) = line.strip_prefix("listening on ") {
+                break ep.rsplit(':').next().unwrap().parse().expect("port");
+            }
+        };
+        Listener {
+            child,
+            lines,
+            port,
+            fingerprint,
+        }
+    }
+
+    /// Its exit status, stdout and the rest of its stderr (within 30 s).
+    fn finish(mut self) -> (Option<i32>, Vec<u8>, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("tcpkit listen still running after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut out = Vec::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+        }
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        (status.code(), out, rest.join("\n"))
+    }
+}
+
+#[test]
+fn listen_tls_with_an_ephemeral_certificate_talks_to_a_pinning_connect() {
+    let listener = Listener::start(&["--tls"], b"from the listener\n");
+    let fp = listener.fingerprint.clone().expect("fingerprint printed");
+    let target = format!("127.0.0.1:{}", listener.port);
+    let out = tcpkit(
+        &["connect", "--pin", &fp, &target],
+        b"from the client\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"from the listener\n");
+    let (code, got, err) = listener.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(got, b"from the client\n");
+    assert!(err.contains("TLS TLSv1_3"), "{err}");
+}
+
+#[test]
+fn listen_tls_requires_the_client_certificate_it_was_told_to() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("server", "localhost", &["localhost", "127.0.0.1"], Valid);
+    let client = pki.leaf("client", "tcpkit client", &["client.test"], Valid);
+    let ca = pki.ca_path();
+    let (ca, cert, key) = (
+        ca.to_str().unwrap(),
+        leaf.cert_path.to_str().unwrap(),
+        leaf.key_path.to_str().unwrap(),
+    );
+    let flags = ["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca];
+    let listener = Listener::start(&flags, b"");
+    let target = format!("127.0.0.1:{}", listener.port);
+    let out = tcpkit(
+        &[
+            "connect",
+            "--ca",
+            ca,
+            "--cert",
+            client.cert_path.to_str().unwrap(),
+            "--key",
+            client.key_path.to_str().unwrap(),
+            &target,
+        ],
+        b"mutual\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, got, err) = listener.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(got, b"mutual\n");
+    assert!(err.contains("peer certificate: CN=tcpkit client"), "{err}");
+
+    // No client certificate: the listener refuses it, exit 9.
+    let listener = Listener::start(&flags, b"");
+    let target = format!("127.0.0.1:{}", listener.port);
+    let out = tcpkit(&["connect", "--ca", ca, &target], b"x\n", &[]);
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    let (code, got, err) = listener.finish();
+    assert_eq!(code, Some(9), "{err}");
+    assert!(got.is_empty());
+}
+
+#[test]
+fn listen_tls_file_errors_name_the_flag() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("server", "localhost", &["localhost"], Valid);
+    let out = tcpkit(
+        &[
+            "listen",
+            "--tls-cert",
+            leaf.key_path.to_str().unwrap(),
+            "--tls-key",
+            leaf.key_path.to_str().unwrap(),
+            "127.0.0.1:0",
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--tls-cert"), "{}", stderr(&out));
 }

@@ -31,49 +31,37 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 
-use super::{handshake_error, load_certs, load_key, tls_error};
+use super::{
+    DEFAULT_HANDSHAKE_TIMEOUT, TlsVersion, handshake_error, load_certs, load_key, tls_error,
+};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result, code};
 
 /// A TLS client stream over TCP, as [`TlsConnector::connect`] returns it.
 pub type ClientTlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// How long a handshake may take by default (as the server's default).
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The oldest TLS version a client accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum TlsVersion {
-    /// TLS 1.2 and 1.3 (the default).
-    #[default]
-    Tls12,
-    /// TLS 1.3 only.
-    Tls13,
+/// The protocol versions to offer from the oldest accepted on.
+fn versions(min: TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    match min {
+        TlsVersion::Tls12 => rustls::ALL_VERSIONS,
+        TlsVersion::Tls13 => TLS13_ONLY,
+    }
 }
 
-impl TlsVersion {
-    /// `"1.2"` or `"1.3"`, as `--tls-min` takes them.
-    ///
-    /// ```
-    /// use tcpkit::tls::client::TlsVersion;
-    /// assert_eq!(TlsVersion::parse("1.3").unwrap(), TlsVersion::Tls13);
-    /// assert!(TlsVersion::parse("1.1").is_err());
-    /// ```
-    pub fn parse(text: &str) -> Result<TlsVersion> {
-        match text.trim() {
-            "1.2" => Ok(TlsVersion::Tls12),
-            "1.3" => Ok(TlsVersion::Tls13),
-            other => Err(invalid(format_args!(
-                "TLS version {other:?}: expected 1.2 or 1.3"
-            ))),
-        }
-    }
-
-    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
-        match self {
-            TlsVersion::Tls12 => rustls::ALL_VERSIONS,
-            TlsVersion::Tls13 => TLS13_ONLY,
-        }
+/// `"1.2"` or `"1.3"` (as `--tls-min` takes them) as a [`TlsVersion`].
+///
+/// ```
+/// use tcpkit::tls::{TlsVersion, client::parse_version};
+/// assert_eq!(parse_version("1.3").unwrap(), TlsVersion::Tls13);
+/// assert!(parse_version("1.1").is_err());
+/// ```
+pub fn parse_version(text: &str) -> Result<TlsVersion> {
+    match text.trim() {
+        "1.2" => Ok(TlsVersion::Tls12),
+        "1.3" => Ok(TlsVersion::Tls13),
+        other => Err(invalid(format_args!(
+            "TLS version {other:?}: expected 1.2 or 1.3"
+        ))),
     }
 }
 
@@ -240,7 +228,7 @@ impl TlsClientConfig {
     pub fn build(&self) -> Result<TlsConnector> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(self.min_version.versions())
+            .with_protocol_versions(versions(self.min_version))
             .map_err(|e| tls_error(&e, "TLS client configuration"))?;
         let algorithms = provider.signature_verification_algorithms;
         let builder = match &self.trust {
@@ -392,18 +380,12 @@ impl HandshakeInfo {
             alpn: conn
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
-            peer_subject: leaf.map(|der| subject(der)),
+            peer_subject: leaf.map(|der| {
+                super::subject(der).unwrap_or_else(|| "(unparsable certificate)".to_owned())
+            }),
             peer_fingerprint: leaf.map(|der| super::fingerprint(der)),
             resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         }
-    }
-}
-
-/// A certificate's subject as text, or why it could not be read.
-fn subject(der: &[u8]) -> String {
-    match x509_parser::parse_x509_certificate(der) {
-        Ok((_, cert)) => cert.subject().to_string(),
-        Err(e) => format!("(unparsable certificate: {e})"),
     }
 }
 
@@ -491,9 +473,15 @@ struct Pinned {
 }
 
 /// The error a pin mismatch carries (as a certificate error).
-#[derive(Debug)]
 struct PinMismatch {
     got: String,
+}
+
+/// As `Display`: rustls shows an `Other` certificate error with `{:?}`.
+impl std::fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl std::fmt::Display for PinMismatch {

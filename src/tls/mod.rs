@@ -11,7 +11,9 @@
 //! module: a configuration is built once (and swapped whole on reload), a
 //! connection is a stream wrapped with it.
 
+mod accept;
 pub mod client;
+pub use accept::{ServerTlsStream, TlsAcceptor};
 pub use client::{TlsClientConfig, TlsConnector};
 
 use std::fmt::Write as _;
