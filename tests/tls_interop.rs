@@ -816,7 +816,7 @@ fn openssl_s_client_talks_to_tcpkit_listen_tls() {
     let mut listen = Proc::spawn(
         "tcpkit listen --tls",
         tcpkit()
-            .args(["listen", "--tls", "--tls-cert", pki.server.cert_arg()])
+            .args(["listen", "--tls-cert", pki.server.cert_arg()])
             .args(["--tls-key", pki.server.key_arg(), "127.0.0.1:0"])
             .stdin(Stdio::piped())
             .stdout(File::create(&got).expect("got"))
