@@ -441,6 +441,71 @@ fn ten_thousand_stalled_half_client_hellos_do_not_starve_the_canary() {
     );
 }
 
+/// Past the handshake cap: 64 clients send a whole ClientHello, then never
+/// answer the server's flight (no Finished), with `--max-handshakes 16`.
+/// They take every handshake permit (a permit is held while waiting for
+/// the client's Finished) and queue for the rest. A well-behaved client
+/// arriving then must still complete its handshake promptly (3 s, well
+/// under the 6 s handshake timeout): the cap exists so that a flood of
+/// half-open TLS clients cannot starve the others.
+#[test]
+fn stalled_full_client_hellos_past_the_handshake_cap_do_not_starve_new_clients() {
+    let _serial = serial();
+    let pki = Pki::new();
+    let server = serve(
+        &pki,
+        &["--max-handshakes", "16", "--tls-handshake-timeout", "6s"],
+    );
+    // The canary's long-lived connection is made before the attack; its
+    // fresh handshakes run through it.
+    let canary = TlsCanary::start(server.addr, pki.client_config());
+    let hello = tls_util::client_hello(pki.client_config(), "localhost");
+    let stallers: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = tcp(server.addr);
+            s.write_all(&hello).expect("send hello");
+            s
+        })
+        .collect();
+    // The server answered 16 of them (its flight is waiting in their
+    // receive buffers): every permit is taken.
+    let start = Instant::now();
+    loop {
+        let answered = stallers
+            .iter()
+            .filter(|s| {
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 1];
+                let got = matches!(s.peek(&mut b), Ok(n) if n > 0);
+                s.set_nonblocking(false).unwrap();
+                got
+            })
+            .count();
+        if answered >= 16 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the server answered only {answered} of 64 hellos in 5 s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    let result = try_tls_connect(server.addr, "localhost", pki.client_config())
+        .map_err(|e| format!("handshake: {e}"))
+        .and_then(|mut tls| echo_round_trip(&mut tls, b"well-behaved"));
+    let took = t.elapsed();
+    eprintln!("past the cap: a new client's handshake + round trip took {took:?} ({result:?})");
+    assert!(
+        result.is_ok() && took <= CANARY_MAX_LATENCY,
+        "with 64 stalled handshakes past --max-handshakes 16, a new client took {took:?}: {result:?}"
+    );
+    drop(stallers);
+    canary.wait_for_more(10, "after the stalled handshakes");
+    canary.stop("stalled full hellos");
+    server.stop();
+}
+
 // --------------------------------------------------- after the handshake
 
 /// A client that completes the handshake, then sends 64 MiB to the echo
