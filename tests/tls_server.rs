@@ -902,3 +902,50 @@ async fn idle_tls_connections_hold_little_memory() {
         "{per_connection} bytes per idle TLS connection"
     );
 }
+
+/// rustls' own warnings are about what a peer sent, once per connection
+/// and without its endpoint: at the default level they stay out of the log
+/// (a peer must not be able to write it line by line).
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn rustls_warnings_about_a_peer_do_not_reach_the_default_log() {
+    let mut serve = Serve::spawn(&["--tls"]);
+    let addr = serve.addr();
+    // A ClientHello whose SNI is an IP address (as `ncat --ssl` sends):
+    // rustls will not make one, so patch a same-length name.
+    let recorder = Arc::new(Recorder::default());
+    let config = client_config(ClientOpts::default(), recorder.clone());
+    let mut hello = Vec::new();
+    rustls::ClientConnection::new(config, ServerName::try_from("127-0-0-1").unwrap())
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    let at = hello
+        .windows(9)
+        .position(|w| w == b"127-0-0-1")
+        .expect("SNI in the hello");
+    hello[at..at + 9].copy_from_slice(b"127.0.0.1");
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&hello).await.unwrap();
+        // The server's flight proves the hello was read.
+        let mut one = [0u8; 1];
+        within(DEADLINE, "server's answer", s.read_exact(&mut one))
+            .await
+            .unwrap();
+    }
+    serve.signal(libc::SIGTERM);
+    let mut logged = Vec::new();
+    loop {
+        match serve.stderr.recv_timeout(DEADLINE) {
+            Ok(line) => logged.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("stderr not closed after SIGTERM: {e}"),
+        }
+    }
+    let _ = serve.child.wait();
+    assert!(
+        !logged.iter().any(|l| l.contains("Illegal SNI")),
+        "{logged:#?}"
+    );
+}
