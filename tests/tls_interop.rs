@@ -965,3 +965,178 @@ fn tcpkit_connect_tls_echoes_16_mib_through_stunnel_server() {
     );
     backend.stop();
 }
+
+// ------------------------------------------- more pairs: listen, ephemeral
+
+/// Starts `tcpkit listen ARGS 127.0.0.1:0` writing what it receives to
+/// `got`; returns it, its stderr and the port from its `listening on` line.
+fn tcpkit_listen(args: &[&str], got: &Path) -> (Proc, Lines, u16) {
+    let mut listen = Proc::spawn(
+        "tcpkit listen --tls",
+        tcpkit()
+            .arg("listen")
+            .args(args)
+            .arg("127.0.0.1:0")
+            .stdin(Stdio::piped())
+            .stdout(File::create(got).expect("got"))
+            .stderr(Stdio::piped()),
+    );
+    let err = Lines::gather(listen.child.stderr.take().expect("stderr"));
+    let line = err
+        .wait_for(DEADLINE, |l| l.starts_with("listening on "))
+        .unwrap_or_else(|| panic!("tcpkit listen: no listening line: {}", err.text()));
+    let port: u16 = line["listening on ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|ep| ep.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port in {line:?}"));
+    (listen, err, port)
+}
+
+/// `ncat --ssl` (verifying the name) sends 16 MiB to `tcpkit listen
+/// --tls-cert`; at its stdin EOF ncat sends close_notify and tcpkit listen,
+/// its peer gone, exits.
+#[test]
+fn ncat_ssl_sends_16_mib_to_tcpkit_listen_tls() {
+    if !common::have_program("ncat") {
+        return;
+    }
+    let pki = Pki::new();
+    let (input, data) = bulk_file(pki.dir(), "in", 10);
+    let got = pki.dir().join("got");
+    let (mut listen, err, port) = tcpkit_listen(
+        &[
+            "--tls-cert",
+            pki.server.cert_arg(),
+            "--tls-key",
+            pki.server.key_arg(),
+        ],
+        &got,
+    );
+    let mut ncat = Proc::spawn(
+        "ncat --ssl",
+        Command::new("ncat")
+            .args(["--ssl", "--ssl-verify", "--ssl-trustfile", pki.ca_arg()])
+            .args(["-4", "localhost", &port.to_string()])
+            .stdin(File::open(&input).expect("input"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_file_len(&mut listen, &got, BULK, BULK_DEADLINE);
+    drop(ncat.child.kill());
+    assert_same(
+        &format!("tcpkit listen got (stderr {})", err.text()),
+        &std::fs::read(&got).expect("read"),
+        &data,
+    );
+}
+
+/// `tcpkit listen --tls-client-ca`: openssl with a client certificate from
+/// that CA gets its line through; without one it gets nothing through.
+#[test]
+fn mutual_tls_tcpkit_listen_with_openssl_client() {
+    if !common::have_program("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    for with_cert in [true, false] {
+        let got = pki.dir().join(format!("got-{with_cert}"));
+        let (mut listen, err, port) = tcpkit_listen(
+            &[
+                "--tls-cert",
+                pki.server.cert_arg(),
+                "--tls-key",
+                pki.server.key_arg(),
+                "--tls-client-ca",
+                pki.client_ca_arg(),
+            ],
+            &got,
+        );
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-CAfile", pki.ca_arg(), "-verify_return_error", "-quiet"])
+            .args(["-verify_ip", "127.0.0.1"]);
+        if with_cert {
+            cmd.args(["-cert", pki.client.cert_arg(), "-key", pki.client.key_arg()]);
+        }
+        let mut client = Proc::spawn(
+            "openssl s_client",
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let mut stdin = client.child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(b"mutual line\n");
+        if with_cert {
+            wait_file_len(&mut listen, &got, 12, DEADLINE);
+            assert_eq!(std::fs::read(&got).expect("read"), b"mutual line\n");
+        } else {
+            // Refused: tcpkit listen ends (a certificate failure, exit 9)
+            // having written nothing.
+            let status = listen.wait(DEADLINE);
+            assert!(
+                !status.success(),
+                "listen accepted a client without a certificate"
+            );
+            assert_eq!(
+                status.code(),
+                Some(EXIT_CERTIFICATE),
+                "listen without a client certificate: {status}: {}",
+                err.text()
+            );
+            assert_eq!(std::fs::read(&got).expect("read"), b"");
+        }
+        drop(client);
+    }
+}
+
+/// `serve --tls` makes a certificate at start and prints its SHA-256
+/// fingerprint: the certificate openssl receives has that fingerprint, and
+/// `tcpkit connect --pin` with it is served.
+#[test]
+fn ephemeral_certificate_fingerprint_matches_what_openssl_receives() {
+    if !common::have_program("openssl") {
+        return;
+    }
+    let server = Server::start(&["--mode", "echo", "--tls"]);
+    let line = server
+        .stderr
+        .wait_for(DEADLINE, |l| l.contains("SHA-256 fingerprint"))
+        .unwrap_or_else(|| panic!("no fingerprint on stderr: {}", server.stderr.text()));
+    let printed = line.rsplit(' ').next().expect("fingerprint").to_owned();
+    let shown = Command::new("openssl")
+        .args(["s_client", "-connect", &server.target(), "-showcerts"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let pem = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let start = pem
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let end = pem.find("-----END CERTIFICATE-----").expect("its end") + 25;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("served.pem");
+    std::fs::write(&cert, &pem[start..end]).expect("write");
+    let fp = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("openssl x509");
+    let fp = String::from_utf8_lossy(&fp.stdout);
+    let fp = fp.trim().rsplit('=').next().expect("fingerprint");
+    assert_eq!(
+        fp, printed,
+        "printed fingerprint differs from the served certificate's"
+    );
+    let (status, err) = connect_tls(
+        server.addr.port(),
+        &["--pin", &printed, "--send", "pinned"],
+        Stdio::null(),
+        Stdio::null(),
+        DEADLINE,
+    );
+    assert!(status.success(), "connect --pin <printed>: {status} {err}");
+    server.stop();
+}
