@@ -1140,3 +1140,85 @@ fn ephemeral_certificate_fingerprint_matches_what_openssl_receives() {
     assert!(status.success(), "connect --pin <printed>: {status} {err}");
     server.stop();
 }
+
+/// `socat OPENSSL:` (verifying the chain and the name `localhost`) echoes
+/// 16 MiB through `tcpkit serve --tls`. `-t 60`: after its stdin's EOF
+/// socat waits for the rest of the echo instead of its default 0.5 s.
+#[test]
+fn socat_openssl_echoes_16_mib_through_tcpkit_serve_tls() {
+    if !common::have_program("socat") {
+        return;
+    }
+    let pki = Pki::new();
+    let server = serve_tls(&pki, "echo", &[]);
+    let (input, data) = bulk_file(pki.dir(), "in", 11);
+    let out = pki.dir().join("out");
+    let mut socat = Proc::spawn(
+        "socat OPENSSL:",
+        Command::new("socat")
+            .args(["-t", "60", "-"])
+            .arg(format!(
+                "OPENSSL:localhost:{},pf=ip4,cafile={},verify=1",
+                server.addr.port(),
+                pki.ca_arg()
+            ))
+            .stdin(File::open(&input).expect("input"))
+            .stdout(File::create(&out).expect("output"))
+            .stderr(Stdio::piped()),
+    );
+    let err = Lines::gather(socat.child.stderr.take().expect("stderr"));
+    let status = socat.wait(BULK_DEADLINE);
+    assert!(status.success(), "socat: {status} {}", err.text());
+    assert_same(
+        &format!("socat echo (stderr {})", err.text()),
+        &std::fs::read(&out).expect("read echo"),
+        &data,
+    );
+    server.stop();
+}
+
+/// `tcpkit connect --tls` to `socat OPENSSL-LISTEN:` echoing through a
+/// `PIPE`: 16 MiB there and back, verified against the CA. `-b 4096`:
+/// with its default 8 KiB blocks socat can block for good writing into
+/// its own full pipe (poll says writable with one free 4 KiB page), which
+/// only it drains; seen here as socat in `anon_pipe_write` and tcpkit
+/// correctly waiting with 2.8 MB unsent.
+#[test]
+fn tcpkit_connect_tls_echoes_16_mib_through_socat_openssl_listen() {
+    if !common::have_program("socat") {
+        return;
+    }
+    let pki = Pki::new();
+    let (_socat, port) = tls_util::peer_listening("socat OPENSSL-LISTEN:", |port| {
+        let mut cmd = Command::new("socat");
+        cmd.args(["-t", "60", "-b", "4096"])
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,cert={},key={},verify=0",
+                pki.server.cert_arg(),
+                pki.server.key_arg()
+            ))
+            .arg("PIPE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    });
+    let (input, data) = bulk_file(pki.dir(), "in", 12);
+    let out = pki.dir().join("out");
+    let (status, err) = connect_tls(
+        port,
+        &["--ca", pki.ca_arg()],
+        File::open(&input).expect("input").into(),
+        File::create(&out).expect("output").into(),
+        BULK_DEADLINE,
+    );
+    assert!(
+        status.success(),
+        "tcpkit connect --tls to socat: {status} {err}"
+    );
+    assert_same(
+        "echo through socat",
+        &std::fs::read(&out).expect("read"),
+        &data,
+    );
+}
