@@ -526,3 +526,31 @@ fn listen_tls_file_errors_name_the_flag() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--tls-cert"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_close_without_close_notify_ends_the_session_with_a_warning() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("server", "localhost", &["localhost"], Valid);
+    let server = echo_server(
+        &leaf,
+        ServerOpts {
+            no_close_notify: true,
+            ..ServerOpts::default()
+        },
+    );
+    let ca = pki.ca_path();
+    let out = tcpkit(
+        &["connect", "--ca", ca.to_str().unwrap(), &target(&server)],
+        b"cut\n",
+        &[],
+    );
+    // What arrived is printed, the session ends as a close, and the
+    // possible truncation is said.
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"cut\n");
+    assert!(
+        stderr(&out).contains("without a TLS close_notify"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -125,7 +125,7 @@ struct Options {
     /// bench.
     #[cfg(feature = "tls")]
     #[command(flatten)]
-    tls: super::connect::TlsClientArgs,
+    tls: super::tls_client::TlsClientArgs,
     /// Resume TLS sessions (tickets) instead of a full handshake on each new
     /// connection after the first ones.
     #[cfg(feature = "tls")]

@@ -120,6 +120,46 @@ impl TlsListenArgs {
     }
 }
 
+/// One client's session: the TLS handshake if asked for, then the pipe.
+// `peer` and `verbose` serve the handshake only.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+struct Session<'a> {
+    #[cfg(feature = "tls")]
+    tls: Option<&'a TlsAcceptor>,
+    peer: Endpoint,
+    verbose: bool,
+    options: &'a tcpkit::client::PipeOptions,
+    dump: Option<&'a super::connect::FileDump>,
+}
+
+impl Session<'_> {
+    async fn run(
+        &self,
+        stream: tokio::net::TcpStream,
+        stdin: &mut tokio::io::Stdin,
+        stdout: &mut tokio::io::Stdout,
+    ) -> tcpkit::Result<PipeStats> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls {
+            let stream = tls.accept(stream).await?;
+            if self.verbose {
+                let info = tcpkit::tls::client::HandshakeInfo::of(stream.get_ref().1);
+                super::tls_client::print_handshake(&info);
+            }
+            return tcpkit::client::pipe_stream(
+                stream,
+                self.peer,
+                stdin,
+                stdout,
+                self.options,
+                self.dump,
+            )
+            .await;
+        }
+        pipe(stream, stdin, stdout, self.options, self.dump).await
+    }
+}
+
 /// What `ADDR` asked for.
 enum Where {
     Any(u16),
@@ -184,35 +224,15 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             if verbose {
                 eprintln!("connection from {peer}");
             }
-            let outcome: tcpkit::Result<PipeStats> = async {
+            let session = Session {
                 #[cfg(feature = "tls")]
-                if let Some(tls) = &tls {
-                    let stream = tls.accept(stream).await?;
-                    if verbose {
-                        super::connect::print_handshake(&tcpkit::tls::client::HandshakeInfo::of(
-                            stream.get_ref().1,
-                        ));
-                    }
-                    return tcpkit::client::pipe_stream(
-                        stream,
-                        peer,
-                        &mut stdin,
-                        &mut stdout,
-                        &pipe_options,
-                        dump.as_ref(),
-                    )
-                    .await;
-                }
-                pipe(
-                    stream,
-                    &mut stdin,
-                    &mut stdout,
-                    &pipe_options,
-                    dump.as_ref(),
-                )
-                .await
-            }
-            .await;
+                tls: tls.as_ref(),
+                peer,
+                verbose,
+                options: &pipe_options,
+                dump: dump.as_ref(),
+            };
+            let outcome = session.run(stream, &mut stdin, &mut stdout).await;
             let err = match outcome {
                 Ok(stats) => {
                     if verbose {

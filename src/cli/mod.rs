@@ -12,6 +12,8 @@ mod out;
 mod serve;
 #[cfg(feature = "tls")]
 mod serve_tls;
+#[cfg(feature = "tls")]
+mod tls_client;
 mod values;
 
 use std::process::ExitCode;

@@ -15,6 +15,7 @@ mod accept;
 pub mod client;
 pub use accept::{ServerTlsStream, TlsAcceptor};
 pub use client::{TlsClientConfig, TlsConnector};
+mod verify;
 
 use std::fmt::Write as _;
 use std::path::Path;

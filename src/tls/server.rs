@@ -30,9 +30,10 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on handshakes in progress (past the `ClientHello`, doing
 /// the key exchange and waiting for the client's `Finished`).
 ///
-/// 1024: a full ECDSA P-256 handshake costs a core ~0.2-0.5 ms, so even
-/// several thousand handshakes a second over a 100 ms round trip keep a few
-/// hundred in progress: well-behaved load never waits. What it bounds is
+/// 1024: handshakes in progress are the handshake rate times how long each
+/// waits on its client (about a round trip after the server's flight):
+/// 2,000 full handshakes a second over a 150 ms round trip keep about 300
+/// in progress, so well-behaved load never waits. What it bounds is
 /// the state of peers that stall after their `ClientHello` (rustls' handshake
 /// buffers, some KiB each: at most a few MiB in all). Peers that stall
 /// *before* completing a `ClientHello` hold no permit at all (it is read
