@@ -2,12 +2,14 @@
 //! task (the accept loop never waits on a peer), under a deadline and a
 //! cap on handshakes in progress, each failure counted by reason.
 //!
-//! The `ClientHello` is read first, with no permit: a peer that stalls
-//! before completing one (half-open floods, a plain-text client that
-//! types slowly) holds only its connection slot, until the deadline. The
-//! permit is taken for the costly part (key exchange, signature, waiting
-//! for the client's `Finished`), and the configuration is read at that
-//! moment, so a reload applies to the next `ClientHello`.
+//! The `ClientHello` is read first, with no permit, and the configuration
+//! is read at that moment, so a reload applies to the next `ClientHello`.
+//! After it, a permit of the cap is held only while the server works on
+//! the handshake (key exchange, signature, writing its flight), never while
+//! it waits on the peer: a peer that stalls anywhere in the handshake
+//! (half-open floods, a plain-text client that types slowly, a client that
+//! never sends its `Finished`) holds only its connection slot, until the
+//! deadline, and cannot keep anyone else's handshake waiting.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -155,8 +157,9 @@ fn take_tcp(stream: &mut Stream) -> Option<TcpStream> {
     }
 }
 
-/// `ClientHello` (no permit), then the rest of the handshake under a
-/// permit, with the configuration in force at that moment.
+/// `ClientHello` (no permit), then the rest of the handshake with the
+/// configuration in force at that moment, holding a permit only while the
+/// server works on it.
 async fn handshake(
     live: &Live,
     tcp: TcpStream,
@@ -166,22 +169,90 @@ async fn handshake(
     tcp.readable().await?;
     let start =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
-    let _permit = live
-        .handshakes
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(io::Error::other)?;
-    let stream = start.into_stream(live.rustls()).await?;
+    let stream = WhileWorking::new(start.into_stream(live.rustls()), &live.handshakes).await?;
     let info = crate::tls::server_info(stream.get_ref().1);
     // Boxed here, once: the service's stream is this box (no copy), and
     // the task never holds rustls' connection inline.
     Ok((Box::new(stream), info))
 }
 
+pin_project_lite::pin_project! {
+    /// A handshake polled only under a permit of the cap, each permit
+    /// given back as soon as the poll returns. The server's work on a
+    /// handshake happens inside its polls (rustls is synchronous), so the
+    /// cap bounds how many handshakes it works on at once; between polls
+    /// the handshake waits on its peer and holds nothing.
+    struct WhileWorking<F> {
+        #[pin]
+        handshake: F,
+        permits: tokio_util::sync::PollSemaphore,
+    }
+}
+
+impl<F> WhileWorking<F> {
+    fn new(handshake: F, cap: &Arc<tokio::sync::Semaphore>) -> WhileWorking<F> {
+        WhileWorking {
+            handshake,
+            permits: tokio_util::sync::PollSemaphore::new(cap.clone()),
+        }
+    }
+}
+
+impl<F, T> Future for WhileWorking<F>
+where
+    F: Future<Output = io::Result<T>>,
+{
+    type Output = io::Result<T>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<T>> {
+        let this = self.project();
+        // Waits (woken by the semaphore) while the cap's permits are all in
+        // use; the semaphore is never closed.
+        let Some(_permit) = std::task::ready!(this.permits.poll_acquire(cx)) else {
+            return std::task::Poll::Ready(Err(io::Error::other("handshake cap closed")));
+        };
+        this.handshake.poll(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The permit is held during each poll and given back between polls.
+    #[tokio::test]
+    async fn a_handshake_holds_a_permit_only_while_polled() {
+        let cap = Arc::new(tokio::sync::Semaphore::new(1));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let polls = seen.clone();
+        let sem = cap.clone();
+        let mut first = true;
+        let handshake = std::future::poll_fn(move |cx| {
+            polls.lock().unwrap().push(sem.available_permits());
+            if std::mem::take(&mut first) {
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(Ok::<(), io::Error>(()))
+        });
+        let mut working = Box::pin(WhileWorking::new(handshake, &cap));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(working.as_mut().poll(&mut cx).is_pending());
+        // Between polls (waiting on the peer) the permit is back.
+        assert_eq!(cap.available_permits(), 1);
+        // Another handshake holding the only permit makes this one wait
+        // without being polled.
+        let held = cap.clone().try_acquire_owned().unwrap();
+        assert!(working.as_mut().poll(&mut cx).is_pending());
+        drop(held);
+        assert!(working.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(*seen.lock().unwrap(), vec![0, 0]);
+        assert_eq!(cap.available_permits(), 1);
+    }
 
     /// The task a TLS connection lives in holds no handshake state once
     /// the handshake is over: measured 552 bytes (debug build), against

@@ -27,18 +27,17 @@ use crate::error::{Error, ErrorKind, Result, code};
 /// has not in 10 s is stalling, and is holding a connection slot.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Default cap on handshakes in progress (past the `ClientHello`, doing
-/// the key exchange and waiting for the client's `Finished`).
+/// Default cap on handshakes the server works on at once (past the
+/// `ClientHello`: key exchange, signature, writing its flight).
 ///
-/// 1024: handshakes in progress are the handshake rate times how long each
-/// waits on its client (about a round trip after the server's flight):
-/// 2,000 full handshakes a second over a 150 ms round trip keep about 300
-/// in progress, so well-behaved load never waits. What it bounds is
-/// the state of peers that stall after their `ClientHello` (rustls' handshake
-/// buffers, some KiB each: at most a few MiB in all). Peers that stall
-/// *before* completing a `ClientHello` hold no permit at all (it is read
-/// first), so a flood of half-open clients cannot use them up; they hold
-/// only their connection slot, until the handshake deadline.
+/// A permit is held only while a handshake is being computed, never while
+/// it waits on its peer, so peers that stall anywhere in the handshake
+/// hold none: they hold only their connection slot, until the handshake
+/// deadline. The cap bounds the handshake work queued at once; at 1024 it
+/// is far above what a runtime's worker threads can be busy with, so
+/// well-behaved load never waits. Set it low (e.g. to the worker count)
+/// to keep handshake floods from taking every worker away from
+/// established connections.
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 
 /// Default size of the stateful session cache (sessions resumed by id,
