@@ -27,6 +27,44 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     buffered_bytes: AtomicU64,
     buffered_bytes_max: AtomicU64,
+    tls_handshakes: AtomicU64,
+    tls_failed: [AtomicU64; HandshakeFailure::ALL.len()],
+}
+
+/// Why a TLS handshake failed, as counted in [`Snapshot`] and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeFailure {
+    /// Not finished within the handshake deadline (a stalled or slow peer).
+    Timeout,
+    /// Not TLS (a plain-text client), a malformed message, or nothing in
+    /// common (versions, cipher suites, ALPN).
+    Protocol,
+    /// A certificate refused: the client's (mutual TLS), or ours by the
+    /// client (its alert).
+    Certificate,
+    /// The connection failed underneath (reset, EOF mid-handshake).
+    Io,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in counter order.
+    pub const ALL: [HandshakeFailure; 4] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::Certificate,
+        HandshakeFailure::Io,
+    ];
+
+    /// A word for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::Certificate => "certificate",
+            HandshakeFailure::Io => "io",
+        }
+    }
 }
 
 /// A copy of [`Metrics`] at one moment, for printing or `--json` output.
@@ -61,6 +99,17 @@ pub struct Snapshot {
     pub buffered_bytes: u64,
     /// The most [`Snapshot::buffered_bytes`] has ever been.
     pub buffered_bytes_max: u64,
+    /// TLS handshakes completed (the connection then went to the service).
+    pub tls_handshakes: u64,
+    /// TLS handshakes that ran out of time ([`HandshakeFailure::Timeout`]).
+    pub tls_failed_timeout: u64,
+    /// TLS handshakes with a peer that did not speak TLS, or nothing in
+    /// common ([`HandshakeFailure::Protocol`]).
+    pub tls_failed_protocol: u64,
+    /// TLS handshakes that failed on a certificate ([`HandshakeFailure::Certificate`]).
+    pub tls_failed_certificate: u64,
+    /// TLS handshakes cut by the connection failing ([`HandshakeFailure::Io`]).
+    pub tls_failed_io: u64,
 }
 
 impl Metrics {
@@ -85,6 +134,11 @@ impl Metrics {
             bytes_out: self.bytes_out.load(Relaxed),
             buffered_bytes: self.buffered_bytes.load(Relaxed),
             buffered_bytes_max: self.buffered_bytes_max.load(Relaxed),
+            tls_handshakes: self.tls_handshakes.load(Relaxed),
+            tls_failed_timeout: self.tls_failed[0].load(Relaxed),
+            tls_failed_protocol: self.tls_failed[1].load(Relaxed),
+            tls_failed_certificate: self.tls_failed[2].load(Relaxed),
+            tls_failed_io: self.tls_failed[3].load(Relaxed),
         }
     }
 
@@ -146,6 +200,16 @@ impl Metrics {
         self.buffered_bytes_max.fetch_max(now, Relaxed);
     }
 
+    /// A TLS handshake completed.
+    pub fn tls_handshake(&self) {
+        self.tls_handshakes.fetch_add(1, Relaxed);
+    }
+
+    /// A TLS handshake failed for `reason`.
+    pub fn tls_handshake_failed(&self, reason: HandshakeFailure) {
+        self.tls_failed[reason as usize].fetch_add(1, Relaxed);
+    }
+
     /// The server released `bytes` it held for a peer.
     pub fn buffer_shrank(&self, bytes: u64) {
         self.buffered_bytes.fetch_sub(bytes, Relaxed);
@@ -175,7 +239,24 @@ mod tests {
         assert_eq!((s.bytes_in, s.bytes_out), (3, 4));
         assert_eq!((s.buffered_bytes, s.buffered_bytes_max), (0, 15));
         assert_eq!((s.lingering_closes, s.lingering_cut_off), (2, 1));
+        m.tls_handshake();
+        for reason in HandshakeFailure::ALL {
+            m.tls_handshake_failed(reason);
+        }
+        m.tls_handshake_failed(HandshakeFailure::Protocol);
+        let s = m.snapshot();
+        assert_eq!(s.tls_handshakes, 1);
+        assert_eq!(
+            (
+                s.tls_failed_timeout,
+                s.tls_failed_protocol,
+                s.tls_failed_certificate,
+                s.tls_failed_io
+            ),
+            (1, 2, 1, 1)
+        );
         let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"tls_failed_protocol\":2"), "{json}");
         assert!(json.contains("\"buffered_bytes_max\":15"), "{json}");
         assert!(json.contains("\"lingering_cut_off\":1"), "{json}");
     }

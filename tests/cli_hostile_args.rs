@@ -26,6 +26,7 @@ const DURATIONS: &[&str] = &[
     "",
 ];
 const PATHS: &[&str] = &["/nonexistent/dir/file", "/", ""];
+const TLS_FILES: &[&str] = &["/nonexistent/dir/file", "/", "", file!()];
 const CPUS: &[&str] = &[
     "1024",
     "4294967296",
@@ -105,6 +106,25 @@ const CASES: &[Case] = &[
     case("serve", "--workers", &["0", "1025", "100000", "-1"], &[]),
     case("serve", "--engine", ENUM, &[]),
     case("serve", "--shutdown-grace", DURATIONS, &[]),
+    // Files are read and parsed as the flag is: missing, a directory, empty
+    // names, and a file that is not PEM (this test's own source).
+    case("serve", "--tls-cert", TLS_FILES, &[]),
+    case("serve", "--tls-key", TLS_FILES, &[]),
+    case("serve", "--tls-client-ca", TLS_FILES, &[]),
+    case("serve", "--alpn", &["", ",", "h2,", "#LONG_TEXT"], &[]),
+    case(
+        "serve",
+        "--tls-min",
+        &["1.1", "1.4", "tls1.3", "", "x"],
+        &[],
+    ),
+    case("serve", "--tls-handshake-timeout", DURATIONS, &[]),
+    case(
+        "serve",
+        "--max-handshakes",
+        &["0", "16777217", "-1", "18446744073709551616"],
+        &[],
+    ),
     case(
         "connect",
         "<HOST:PORT>",

@@ -10,6 +10,8 @@ mod exit;
 mod listen;
 mod out;
 mod serve;
+#[cfg(feature = "tls")]
+mod serve_tls;
 mod values;
 
 use std::process::ExitCode;

@@ -100,6 +100,9 @@ pub struct Args {
     /// about a second of silence; chat never defers).
     #[arg(long)]
     no_defer_accept: bool,
+    #[cfg(feature = "tls")]
+    #[command(flatten)]
+    tls: super::serve_tls::TlsArgs,
 }
 
 fn invalid(msg: impl Into<String>) -> anyhow::Error {
@@ -168,8 +171,22 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     // Before sizing the default connection limit from it.
     tcpkit::net::raise_open_file_limit();
     let config = config(&args)?;
+    #[allow(unused_mut)]
+    let mut builder = ServerBuilder::from_config(config.clone());
+    #[cfg(feature = "tls")]
+    if let Some(tls) = args.tls.config(&config.listen, args.listen.as_deref())? {
+        if let Some(fp) = &tls.self_signed_fingerprint
+            && !quiet
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "tls: self-signed certificate, SHA-256 fingerprint {fp}"
+            );
+        }
+        builder = builder.tls(tls.config);
+    }
     let runtime = config.runtime()?;
-    let server = ServerBuilder::from_config(config).bind()?;
+    let server = builder.bind()?;
     runtime.block_on(async move {
         let summary = match args.mode {
             Mode::Echo => serve(server, Echo, quiet).await?,
@@ -205,13 +222,23 @@ async fn serve<S: Service>(server: Server, service: S, quiet: bool) -> anyhow::R
     // Signal handlers before the contract line: once a supervisor has read
     // it, SIGTERM must already drain rather than kill.
     let signals = watch_signals(&server, quiet)?;
+    #[cfg(feature = "tls")]
+    let reload = match server.tls_reloader() {
+        Some(reloader) => Some(watch_reload(reloader)?),
+        None => None,
+    };
     outln!(
-        "listening on {} ({}, backlog {requested})",
+        "listening on {} ({}, backlog {requested}){}",
         server.local_endpoint(),
-        service.name()
+        service.name(),
+        if server.is_tls() { " (tls)" } else { "" }
     )?;
     let summary = server.run(service).await?;
     signals.abort();
+    #[cfg(feature = "tls")]
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     Ok(summary)
 }
 
@@ -245,6 +272,34 @@ fn watch_signals(server: &Server, quiet: bool) -> anyhow::Result<tokio::task::Jo
                 tracing::warn!("{name} again: closing every connection now");
                 handle.shutdown_now();
                 return;
+            }
+        }
+    }))
+}
+
+/// SIGHUP: read the certificate, key and client CA files again; new
+/// handshakes use them, open connections keep theirs. A file that does not
+/// load is logged and the configuration in force stays.
+#[cfg(feature = "tls")]
+fn watch_reload(reloader: tcpkit::tls::TlsReloader) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| Error::io(e, "install SIGHUP handler"))?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reloader.reload() {
+                Ok(warnings) => {
+                    for warning in warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    tracing::info!(
+                        fingerprint = %reloader.fingerprint(),
+                        "SIGHUP: TLS certificates reloaded; new handshakes use them"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    code = e.code(),
+                    "SIGHUP: TLS reload failed, the certificates in force stay: {e}"
+                ),
             }
         }
     }))

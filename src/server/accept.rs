@@ -39,7 +39,7 @@ const MAX_LINGERING_REJECTS: usize = 8;
 pub(crate) struct AcceptLoop<'a, S> {
     pub listener: &'a TcpListener,
     pub local: Endpoint,
-    pub service: &'a S,
+    pub service: &'a Arc<S>,
     pub config: &'a ServerConfig,
     pub metrics: &'a Arc<Metrics>,
     pub shutdown: &'a CancellationToken,
@@ -48,6 +48,9 @@ pub(crate) struct AcceptLoop<'a, S> {
     /// This loop's first connection id, and the distance to its next.
     pub first_id: u64,
     pub id_step: u64,
+    /// TLS servers: the handshake comes first, in the connection's task.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<super::admit::TlsAdmission>>,
 }
 
 impl<S: Service> AcceptLoop<'_, S> {
@@ -100,7 +103,17 @@ impl<S: Service> AcceptLoop<'_, S> {
                     next_id += self.id_step;
                     let conn = self.connection(stream, addr, id, per_conn);
                     self.metrics.connection_opened();
-                    conns.spawn(connection::run(self.service, conn, permit));
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = &self.tls {
+                        conns.spawn(super::admit::tls(
+                            self.service.clone(),
+                            tls.clone(),
+                            conn,
+                            permit,
+                        ));
+                        continue;
+                    }
+                    conns.spawn(connection::run(&**self.service, conn, permit));
                 }
                 None => self.reject(stream, addr, &mut lingering),
             }
@@ -132,6 +145,7 @@ impl<S: Service> AcceptLoop<'_, S> {
             idle_timeout: self.config.idle_timeout,
             max_line: self.config.max_line,
             metrics: self.metrics.clone(),
+            tls: None,
         }
     }
 

@@ -165,6 +165,8 @@ pub fn default_max_connections() -> usize {
 #[derive(Debug, Clone, Default)]
 pub struct ServerBuilder {
     config: ServerConfig,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
 }
 
 impl ServerBuilder {
@@ -175,7 +177,20 @@ impl ServerBuilder {
 
     /// Starts from an existing configuration.
     pub fn from_config(config: ServerConfig) -> ServerBuilder {
-        ServerBuilder { config }
+        ServerBuilder {
+            config,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// Serves over TLS: every accepted connection is handshaken (in its
+    /// own task, under the config's deadline and handshake cap) before the
+    /// service gets it; the service sees the decrypted stream.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Listens on exactly `endpoint`. A `[::]` wildcard still falls back to
@@ -248,6 +263,12 @@ impl ServerBuilder {
     /// the first one got.
     pub fn bind(self) -> Result<Server> {
         self.config.validate()?;
+        // Built before any socket opens: a bad configuration binds nothing.
+        #[cfg(feature = "tls")]
+        let tls = match self.tls {
+            Some(tls) => Some(std::sync::Arc::new(crate::tls::Live::new(tls)?)),
+            None => None,
+        };
         let backlog = self.config.backlog;
         let first = match (self.config.listen, self.config.engine) {
             (Listen::Any(port), Engine::Shared) => Acceptor::bind_listen_any(port, backlog)?,
@@ -269,7 +290,13 @@ impl ServerBuilder {
                 acceptor.set_defer_accept(DEFER_ACCEPT_SECS)?;
             }
         }
-        Server::new(acceptors, self.config)
+        #[allow(unused_mut)]
+        let mut server = Server::new(acceptors, self.config)?;
+        #[cfg(feature = "tls")]
+        {
+            server.tls = tls.map(|live| std::sync::Arc::new(super::admit::TlsAdmission::new(live)));
+        }
+        Ok(server)
     }
 }
 

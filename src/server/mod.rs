@@ -22,6 +22,8 @@
 //! ```
 
 mod accept;
+#[cfg(feature = "tls")]
+mod admit;
 pub mod builder;
 pub mod connection;
 pub mod shutdown;
@@ -52,6 +54,9 @@ pub struct Server {
     local: Endpoint,
     metrics: Arc<Metrics>,
     handle: ShutdownHandle,
+    /// Set by [`ServerBuilder::tls`]: handshake every connection first.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<admit::TlsAdmission>>,
 }
 
 /// What a server did, printed by `tcpkit serve` at exit.
@@ -106,6 +111,8 @@ impl Server {
             local,
             metrics: Arc::new(Metrics::new()),
             handle: ShutdownHandle::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 
@@ -129,6 +136,27 @@ impl Server {
         self.handle.clone()
     }
 
+    /// Whether connections are handshaken with TLS ([`ServerBuilder::tls`]).
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
+    /// A handle to swap new certificates in while the server runs (`None`
+    /// without TLS). Take it before [`Server::run`].
+    #[cfg(feature = "tls")]
+    pub fn tls_reloader(&self) -> Option<crate::tls::TlsReloader> {
+        self.tls.as_ref().map(|tls| crate::tls::TlsReloader {
+            live: tls.live.clone(),
+        })
+    }
+
     /// The live counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -150,6 +178,8 @@ impl Server {
             local,
             metrics,
             handle,
+            #[cfg(feature = "tls")]
+            tls,
         } = self;
         let lanes = acceptors.len() as u64;
         let lane = |index: u64| Lane {
@@ -159,6 +189,8 @@ impl Server {
             config: config.clone(),
             metrics: metrics.clone(),
             handle: handle.clone(),
+            #[cfg(feature = "tls")]
+            tls: tls.clone(),
         };
         let service = Arc::new(service);
         let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -182,7 +214,7 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name(format!("tcpkit-lane-{}", lane.index))
                 .spawn(move || {
-                    let result = runtime.block_on(lane.serve(acceptor, &*service, permits));
+                    let result = runtime.block_on(lane.serve(acceptor, &service, permits));
                     let _ = done.send(result);
                 });
             if let Err(e) = spawned {
@@ -196,7 +228,7 @@ impl Server {
             others.push(finished);
         }
         let mut result = match first {
-            Some(acceptor) => lane(0).serve(acceptor, &*service, permits).await,
+            Some(acceptor) => lane(0).serve(acceptor, &service, permits).await,
             None => Ok(0),
         };
         for finished in others {
@@ -236,6 +268,8 @@ struct Lane {
     config: ServerConfig,
     metrics: Arc<Metrics>,
     handle: ShutdownHandle,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<admit::TlsAdmission>>,
 }
 
 impl Lane {
@@ -244,7 +278,7 @@ impl Lane {
     async fn serve<S: Service>(
         self,
         acceptor: Acceptor,
-        service: &S,
+        service: &Arc<S>,
         permits: Arc<Semaphore>,
     ) -> Result<usize> {
         let listener = match acceptor.into_tokio() {
@@ -269,6 +303,8 @@ impl Lane {
             // across lanes with no shared counter.
             first_id: self.index + 1,
             id_step: self.lanes,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
         }
         .run(&mut conns)
         .await;

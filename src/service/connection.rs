@@ -52,6 +52,28 @@ pub struct Connection {
     /// slow-consumer count; byte counts are added at close, or when the
     /// service is dropped unfinished).
     pub metrics: Arc<Metrics>,
+    /// What the TLS handshake settled, when the stream is TLS (`None` for
+    /// plain TCP). Boxed: a plain connection pays one pointer for it.
+    pub tls: Option<Box<TlsInfo>>,
+}
+
+/// What a TLS handshake settled, for services and logs that care (the
+/// services built in do not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsInfo {
+    /// The protocol version, as rustls names it (`TLSv1_3`).
+    pub version: String,
+    /// The cipher suite, as rustls names it (`TLS13_AES_256_GCM_SHA384`).
+    pub cipher_suite: String,
+    /// The ALPN protocol agreed, if any.
+    pub alpn: Option<Vec<u8>>,
+    /// The name the client asked for (SNI), if any.
+    pub server_name: Option<String>,
+    /// Mutual TLS: the subject of the client's certificate (`CN=alice, O=..`).
+    pub peer_certificate_subject: Option<String>,
+    /// The session was resumed (ticket or session id), not a full handshake.
+    pub resumed: bool,
 }
 
 impl Connection {
@@ -77,6 +99,7 @@ impl Connection {
             idle_timeout: None,
             max_line: DEFAULT_MAX_LINE,
             metrics: Arc::default(),
+            tls: None,
         }
     }
 }

@@ -30,7 +30,7 @@ pub use chat::Chat;
 pub(crate) use connection::FOREVER;
 #[cfg(test)]
 pub(crate) use connection::tests::loopback_connection;
-pub use connection::{Connection, DRAIN_QUIET};
+pub use connection::{Connection, DRAIN_QUIET, TlsInfo};
 pub use discard::Discard;
 pub use echo::Echo;
 pub use pump::READ_BUF_BYTES;

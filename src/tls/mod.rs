@@ -19,6 +19,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, ErrorKind, code};
 
+mod server;
+pub use server::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES, DEFAULT_SESSION_CACHE, TlsConfig,
+    TlsReloader, TlsVersion, subject,
+};
+pub(crate) use server::{Live, server_info};
+
 /// Certificates from a PEM file, leaf first (as a server presents its
 /// chain). A file that is missing is an I/O error naming it (with the OS
 /// code); one with no `CERTIFICATE` block, or a damaged one, is

@@ -1,0 +1,155 @@
+//! Between accept and service: the TLS handshake, in the connection's own
+//! task (the accept loop never waits on a peer), under a deadline and a
+//! cap on handshakes in progress, each failure counted by reason.
+//!
+//! The `ClientHello` is read first, with no permit: a peer that stalls
+//! before completing one (half-open floods, a plain-text client that
+//! types slowly) holds only its connection slot, until the deadline. The
+//! permit is taken for the costly part (key exchange, signature, waiting
+//! for the client's `Finished`), and the configuration is read at that
+//! moment, so a reload applies to the next `ClientHello`.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::server::TlsStream;
+
+use super::connection;
+use crate::endpoint::Endpoint;
+use crate::error::{Error, ErrorKind};
+use crate::metrics::HandshakeFailure;
+use crate::service::{Connection, Service, Stream, TlsInfo};
+use crate::tls::Live;
+
+/// Peers whose handshake failures were logged at `warn`; later failures
+/// of the same address go to `debug`. Cleared when full, so a flood from
+/// many addresses costs a bounded set, and a returning peer is logged
+/// again some time later.
+const LOGGED_PEERS_MAX: usize = 4096;
+
+/// What a server's TLS admission shares across its connections and lanes.
+#[derive(Debug)]
+pub(crate) struct TlsAdmission {
+    pub live: Arc<Live>,
+    logged: Mutex<HashSet<IpAddr>>,
+}
+
+impl TlsAdmission {
+    pub fn new(live: Arc<Live>) -> TlsAdmission {
+        TlsAdmission {
+            live,
+            logged: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Logs a failed handshake once per peer address.
+    fn log_failure(&self, peer: Endpoint, reason: HandshakeFailure, err: &Error) {
+        let first = {
+            let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+            if logged.len() >= LOGGED_PEERS_MAX {
+                logged.clear();
+            }
+            logged.insert(peer.ip())
+        };
+        if first {
+            tracing::warn!(%peer, reason = reason.as_str(), code = err.code(), "TLS handshake failed: {err}");
+        } else {
+            tracing::debug!(%peer, reason = reason.as_str(), code = err.code(), "TLS handshake failed: {err}");
+        }
+    }
+}
+
+/// The task for one accepted connection on a TLS server: handshake, then
+/// the service over the TLS stream (as [`connection::run`]). A failed
+/// handshake closes the connection and counts it, touching no one else.
+pub(crate) async fn tls<S: Service>(
+    service: Arc<S>,
+    admission: Arc<TlsAdmission>,
+    mut conn: Connection,
+    permit: OwnedSemaphorePermit,
+) {
+    let metrics = conn.metrics.clone();
+    let Some(tcp) = take_tcp(&mut conn.stream) else {
+        metrics.connection_closed(0, 0);
+        return;
+    };
+    let live = &admission.live;
+    let deadline = tokio::time::Instant::now() + live.handshake_timeout;
+    let done = tokio::select! {
+        // Shutdown does not wait for handshakes: they have no data in
+        // flight to finish.
+        _ = conn.shutdown.cancelled() => {
+            metrics.connection_closed(0, 0);
+            return;
+        }
+        done = tokio::time::timeout_at(deadline, handshake(live, tcp)) => done,
+    };
+    let (stream, info) = match done {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            let err = crate::tls::handshake_error(e, format_args!("TLS from {}", conn.peer));
+            let reason = match err.kind() {
+                ErrorKind::Certificate => HandshakeFailure::Certificate,
+                ErrorKind::Tls => HandshakeFailure::Protocol,
+                _ => HandshakeFailure::Io,
+            };
+            fail(&admission, &conn, reason, &err);
+            return;
+        }
+        Err(_) => {
+            let err = Error::timed_out(
+                format_args!("TLS handshake from {}", conn.peer),
+                live.handshake_timeout,
+            );
+            fail(&admission, &conn, HandshakeFailure::Timeout, &err);
+            return;
+        }
+    };
+    metrics.tls_handshake();
+    if let Some(subject) = &info.peer_certificate_subject {
+        tracing::info!(peer = %conn.peer, id = conn.id, %subject, "client certificate");
+    }
+    tracing::debug!(peer = %conn.peer, id = conn.id, version = %info.version, suite = %info.cipher_suite, resumed = info.resumed, "TLS handshake done");
+    conn.stream = Stream::other(stream);
+    conn.tls = Some(Box::new(info));
+    connection::run(&*service, conn, permit).await;
+}
+
+fn fail(admission: &TlsAdmission, conn: &Connection, reason: HandshakeFailure, err: &Error) {
+    conn.metrics.tls_handshake_failed(reason);
+    conn.metrics.connection_closed(0, 0);
+    admission.log_failure(conn.peer, reason, err);
+}
+
+/// The accepted socket out of the connection, leaving a placeholder that
+/// costs no allocation (`Empty` is zero-sized) until the TLS stream
+/// replaces it.
+fn take_tcp(stream: &mut Stream) -> Option<TcpStream> {
+    match std::mem::replace(stream, Stream::other(tokio::io::empty())) {
+        Stream::Tcp(tcp) => Some(tcp),
+        other => {
+            *stream = other;
+            None
+        }
+    }
+}
+
+/// `ClientHello` (no permit), then the rest of the handshake under a
+/// permit, with the configuration in force at that moment.
+async fn handshake(live: &Live, tcp: TcpStream) -> io::Result<(TlsStream<TcpStream>, TlsInfo)> {
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let _permit = live
+        .handshakes
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(io::Error::other)?;
+    let stream = start.into_stream(live.rustls()).await?;
+    let info = crate::tls::server_info(stream.get_ref().1);
+    Ok((stream, info))
+}

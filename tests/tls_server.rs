@@ -1,0 +1,523 @@
+//! The server over TLS: echo, discard and chat unchanged over a TLS stream;
+//! a plain-text client and a stalled half-handshake harm no one; mutual
+//! TLS, SNI, ALPN, minimum version, resumption; certificates reloaded
+//! while connections stay open. Certificates are made here with rcgen.
+#![cfg(feature = "tls")]
+
+mod server_util;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use server_util::{DEADLINE, start, within};
+use tcpkit::server::ServerBuilder;
+use tcpkit::service::{Chat, CloseReason, Connection, Discard, Echo, Served, Service};
+use tcpkit::tls::{TlsConfig, TlsVersion, fingerprint};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+type Client = TlsStream<TcpStream>;
+
+/// Accepts any server certificate and remembers the fingerprint of the
+/// last one (the test pins by comparing it).
+#[derive(Debug, Default)]
+struct Recorder {
+    seen: Mutex<Option<String>>,
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(fingerprint(end_entity));
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+/// A client configuration: versions, ALPN, optional client certificate.
+struct ClientOpts {
+    versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    alpn: Vec<Vec<u8>>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+}
+
+impl Default for ClientOpts {
+    fn default() -> Self {
+        ClientOpts {
+            versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
+            alpn: Vec::new(),
+            identity: None,
+        }
+    }
+}
+
+fn client_config(opts: ClientOpts, recorder: Arc<Recorder>) -> Arc<rustls::ClientConfig> {
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&opts.versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(recorder);
+    let mut config = match opts.identity {
+        Some((certs, key)) => builder.with_client_auth_cert(certs, key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = opts.alpn;
+    Arc::new(config)
+}
+
+/// Connects and handshakes as `name`; returns the stream and the
+/// fingerprint the server presented.
+async fn connect_as(
+    addr: std::net::SocketAddr,
+    name: &str,
+    config: Arc<rustls::ClientConfig>,
+    recorder: &Recorder,
+) -> std::io::Result<(Client, String)> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    let stream = within(
+        DEADLINE,
+        "TLS handshake",
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await?;
+    let fp = recorder.seen.lock().unwrap().clone().unwrap_or_default();
+    Ok((stream, fp))
+}
+
+async fn connect(addr: std::net::SocketAddr) -> (Client, String) {
+    let recorder = Arc::new(Recorder::default());
+    let config = client_config(ClientOpts::default(), recorder.clone());
+    connect_as(addr, "localhost", config, &recorder)
+        .await
+        .expect("TLS connect")
+}
+
+type Lines = tokio::io::Lines<BufReader<tokio::io::ReadHalf<Client>>>;
+
+async fn next(lines: &mut Lines) -> Option<String> {
+    within(DEADLINE, "chat line", lines.next_line())
+        .await
+        .unwrap()
+}
+
+async fn echo_round_trip(client: &mut Client, payload: &[u8]) {
+    client.write_all(payload).await.unwrap();
+    client.flush().await.unwrap();
+    let mut back = vec![0; payload.len()];
+    within(DEADLINE, "echo", client.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(back, payload);
+}
+
+fn self_signed() -> (TlsConfig, String) {
+    TlsConfig::self_signed(&["localhost"]).expect("self-signed")
+}
+
+#[tokio::test]
+async fn echo_and_discard_run_unchanged_over_tls() {
+    let (tls, fp) = self_signed();
+    let server = start(ServerBuilder::new().tls(tls), Echo);
+    let (mut client, seen) = connect(server.addr).await;
+    assert_eq!(seen, fp, "the served certificate is the one made");
+    // More than one record (16 KiB) and more than one read.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    echo_round_trip(&mut client, b"hello").await;
+    echo_round_trip(&mut client, &payload).await;
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    within(
+        DEADLINE,
+        "EOF after close_notify",
+        client.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    assert!(rest.is_empty());
+    server
+        .wait_for("connection closed", |s| s.connections_closed == 1)
+        .await;
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.tls_handshakes, 1);
+    assert_eq!(summary.snapshot.bytes_in, 5 + payload.len() as u64);
+    assert_eq!(summary.snapshot.bytes_out, summary.snapshot.bytes_in);
+
+    let (tls, _) = self_signed();
+    let server = start(ServerBuilder::new().tls(tls), Discard);
+    let (mut client, _) = connect(server.addr).await;
+    client.write_all(&payload).await.unwrap();
+    client.shutdown().await.unwrap();
+    server
+        .wait_for("discarded all", |s| s.bytes_in == payload.len() as u64)
+        .await;
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.bytes_out, 0);
+}
+
+#[tokio::test]
+async fn chat_runs_unchanged_over_tls() {
+    let (tls, _) = self_signed();
+    let server = start(ServerBuilder::new().tls(tls), Chat::new());
+    let (a, _) = connect(server.addr).await;
+    let (b, _) = connect(server.addr).await;
+    let (ar, mut aw) = tokio::io::split(a);
+    let (br, mut bw) = tokio::io::split(b);
+    let mut a_lines = BufReader::new(ar).lines();
+    let mut b_lines = BufReader::new(br).lines();
+    assert!(next(&mut a_lines).await.unwrap().starts_with("* welcome"));
+    assert!(next(&mut b_lines).await.unwrap().starts_with("* welcome"));
+    aw.write_all(b"/nick ana\n").await.unwrap();
+    aw.flush().await.unwrap();
+    // a hears b join and its own rename, in some order with the rename last.
+    loop {
+        let line = next(&mut a_lines).await.unwrap();
+        if line == "* you are now ana" {
+            break;
+        }
+    }
+    aw.write_all(b"over tls\n").await.unwrap();
+    aw.flush().await.unwrap();
+    loop {
+        let line = next(&mut b_lines).await.unwrap();
+        if line == "ana: over tls" {
+            break;
+        }
+    }
+    bw.write_all(b"/quit\n").await.unwrap();
+    bw.flush().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_plain_text_client_is_closed_and_harms_no_one() {
+    let (tls, _) = self_signed();
+    let server = start(ServerBuilder::new().tls(tls), Echo);
+    let (mut good, _) = connect(server.addr).await;
+    echo_round_trip(&mut good, b"before").await;
+
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    plain.write_all(b"hello, plain text\r\n").await.unwrap();
+    let mut got = Vec::new();
+    // The server answers with at most an alert, then closes.
+    let _ = within(DEADLINE, "plain client closed", plain.read_to_end(&mut got)).await;
+    assert!(got.len() < 16, "no echo of plain text: {got:?}");
+    server
+        .wait_for("protocol failure counted", |s| s.tls_failed_protocol == 1)
+        .await;
+
+    echo_round_trip(&mut good, b"after").await;
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.tls_handshakes, 1);
+    assert_eq!(summary.snapshot.tls_failed_protocol, 1);
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_times_out_without_holding_a_handshake_slot() {
+    let (tls, _) = self_signed();
+    let tls = tls
+        .handshake_timeout(Duration::from_millis(1500))
+        .max_handshakes(1);
+    let server = start(ServerBuilder::new().tls(tls), Echo);
+    // Half a TLS record header, then nothing.
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    // With the only handshake slot, a good client still gets through: a
+    // stalled ClientHello takes no slot.
+    let (mut good, _) = connect(server.addr).await;
+    echo_round_trip(&mut good, b"served").await;
+    // The stalled one is closed at its deadline.
+    let mut buf = Vec::new();
+    // EOF or a reset, either is closed; `within` fails the test if neither
+    // comes (the deadline is 1.5 s).
+    let _ = within(
+        Duration::from_secs(20),
+        "stalled client closed",
+        stalled.read_to_end(&mut buf),
+    )
+    .await;
+    server
+        .wait_for("timeout counted", |s| s.tls_failed_timeout == 1)
+        .await;
+    echo_round_trip(&mut good, b"still served").await;
+    server.stop().await;
+}
+
+/// Writes back the client certificate's subject, then closes.
+struct Subject;
+
+impl Service for Subject {
+    fn name(&self) -> &'static str {
+        "subject"
+    }
+
+    // Not `async fn`: the future must not borrow `self` ('static).
+    #[allow(clippy::manual_async_fn)]
+    fn serve(&self, mut conn: Connection) -> impl Future<Output = Served> + Send + 'static {
+        async move {
+            let subject = conn
+                .tls
+                .as_ref()
+                .and_then(|t| t.peer_certificate_subject.clone())
+                .unwrap_or_else(|| "none".to_owned());
+            let line = format!("{subject}\n");
+            let _ = conn.stream.write_all(line.as_bytes()).await;
+            let _ = conn.stream.shutdown().await;
+            Served {
+                bytes_in: 0,
+                bytes_out: line.len() as u64,
+                reason: CloseReason::Done,
+            }
+        }
+    }
+}
+
+/// A CA, and a client certificate (CN=alice) it signed.
+fn ca_and_client() -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test ca");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "alice");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&client_key, &ca).unwrap();
+    let key = PrivateKeyDer::Pkcs8(client_key.serialize_der().into());
+    (ca.pem(), vec![cert.der().clone()], key)
+}
+
+#[tokio::test]
+async fn mutual_tls_requires_and_exposes_the_client_certificate() {
+    let (ca_pem, chain, key) = ca_and_client();
+    let (tls, _) = self_signed();
+    let tls = tls.client_ca_pem(ca_pem.as_bytes()).unwrap();
+    let server = start(ServerBuilder::new().tls(tls), Subject);
+
+    let recorder = Arc::new(Recorder::default());
+    let opts = ClientOpts {
+        identity: Some((chain, key)),
+        ..ClientOpts::default()
+    };
+    let (mut client, _) = connect_as(
+        server.addr,
+        "localhost",
+        client_config(opts, recorder.clone()),
+        &recorder,
+    )
+    .await
+    .expect("a client with a certificate gets in");
+    let mut line = String::new();
+    within(DEADLINE, "subject line", client.read_to_string(&mut line))
+        .await
+        .unwrap();
+    assert_eq!(line.trim(), "CN=alice");
+
+    // Without a certificate: refused, counted as a certificate failure.
+    let recorder = Arc::new(Recorder::default());
+    let config = client_config(ClientOpts::default(), recorder.clone());
+    let refused = async {
+        let (mut c, _) = connect_as(server.addr, "localhost", config, &recorder).await?;
+        // TLS 1.3: the client learns of the refusal on its first read.
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).await.map(|_| buf)
+    };
+    let result = within(DEADLINE, "refused client", refused).await;
+    assert!(
+        result.as_ref().map_or(true, |buf| !buf.starts_with(b"CN=")),
+        "{result:?}"
+    );
+    server
+        .wait_for("certificate failure counted", |s| {
+            s.tls_failed_certificate == 1
+        })
+        .await;
+    server.stop().await;
+}
+
+fn pem_pair(names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pem_fingerprint(pem: &str) -> String {
+    fingerprint(&tcpkit::tls::certs_from_pem(pem.as_bytes(), "test").unwrap()[0])
+}
+
+#[tokio::test]
+async fn sni_chooses_the_certificate_by_name() {
+    let (a, ak) = pem_pair(&["a.test"]);
+    let (b, bk) = pem_pair(&["b.test"]);
+    let tls = TlsConfig::from_pem(a.as_bytes(), ak.as_bytes())
+        .unwrap()
+        .with_sni_pem(b.as_bytes(), bk.as_bytes())
+        .unwrap();
+    let server = start(ServerBuilder::new().tls(tls), Echo);
+    for (name, want) in [("b.test", &b), ("a.test", &a), ("other.test", &a)] {
+        let recorder = Arc::new(Recorder::default());
+        let config = client_config(ClientOpts::default(), recorder.clone());
+        let (mut c, seen) = connect_as(server.addr, name, config, &recorder)
+            .await
+            .unwrap();
+        assert_eq!(seen, pem_fingerprint(want), "SNI {name}");
+        echo_round_trip(&mut c, name.as_bytes()).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn alpn_min_version_and_resumption() {
+    let (tls, _) = self_signed();
+    let tls = tls.alpn(["h2", "http/1.1"]).min_version(TlsVersion::Tls13);
+    let server = start(ServerBuilder::new().tls(tls), Echo);
+
+    let recorder = Arc::new(Recorder::default());
+    let opts = ClientOpts {
+        alpn: vec![b"http/1.1".to_vec()],
+        ..ClientOpts::default()
+    };
+    let config = client_config(opts, recorder.clone());
+    let (mut c, _) = connect_as(server.addr, "localhost", config.clone(), &recorder)
+        .await
+        .unwrap();
+    assert_eq!(c.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        c.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    // Read the echo so the session ticket sent after the handshake is in.
+    echo_round_trip(&mut c, b"first").await;
+    // The same client configuration resumes with the ticket.
+    let (mut again, _) = connect_as(server.addr, "localhost", config, &recorder)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    echo_round_trip(&mut again, b"resumed").await;
+
+    // A TLS 1.2-only client is refused.
+    let recorder = Arc::new(Recorder::default());
+    let opts = ClientOpts {
+        versions: vec![&rustls::version::TLS12],
+        ..ClientOpts::default()
+    };
+    let config = client_config(opts, recorder.clone());
+    assert!(
+        connect_as(server.addr, "localhost", config, &recorder)
+            .await
+            .is_err()
+    );
+    server
+        .wait_for("version failure counted", |s| s.tls_failed_protocol == 1)
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reload_serves_new_files_to_new_handshakes_and_keeps_open_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (a, ak) = pem_pair(&["localhost"]);
+    std::fs::write(&cert_path, &a).unwrap();
+    std::fs::write(&key_path, &ak).unwrap();
+    let server = ServerBuilder::new()
+        .tls(TlsConfig::from_files(&cert_path, &key_path).unwrap())
+        .listen(tcpkit::Endpoint::loopback_v4(0))
+        .bind()
+        .unwrap();
+    let reloader = server.tls_reloader().expect("a TLS server has a reloader");
+    let addr = server.local_endpoint().socket_addr();
+    let handle = server.handle();
+    let task = tokio::spawn(server.run(Echo));
+
+    let (mut old, seen) = connect(addr).await;
+    assert_eq!(seen, pem_fingerprint(&a));
+
+    let (b, bk) = pem_pair(&["localhost"]);
+    std::fs::write(&cert_path, &b).unwrap();
+    std::fs::write(&key_path, &bk).unwrap();
+    reloader.reload().expect("reload the new pair");
+    assert_eq!(reloader.fingerprint(), pem_fingerprint(&b));
+    let (mut new, seen) = connect(addr).await;
+    assert_eq!(
+        seen,
+        pem_fingerprint(&b),
+        "a new handshake sees the new certificate"
+    );
+    echo_round_trip(&mut old, b"the open connection is untouched").await;
+
+    // A broken file: an error naming it, and the new pair stays in force.
+    let (_, other_key) = pem_pair(&["localhost"]);
+    std::fs::write(&key_path, other_key).unwrap();
+    let err = reloader.reload().expect_err("mismatched key");
+    assert_eq!(err.kind(), tcpkit::ErrorKind::BadCertificateFile);
+    assert!(err.message().contains("key.pem"), "{err}");
+    std::fs::write(&key_path, "not pem").unwrap();
+    assert!(reloader.reload().is_err());
+    let (mut third, seen) = connect(addr).await;
+    assert_eq!(
+        seen,
+        pem_fingerprint(&b),
+        "the old config stays after a bad reload"
+    );
+    echo_round_trip(&mut third, b"x").await;
+    echo_round_trip(&mut new, b"y").await;
+
+    handle.shutdown();
+    within(DEADLINE, "server stop", task)
+        .await
+        .unwrap()
+        .unwrap();
+}
