@@ -483,6 +483,13 @@ for s in $SERVERS; do
   port=$(free_port)
   if start_server "$s" "$port" ec; then
     tls_servers+=("$s")
+    # What each server picks from a rustls client's default offer (TLS 1.3
+    # suites and groups in rustls' order): the same for all, or say so.
+    got=$(openssl s_client -connect "127.0.0.1:$port" -tls1_3 \
+      -ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256 \
+      -groups X25519:P-256:P-384 </dev/null 2>/dev/null |
+      sed -nE 's/^(New, )?(TLSv1\.3), Cipher is (.*)$/\2 \3/p; s/^(Server|Peer) Temp Key: ([^,]*).*/\2/p' | sort -u | tr '\n' ' ')
+    log "$s negotiates: ${got:-nothing (no TLS 1.3?)}"
   else
     log "$s did not start (tcpkit: no serve --tls-cert in this build?): its rows are skipped"
   fi
