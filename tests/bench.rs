@@ -4,6 +4,8 @@
 #![cfg(feature = "cli")]
 
 mod common;
+#[cfg(feature = "tls")]
+mod tls_echo;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -715,4 +717,100 @@ fn the_progress_bar_names_the_warm_up() {
         text.contains("window       0.3 s after 1.0 s warm-up"),
         "{text}"
     );
+}
+
+/// `bench --tls` against a tokio-rustls echo server in this process (its
+/// certificate pinned): every mode over TLS, handshakes counted and timed.
+#[cfg(feature = "tls")]
+mod tls {
+    use super::{SHORT, bench, json};
+
+    use super::tls_echo::{EchoServer, Pki, ServerOpts, Validity, echo_server};
+
+    fn server() -> (Pki, EchoServer, String) {
+        let pki = Pki::new();
+        let leaf = pki.leaf("server", "localhost", &["localhost"], Validity::Valid);
+        let server = echo_server(&leaf, ServerOpts::default());
+        let fp = tcpkit::tls::fingerprint(&leaf.chain[0]);
+        (pki, server, fp)
+    }
+
+    fn run(server: &EchoServer, fp: &str, extra: &[&str]) -> serde_json::Value {
+        let addr = format!("127.0.0.1:{}", server.port);
+        let mut args = vec!["--target", &addr, "--pin", fp, "--json", "--threads", "1"];
+        args.extend(SHORT);
+        args.extend_from_slice(extra);
+        let out = bench(&args);
+        assert_eq!(out.status.code(), Some(0));
+        json(&out)
+    }
+
+    #[test]
+    fn echo_over_tls_verifies_and_shakes_hands_once_per_connection() {
+        let (_pki, server, fp) = server();
+        let v = run(&server, &fp, &["-c", "4", "-k", "4"]);
+        assert_eq!(v["tls"], true);
+        assert_eq!(v["errors"], 0, "{v}");
+        assert_eq!(v["verification_failures"], 0);
+        assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(v["handshakes"], 4, "{v}");
+        assert!(v["handshake_latency_us"]["p50"].as_f64().unwrap() > 0.0);
+        for p in ["p50", "p90", "p99", "max"] {
+            assert!(v["handshake_latency_us"][p].is_number(), "{p}: {v}");
+        }
+        // Not connect mode: no rate of handshakes to speak of.
+        assert!(v["handshakes_per_s"].is_null(), "{v}");
+    }
+
+    #[test]
+    fn connect_mode_makes_full_handshakes_unless_resuming() {
+        let (_pki, server, fp) = server();
+        let v = run(&server, &fp, &["-m", "connect", "-c", "2"]);
+        let full = v["handshakes"].as_u64().unwrap();
+        assert!(full > 0, "{v}");
+        assert_eq!(v["resumed_handshakes"], 0, "{v}");
+        assert!(v["handshakes_per_s"].as_f64().unwrap() > 0.0, "{v}");
+        assert_eq!(v["latency_of"], "connect + TLS handshake");
+        assert_eq!(v["errors"], 0, "{v}");
+
+        let v = run(&server, &fp, &["-m", "connect", "-c", "2", "--tls-resume"]);
+        let resumed = v["resumed_handshakes"].as_u64().unwrap();
+        // Only the first connection of each slot needs a full handshake.
+        assert!(
+            resumed + 2 >= v["handshakes"].as_u64().unwrap() && resumed > 0,
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn idle_and_throughput_modes_run_over_tls() {
+        let (_pki, server, fp) = server();
+        let v = run(&server, &fp, &["-m", "idle", "-c", "20"]);
+        assert_eq!(v["connections_established"], 20, "{v}");
+        assert_eq!(v["handshakes"], 20, "{v}");
+        let v = run(
+            &server,
+            &fp,
+            &["-m", "throughput", "-c", "2", "-s", "16384"],
+        );
+        assert!(v["bytes"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(v["handshakes"], 2, "{v}");
+        // Echo with idle TLS connections beside the active ones.
+        let v = run(&server, &fp, &["-c", "2", "--idle-connections", "10"]);
+        assert_eq!(v["idle_connections_established"], 10, "{v}");
+        assert_eq!(v["handshakes"], 12, "{v}");
+    }
+
+    #[test]
+    fn a_wrong_pin_fails_with_the_certificate_exit_code() {
+        let (pki, server, _) = server();
+        let wrong = tcpkit::tls::fingerprint(&pki.ca_cert);
+        let addr = format!("127.0.0.1:{}", server.port);
+        let mut args = vec!["--target", &addr, "--pin", &wrong, "-c", "2"];
+        args.extend(SHORT);
+        let out = bench(&args);
+        assert_eq!(out.status.code(), Some(9));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not the pinned one"), "{stderr}");
+    }
 }

@@ -36,6 +36,15 @@ const CPUS: &[&str] = &[
     "#UNAVAILABLE_CPU",
 ];
 const ENUM: &[&str] = &["bogus", ""];
+const PINS: &[&str] = &[
+    "",
+    "AB:CD",
+    "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+    "#LONG_TEXT",
+];
+const SNIS: &[&str] = &["", "not a name", "127.0.0.1", "#LONG_TEXT"];
+const ALPNS: &[&str] = &["", ",", "h2,,x", "#LONG_TEXT"];
+const TLS_VERSIONS: &[&str] = &["1.1", "1.4", "", "x"];
 const ADDRS: &[&str] = &[
     ":3333",
     "999.1.1.1:1",
@@ -164,6 +173,14 @@ const CASES: &[Case] = &[
     case("connect", "--idle-timeout", DURATIONS, &["0"]),
     case("connect", "--output", PATHS, &[]),
     case("connect", "--hex-dump", PATHS, &[]),
+    case("connect", "--ca", PATHS, &[]),
+    case("connect", "--pin", PINS, &[]),
+    case("connect", "--sni", SNIS, &[]),
+    case("connect", "--alpn", ALPNS, &[]),
+    // Each needs the other (clap says so, naming both).
+    case("connect", "--cert", PATHS, &[]),
+    case("connect", "--key", PATHS, &[]),
+    case("connect", "--tls-min", TLS_VERSIONS, &[]),
     case("listen", "[ADDR]", ADDRS, &[]),
     case("listen", "--idle-timeout", DURATIONS, &[]),
     case("listen", "--output", PATHS, &[]),
@@ -211,6 +228,13 @@ const CASES: &[Case] = &[
     case("bench", "--connect-timeout", DURATIONS, &[]),
     case("bench", "--histogram", PATHS, &[]),
     case("bench", "--plot", PATHS, &[]),
+    case("bench", "--ca", PATHS, &[]),
+    case("bench", "--pin", PINS, &[]),
+    case("bench", "--sni", SNIS, &[]),
+    case("bench", "--alpn", ALPNS, &[]),
+    case("bench", "--cert", PATHS, &[]),
+    case("bench", "--key", PATHS, &[]),
+    case("bench", "--tls-min", TLS_VERSIONS, &[]),
     case("completions", "<SHELL>", &["tcsh", ""], &[]),
 ];
 

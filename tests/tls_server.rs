@@ -521,3 +521,131 @@ async fn reload_serves_new_files_to_new_handshakes_and_keeps_open_ones() {
         .unwrap()
         .unwrap();
 }
+
+/// `tcpkit serve` as a child process, killed (by its PID) when dropped,
+/// with its stdout and stderr lines read on threads.
+#[cfg(feature = "cli")]
+struct Serve {
+    child: std::process::Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+#[cfg(feature = "cli")]
+impl Serve {
+    fn spawn(args: &[&str]) -> Serve {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpkit serve");
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stdout = lines(Box::new(child.stdout.take().expect("stdout")));
+        let stderr = lines(Box::new(child.stderr.take().expect("stderr")));
+        Serve {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The first line on `pipe` containing `needle`.
+    fn wait_line(pipe: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match pipe.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?} from tcpkit serve: {e}"),
+            }
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        let line = Serve::wait_line(&self.stdout, "listening on ");
+        assert!(line.ends_with(" (tls)"), "{line}");
+        line.strip_prefix("listening on ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|ep| ep.parse().ok())
+            .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's PID.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+}
+
+#[cfg(feature = "cli")]
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn serve_tls_prints_the_fingerprint_a_client_can_pin() {
+    let serve = Serve::spawn(&["--tls"]);
+    let line = Serve::wait_line(&serve.stderr, "tls: self-signed certificate");
+    let printed = line
+        .rsplit(' ')
+        .next()
+        .expect("fingerprint at the end")
+        .to_owned();
+    assert_eq!(printed.len(), 95, "{line}");
+    let (mut client, seen) = connect(serve.addr()).await;
+    assert_eq!(seen, printed);
+    echo_round_trip(&mut client, b"pinned").await;
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn sighup_reloads_the_files_and_a_bad_one_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (a, ak) = pem_pair(&["localhost"]);
+    std::fs::write(&cert_path, &a).unwrap();
+    std::fs::write(&key_path, &ak).unwrap();
+    let (cert, key) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let serve = Serve::spawn(&["-v", "--tls-cert", cert, "--tls-key", key]);
+    let addr = serve.addr();
+    let (mut old, seen) = connect(addr).await;
+    assert_eq!(seen, pem_fingerprint(&a));
+
+    let (b, bk) = pem_pair(&["localhost"]);
+    std::fs::write(&cert_path, &b).unwrap();
+    std::fs::write(&key_path, &bk).unwrap();
+    serve.signal(libc::SIGHUP);
+    Serve::wait_line(&serve.stderr, "TLS certificates reloaded");
+    let (_, seen) = connect(addr).await;
+    assert_eq!(seen, pem_fingerprint(&b), "new handshakes get the new file");
+    echo_round_trip(&mut old, b"open connection untouched").await;
+
+    std::fs::write(&key_path, "not a key").unwrap();
+    serve.signal(libc::SIGHUP);
+    let line = Serve::wait_line(&serve.stderr, "TLS reload failed");
+    assert!(line.contains("key.pem"), "{line}");
+    let (mut c, seen) = connect(addr).await;
+    assert_eq!(seen, pem_fingerprint(&b), "the old config stays");
+    echo_round_trip(&mut c, b"still served").await;
+}

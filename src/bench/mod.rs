@@ -116,6 +116,11 @@ pub struct BenchConfig {
     /// one byte (verified) and then held silent until the run ends; not
     /// counted as messages (issue 6's "10,000 connections, 1 % active").
     pub idle_connections: usize,
+    /// TLS over every connection: the handshake right after the connect
+    /// (sessions resumed if the connector resumes), the workload on the
+    /// decrypted stream; handshakes counted and timed in the report.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsConnector>,
 }
 
 /// Bytes each connection echoes in idle mode (and each of echo mode's
@@ -127,6 +132,14 @@ pub const IDLE_PROBE_BYTES: usize = 1;
 pub const MAX_IN_FLIGHT_BYTES: usize = 1 << 20;
 
 impl BenchConfig {
+    /// Whether connections speak TLS.
+    pub fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
     /// Defaults of `tcpkit bench`: echo, 50 connections × 64 B, pipeline 1,
     /// 10 s after 1 s of warm-up, one thread.
     pub fn new(target: Endpoint) -> BenchConfig {
@@ -143,6 +156,8 @@ impl BenchConfig {
             connect_timeout: Duration::from_secs(5),
             server_pid: None,
             idle_connections: 0,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -326,6 +341,9 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
     if total.first_connect_error.is_none() {
         total.first_connect_error = s.first_connect_error;
     }
+    total.handshakes += s.handshakes;
+    total.resumed_handshakes += s.resumed_handshakes;
+    total.handshake_histogram.merge(&s.handshake_histogram);
 }
 
 /// CPU and RSS at one edge of the measured window.
@@ -395,6 +413,17 @@ fn build_report(
         _ => None,
     };
     let client_cpu = after.client_cpu.saturating_sub(before.client_cpu);
+    let tls = config.tls_enabled();
+    // Handshakes per second and server CPU per handshake mean something in
+    // connect mode only, where every counted connection made one.
+    let per_handshake = tls && config.mode == Mode::Connect;
+    let handshakes_per_s = per_handshake.then(|| total.handshakes as f64 / secs);
+    let server_cpu_us_per_handshake = match server_cpu {
+        Some(cpu) if per_handshake && total.handshakes > 0 => {
+            Some(cpu.as_secs_f64() * 1e6 / total.handshakes as f64)
+        }
+        _ => None,
+    };
     let rss_per_conn = match (rss_before, rss_holding) {
         (Some(b), Some(h)) if total.established > 0 => {
             Some((h as f64 - b as f64) / total.established as f64)
@@ -420,7 +449,10 @@ fn build_report(
         bytes: total.bytes,
         msgs_per_s: total.messages as f64 / secs,
         mb_per_s: total.bytes as f64 / secs / 1e6,
-        latency_of: config.mode.latency_of(),
+        latency_of: match (config.mode, tls) {
+            (Mode::Connect, true) => "connect + TLS handshake",
+            (mode, _) => mode.latency_of(),
+        },
         latency_us: total.histogram.summary(),
         connections_established: total.established,
         connect_failures: total.connect_failures,
@@ -448,6 +480,12 @@ fn build_report(
         idle_connections: config.idle_connections,
         idle_connections_established: total.idle_established,
         idle_connect_failures: total.idle_connect_failures,
+        tls,
+        handshakes: total.handshakes,
+        resumed_handshakes: total.resumed_handshakes,
+        handshakes_per_s,
+        handshake_latency_us: tls.then(|| total.handshake_histogram.summary()),
+        server_cpu_us_per_handshake,
     }
 }
 

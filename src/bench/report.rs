@@ -99,6 +99,22 @@ pub struct BenchReport {
     pub idle_connections_established: u64,
     /// Of those, how many failed to connect (or to echo in time).
     pub idle_connect_failures: u64,
+    /// Whether the connections spoke TLS.
+    pub tls: bool,
+    /// TLS handshakes counted: in connect mode those started in the
+    /// window, in the other modes all of them (made once per connection,
+    /// mostly before the window).
+    pub handshakes: u64,
+    /// Of those, how many resumed a session instead of a full handshake.
+    pub resumed_handshakes: u64,
+    /// Connect mode over TLS: `handshakes / duration`.
+    pub handshakes_per_s: Option<f64>,
+    /// TLS: handshake latency percentiles in µs (from the TCP connect's
+    /// completion to the handshake's).
+    pub handshake_latency_us: Option<LatencySummary>,
+    /// Connect mode over TLS: server CPU over the window ÷ handshakes, µs
+    /// (each with its connection's accept, one echo and close).
+    pub server_cpu_us_per_handshake: Option<f64>,
 }
 
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -165,6 +181,25 @@ impl BenchReport {
                 self.latency_of, l.p50, l.p90, l.p99, l.p999, l.max
             ),
         ));
+        if let Some(h) = &self.handshake_latency_us {
+            let rate = self
+                .handshakes_per_s
+                .map_or_else(String::new, |r| format!(", {} /s", thousands(r)));
+            rows.push((
+                "TLS handshakes",
+                format!(
+                    "{} ({} resumed){rate}",
+                    self.handshakes, self.resumed_handshakes
+                ),
+            ));
+            rows.push((
+                "handshake µs",
+                format!(
+                    "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+                    h.p50, h.p90, h.p99, h.max
+                ),
+            ));
+        }
         rows.push((
             "connections",
             format!(
@@ -203,6 +238,9 @@ impl BenchReport {
                 _ => "not measured".to_owned(),
             };
             rows.push(("server CPU", cpu));
+            if let Some(us) = self.server_cpu_us_per_handshake {
+                rows.push(("server CPU/hs", format!("{us:.2} µs/handshake")));
+            }
             if let Some(note) = &self.server_note {
                 rows.push(("", note.clone()));
             }
@@ -304,7 +342,46 @@ mod tests {
             idle_connections: 0,
             idle_connections_established: 0,
             idle_connect_failures: 0,
+            tls: false,
+            handshakes: 0,
+            resumed_handshakes: 0,
+            handshakes_per_s: None,
+            handshake_latency_us: None,
+            server_cpu_us_per_handshake: None,
         }
+    }
+
+    #[test]
+    fn tls_rows_say_handshakes_and_their_cost() {
+        let mut r = fixed_report();
+        r.mode = Mode::Connect;
+        r.tls = true;
+        r.handshakes = 20_000;
+        r.resumed_handshakes = 19_000;
+        r.handshakes_per_s = Some(2_000.0);
+        r.handshake_latency_us = Some(r.histogram.summary());
+        r.server_cpu_us_per_handshake = Some(120.5);
+        let table = r.render_table();
+        assert!(
+            table.contains("TLS handshakes  20000 (19000 resumed), 2,000 /s"),
+            "{table}"
+        );
+        assert!(
+            table.contains("handshake µs    p50 500.2  p90 900.1"),
+            "{table}"
+        );
+        assert!(
+            table.contains("server CPU/hs   120.50 µs/handshake"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["handshakes_per_s"], 2000.0);
+        assert_eq!(json["server_cpu_us_per_handshake"], 120.5);
+        assert!(json["handshake_latency_us"]["p99"].as_f64().is_some());
+        // Without TLS the fields are there, as null.
+        let json = serde_json::to_value(fixed_report()).expect("json");
+        assert!(json["handshake_latency_us"].is_null());
+        assert_eq!(json["tls"], false);
     }
 
     #[test]

@@ -117,6 +117,19 @@ struct Options {
     /// Write latency by percentile as an SVG plot to FILE.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Every connection speaks TLS (each flag of this group implies it):
+    /// echo shakes hands once per connection, connect mode once per
+    /// connection (full handshakes unless --tls-resume), idle holds TLS
+    /// connections. Without --target the embedded server serves TLS with a
+    /// certificate made for the run (ECDSA P-256), pinned by the bench.
+    #[cfg(feature = "tls")]
+    #[command(flatten)]
+    tls: super::connect::TlsClientArgs,
+    /// Resume TLS sessions (tickets) instead of a full handshake on each new
+    /// connection after the first ones.
+    #[cfg(feature = "tls")]
+    #[arg(long, help_heading = "TLS")]
+    tls_resume: bool,
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
@@ -126,14 +139,33 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     check(&args)?;
     let mut config = config_from(&args, Endpoint::loopback_v4(0));
     config.validate()?;
+    #[cfg(feature = "tls")]
+    let tls = tls_client(&args)?;
     // Both the bench and a server it starts may hold thousands of sockets.
     tcpkit::net::raise_open_file_limit();
     let mut server = None;
     match &args.target {
-        Some(text) => config.target = resolve(text)?,
+        Some(text) => {
+            config.target = resolve(text)?;
+            #[cfg(feature = "tls")]
+            {
+                config.tls = tls.map(|t| t.build()).transpose()?;
+            }
+        }
         None => {
             let workers = args.server_workers.or(args.server_cpu.map(|_| 1));
-            let s = start_server(config.mode, args.server_cpu, workers, args.server_engine)?;
+            let cmd = serve_command(config.mode, workers, args.server_engine)?;
+            #[cfg(feature = "tls")]
+            let s = match tls {
+                Some(tls) => {
+                    let (s, connector) = tls_server::start(cmd, args.server_cpu, tls)?;
+                    config.tls = Some(connector);
+                    s
+                }
+                None => ServerProcess::spawn(cmd, args.server_cpu, SERVER_STARTUP)?,
+            };
+            #[cfg(not(feature = "tls"))]
+            let s = ServerProcess::spawn(cmd, args.server_cpu, SERVER_STARTUP)?;
             tracing::info!("started server pid {}: {}", s.pid(), s.banner());
             config.target = s.endpoint();
             config.server_pid = Some(s.pid());
@@ -222,6 +254,8 @@ fn config_from(args: &Options, target: Endpoint) -> BenchConfig {
         connect_timeout: args.connect_timeout,
         server_pid: args.server_pid,
         idle_connections: args.idle_connections,
+        #[cfg(feature = "tls")]
+        tls: None,
     }
 }
 
@@ -269,14 +303,16 @@ fn resolve(text: &str) -> anyhow::Result<Endpoint> {
     values::first_address("--target", &target)
 }
 
+/// How long the embedded server may take to print `listening on`.
+const SERVER_STARTUP: Duration = Duration::from_secs(10);
+
 /// `tcpkit serve` from this same binary, on a port the kernel picks, with
 /// the anchors' backlog of 1024 so connect bursts are not dropped.
-fn start_server(
+fn serve_command(
     mode: Mode,
-    cpu: Option<usize>,
     workers: Option<usize>,
     engine: Option<super::serve::EngineArg>,
-) -> anyhow::Result<ServerProcess> {
+) -> anyhow::Result<Command> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::io(e, "find the tcpkit executable to start the server"))?;
     let service = if mode == Mode::Throughput {
@@ -296,7 +332,90 @@ fn start_server(
             .context("engine name")?;
         cmd.args(["--engine", &name]);
     }
-    Ok(ServerProcess::spawn(cmd, cpu, Duration::from_secs(10))?)
+    Ok(cmd)
+}
+
+/// The TLS client flags as a configuration (files read now), `None`
+/// without TLS. Trust flags apply to a `--target`: the embedded server's
+/// certificate is pinned instead.
+#[cfg(feature = "tls")]
+fn tls_client(args: &Options) -> anyhow::Result<Option<tcpkit::tls::TlsClientConfig>> {
+    if !(args.tls.enabled() || args.tls_resume) {
+        return Ok(None);
+    }
+    // Values first, so a malformed one is named as such.
+    let config = args.tls.config()?.unwrap_or_default();
+    if args.target.is_none()
+        && (args.tls.ca.is_some() || args.tls.pin.is_some() || args.tls.insecure)
+    {
+        return Err(values::invalid(
+            "--ca/--pin/--insecure",
+            "apply with --target; the embedded server's certificate is made for the run and pinned",
+        ));
+    }
+    let config = config
+        .resumption(args.tls_resume)
+        .handshake_timeout(args.connect_timeout);
+    Ok(Some(config))
+}
+
+/// The embedded server over TLS: a certificate made for the run, handed to
+/// `serve --tls-cert/--tls-key` through files in a private directory that
+/// is removed once the server has read them, and pinned by the client.
+#[cfg(feature = "tls")]
+mod tls_server {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    use tcpkit::bench::server::ServerProcess;
+    use tcpkit::tls::{TlsClientConfig, TlsConnector};
+
+    use super::SERVER_STARTUP;
+
+    /// Removes the directory when dropped, whatever happened.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(super) fn start(
+        mut cmd: Command,
+        cpu: Option<usize>,
+        client: TlsClientConfig,
+    ) -> anyhow::Result<(ServerProcess, TlsConnector)> {
+        let made = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .map_err(|e| anyhow::anyhow!("make the embedded server's certificate: {e}"))?;
+        let fingerprint = tcpkit::tls::fingerprint(made.cert.der());
+        let dir = std::env::temp_dir().join(format!("tcpkit-bench-{}", std::process::id()));
+        let scratch = Scratch(dir.clone());
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| tcpkit::Error::io(e, format_args!("create {}", dir.display())))?;
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        for (path, text) in [
+            (&cert, made.cert.pem()),
+            (&key, made.signing_key.serialize_pem()),
+        ] {
+            std::fs::write(path, text)
+                .map_err(|e| tcpkit::Error::io(e, format_args!("write {}", path.display())))?;
+        }
+        cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+        let server = ServerProcess::spawn(cmd, cpu, SERVER_STARTUP)?;
+        // Listening: it has read the files.
+        drop(scratch);
+        tracing::info!("embedded TLS server certificate SHA-256 {fingerprint} (pinned)");
+        let connector = client.pin(&fingerprint)?.build()?;
+        Ok((server, connector))
+    }
 }
 
 fn progress_bar(globals: &Globals, config: &BenchConfig) -> Option<indicatif::ProgressBar> {

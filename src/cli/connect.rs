@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tcpkit::Endpoint;
+#[cfg(feature = "tls")]
+use tcpkit::client::pipe_stream;
 use tcpkit::client::{
     ConnectOptions, Connector, DumpFormat, Family, PipeEnd, PipeOptions, PipeStats, SessionDump,
     pipe,
@@ -24,6 +26,7 @@ use super::values;
 #[derive(Debug, clap::Args)]
 #[command(after_help = codes_help(&[
     Exit::Ok, Exit::Failure, Exit::Usage, Exit::Resolve, Exit::Refused, Exit::Timeout, Exit::Io,
+    Exit::Certificate, Exit::Tls,
 ]))]
 pub struct Args {
     /// Whom to connect to: `HOST:PORT`, `a.b.c.d:PORT`, `[v6]:PORT`, a `PORT`
@@ -70,6 +73,150 @@ pub struct Args {
     zero_io: bool,
     #[command(flatten)]
     session: SessionArgs,
+    /// Boxed: clippy's `large_enum_variant` on the `Command` enum.
+    #[cfg(feature = "tls")]
+    #[command(flatten)]
+    tls: Box<TlsClientArgs>,
+}
+
+/// TLS client options shared by `connect` and `bench`.
+#[cfg(feature = "tls")]
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsClientArgs {
+    /// Speak TLS: the server's certificate is verified against the system's
+    /// root certificates (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set) and the
+    /// name connected to. Each flag below implies --tls.
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pin", "insecure"])]
+    pub ca: Option<PathBuf>,
+    /// Accept exactly the certificate with this SHA-256 fingerprint (as
+    /// `serve --tls` prints it; colons and case optional), whatever its
+    /// issuer, name or dates.
+    #[arg(long, value_name = "SHA256", conflicts_with = "insecure")]
+    pub pin: Option<String>,
+    /// Accept any certificate (no protection against an active attacker; a
+    /// warning says so).
+    #[arg(long)]
+    pub insecure: bool,
+    /// The server name to send (SNI) and verify, instead of the host connected to.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// Offer these ALPN protocols, comma-separated, most preferred first
+    /// (e.g. `h2,http/1.1`).
+    #[arg(long, value_name = "LIST")]
+    pub alpn: Option<String>,
+    /// Present this client certificate (PEM, leaf first) when the server
+    /// asks for one (mutual TLS); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The oldest TLS version to accept: 1.2 (default) or 1.3.
+    #[arg(long, value_name = "VERSION", value_parser = tls_version)]
+    pub tls_min: Option<tcpkit::tls::client::TlsVersion>,
+}
+
+#[cfg(feature = "tls")]
+fn tls_version(text: &str) -> Result<tcpkit::tls::client::TlsVersion, String> {
+    tcpkit::tls::client::TlsVersion::parse(text).map_err(|e| e.message().to_owned())
+}
+
+#[cfg(feature = "tls")]
+impl TlsClientArgs {
+    /// Whether any flag asks for TLS.
+    pub fn enabled(&self) -> bool {
+        self.tls
+            || self.ca.is_some()
+            || self.pin.is_some()
+            || self.insecure
+            || self.sni.is_some()
+            || self.alpn.is_some()
+            || self.cert.is_some()
+            || self.tls_min.is_some()
+    }
+
+    /// The client configuration these flags ask for (files read now, each
+    /// error naming its flag and file), or `None` without TLS.
+    pub fn config(&self) -> anyhow::Result<Option<tcpkit::tls::TlsClientConfig>> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let mut config = tcpkit::tls::TlsClientConfig::new();
+        if let Some(path) = &self.ca {
+            config = config.ca_file(path).map_err(|e| flag_error("--ca", e))?;
+        }
+        if let Some(pin) = &self.pin {
+            config = config.pin(pin).map_err(|e| flag_error("--pin", e))?;
+        }
+        if self.insecure {
+            config = config.insecure();
+        }
+        if let Some(name) = &self.sni {
+            check_server_name(name)?;
+            config = config.server_name(name.clone());
+        }
+        if let Some(list) = &self.alpn {
+            config = config.alpn(parse_alpn(list)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let certs = tcpkit::tls::load_certs(cert).map_err(|e| flag_error("--cert", e))?;
+            let key_der = tcpkit::tls::load_key(key).map_err(|e| flag_error("--key", e))?;
+            let what = format!("--cert {} and --key {}", cert.display(), key.display());
+            config = config.client_auth(certs, key_der, what);
+        }
+        if let Some(version) = self.tls_min {
+            config = config.min_version(version);
+        }
+        Ok(Some(config))
+    }
+}
+
+/// A library error about a flag's value as a usage error (exit 2) naming
+/// the flag, keeping the error's code.
+#[cfg(feature = "tls")]
+fn flag_error(flag: &str, e: tcpkit::Error) -> anyhow::Error {
+    tcpkit::Error::new(
+        tcpkit::ErrorKind::InvalidConfig,
+        e.code(),
+        format!("{flag}: {}", e.message()),
+    )
+    .into()
+}
+
+/// `--sni`: a DNS name (an IP address sends no SNI, so it is refused here).
+#[cfg(feature = "tls")]
+fn check_server_name(name: &str) -> anyhow::Result<()> {
+    use rustls_pki_types::ServerName;
+    match ServerName::try_from(name) {
+        Ok(ServerName::DnsName(_)) => Ok(()),
+        Ok(_) => Err(values::invalid(
+            "--sni",
+            format_args!("{name:?} is an IP address; SNI carries names only"),
+        )),
+        Err(e) => Err(values::invalid(
+            "--sni",
+            format_args!("{name:?} is not a DNS name ({e})"),
+        )),
+    }
+}
+
+/// `--alpn`: comma-separated protocol names, each 1..=255 bytes.
+#[cfg(feature = "tls")]
+pub fn parse_alpn(list: &str) -> anyhow::Result<Vec<String>> {
+    let protocols: Vec<String> = list.split(',').map(|p| p.trim().to_owned()).collect();
+    for p in &protocols {
+        if p.is_empty() || p.len() > 255 {
+            return Err(values::invalid(
+                "--alpn",
+                format_args!("{list:?}: each protocol must be 1 to 255 bytes"),
+            ));
+        }
+    }
+    Ok(protocols)
 }
 
 /// Session options shared by `connect` and `listen`.
@@ -190,6 +337,11 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let dump = args.session.open_dump()?;
     let pipe_options = args.session.pipe_options(args.lines);
     let verbose = globals.verbose > 0 && !globals.quiet;
+    #[cfg(feature = "tls")]
+    let tls = match args.tls.config()? {
+        Some(config) => Some(config.build()?),
+        None => None,
+    };
 
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -202,15 +354,42 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             eprintln!("resolved {target} to {}", list.join(", "));
             eprintln!("connected to {} from {}", conn.peer, conn.local);
         }
-        if args.zero_io {
-            // Dropped here: a FIN, no byte sent.
-            return anyhow::Ok(None);
-        }
         let mut input: Box<dyn AsyncRead + Unpin + Send> = match &args.send {
             Some(text) => Box::new(std::io::Cursor::new(format!("{text}\n").into_bytes())),
             None => Box::new(tokio::io::stdin()),
         };
         let mut stdout = tokio::io::stdout();
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &tls {
+            let host = match target.host() {
+                tcpkit::endpoint::Host::Name(name) => Some(name.as_str()),
+                _ => None,
+            };
+            let mut stream = tls.connect(conn.stream, host).await?;
+            if verbose {
+                print_handshake(&tcpkit::tls::client::HandshakeInfo::of(stream.get_ref().1));
+            }
+            if args.zero_io {
+                // The handshake was the check: close_notify, then FIN.
+                use tokio::io::AsyncWriteExt;
+                let _ = stream.shutdown().await;
+                return anyhow::Ok(None);
+            }
+            let stats = pipe_stream(
+                stream,
+                conn.peer,
+                &mut *input,
+                &mut stdout,
+                &pipe_options,
+                dump.as_ref(),
+            )
+            .await?;
+            return anyhow::Ok(Some((conn.peer, stats)));
+        }
+        if args.zero_io {
+            // Dropped here: a FIN, no byte sent.
+            return anyhow::Ok(None);
+        }
         let stats = pipe(
             conn.stream,
             &mut *input,
@@ -235,6 +414,25 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             Err(idle_error(peer, args.session.idle_timeout()))
         }
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `-v`'s handshake lines (connect and listen).
+#[cfg(feature = "tls")]
+pub fn print_handshake(info: &tcpkit::tls::client::HandshakeInfo) {
+    eprintln!(
+        "TLS {} {}{}, ALPN {}",
+        info.version,
+        info.cipher_suite,
+        if info.resumed { " (resumed)" } else { "" },
+        info.alpn.as_deref().unwrap_or("none"),
+    );
+    match (&info.peer_subject, &info.peer_fingerprint) {
+        (Some(subject), Some(fp)) => {
+            eprintln!("peer certificate: {subject}");
+            eprintln!("peer certificate SHA-256: {fp}");
+        }
+        _ => eprintln!("peer certificate: none"),
     }
 }
 

@@ -29,6 +29,12 @@ pub enum Exit {
     Bind = 7,
     /// Bench: a byte came back wrong, missing or out of order.
     Verification = 8,
+    /// TLS: the peer's certificate was refused (untrusted issuer, expired,
+    /// wrong name, pin mismatch), or the peer refused ours.
+    Certificate = 9,
+    /// TLS: the handshake failed for another reason (no common version,
+    /// cipher suite or ALPN protocol; the peer does not speak TLS).
+    Tls = 10,
 }
 
 impl From<Exit> for ExitCode {
@@ -38,7 +44,7 @@ impl From<Exit> for ExitCode {
 }
 
 /// Each exit status and what it means, as `--help` lists them.
-const MEANINGS: [(Exit, &str); 9] = [
+const MEANINGS: [(Exit, &str); 11] = [
     (Exit::Ok, "success"),
     (Exit::Failure, "other failure"),
     (
@@ -57,13 +63,21 @@ const MEANINGS: [(Exit, &str); 9] = [
         "cannot bind the local endpoint (address in use, permission denied)",
     ),
     (Exit::Verification, "echoed data failed verification"),
+    (
+        Exit::Certificate,
+        "TLS certificate refused (untrusted, expired, wrong name, pin mismatch)",
+    ),
+    (
+        Exit::Tls,
+        "TLS handshake failed (no common version, cipher or ALPN; not TLS)",
+    ),
 ];
 
 /// The `Exit codes:` block of a command's `--help`, listing `codes` only.
 pub fn codes_help(codes: &[Exit]) -> String {
     let mut text = String::from("Exit codes:");
     for (exit, meaning) in MEANINGS.iter().filter(|(e, _)| codes.contains(e)) {
-        text.push_str(&format!("\n  {}  {meaning}", *exit as u8));
+        text.push_str(&format!("\n  {:<2}  {meaning}", *exit as u8));
     }
     text
 }
@@ -79,7 +93,8 @@ pub fn for_kind(kind: ErrorKind) -> Exit {
         ErrorKind::InvalidAddress
         | ErrorKind::InvalidPort
         | ErrorKind::MissingPort
-        | ErrorKind::InvalidConfig => Exit::Usage,
+        | ErrorKind::InvalidConfig
+        | ErrorKind::BadCertificateFile => Exit::Usage,
         ErrorKind::Resolve => Exit::Resolve,
         ErrorKind::ConnectionRefused => Exit::Refused,
         ErrorKind::TimedOut => Exit::Timeout,
@@ -87,6 +102,8 @@ pub fn for_kind(kind: ErrorKind) -> Exit {
             Exit::Bind
         }
         ErrorKind::Verification => Exit::Verification,
+        ErrorKind::Certificate => Exit::Certificate,
+        ErrorKind::Tls => Exit::Tls,
         ErrorKind::ConnectionReset
         | ErrorKind::ConnectionAborted
         | ErrorKind::UnexpectedEof

@@ -128,7 +128,7 @@ impl TlsArgs {
         if let Some(ca) = &self.tls_client_ca {
             config = config
                 .client_ca_file(ca)
-                .map_err(|e| values::invalid("--tls-client-ca", e))?;
+                .map_err(|e| usage("--tls-client-ca", &e))?;
         }
         if let Some(AlpnList(protocols)) = &self.alpn {
             config = config.alpn(protocols);
@@ -164,15 +164,26 @@ impl TlsArgs {
         let Some((cert, key)) = pairs.next() else {
             return Err(values::invalid("--tls-cert", "no certificate given"));
         };
-        let mut config =
-            TlsConfig::from_files(cert, key).map_err(|e| values::invalid("--tls-key", e))?;
+        let mut config = TlsConfig::from_files(cert, key).map_err(|e| usage("--tls-key", &e))?;
         for (cert, key) in pairs {
             config = config
                 .with_sni_files(cert, key)
-                .map_err(|e| values::invalid("--tls-key", e))?;
+                .map_err(|e| usage("--tls-key", &e))?;
         }
         Ok(config)
     }
+}
+
+/// A certificate file that cannot be used: a usage error (exit 2) naming
+/// the flag and the file, keeping the library error's code (1013 for a
+/// bad file, the errno for a missing one).
+fn usage(flag: &str, e: &tcpkit::Error) -> anyhow::Error {
+    tcpkit::Error::new(
+        tcpkit::ErrorKind::InvalidConfig,
+        e.code(),
+        format!("{flag}: {}", e.message()),
+    )
+    .into()
 }
 
 /// `localhost`, and the address (or name) the server listens on; for a
@@ -191,4 +202,114 @@ fn self_signed_names(listen: &Listen, listen_text: Option<&str>) -> Vec<String> 
     }
     names.dedup();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use tcpkit::{Endpoint, ErrorKind};
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        tls: TlsArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<TlsArgs, clap::Error> {
+        T::try_parse_from(std::iter::once("serve").chain(argv.iter().copied())).map(|t| t.tls)
+    }
+
+    fn write_pair(dir: &std::path::Path, stem: &str) -> (String, String) {
+        let made = rcgen::generate_simple_self_signed(vec![format!("{stem}.test")]).unwrap();
+        let (c, k) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&c, made.cert.pem()).unwrap();
+        std::fs::write(&k, made.signing_key.serialize_pem()).unwrap();
+        (c.display().to_string(), k.display().to_string())
+    }
+
+    fn kind(err: &anyhow::Error) -> Option<ErrorKind> {
+        err.downcast_ref::<tcpkit::Error>().map(tcpkit::Error::kind)
+    }
+
+    #[test]
+    fn options_need_tls_and_values_are_checked_as_parsed() {
+        let listen = Listen::At(Endpoint::loopback_v4(0));
+        assert!(parse(&[]).unwrap().config(&listen, None).unwrap().is_none());
+        for argv in [
+            &["--alpn", "h2"][..],
+            &["--tls-min", "1.3"],
+            &["--max-handshakes", "5"],
+            &["--tls-handshake-timeout", "1s"],
+        ] {
+            let err = parse(argv).expect_err("needs --tls or --tls-cert");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "{argv:?}"
+            );
+        }
+        assert!(parse(&["--tls", "--tls-handshake-timeout", "0"]).is_err());
+        assert!(parse(&["--tls", "--alpn", "h2,,x"]).is_err());
+        assert!(parse(&["--tls", "--tls-min", "1.1"]).is_err());
+        let err = parse(&["--tls-cert", "/nonexistent/cert.pem"]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+        let args = parse(&["--tls", "--alpn", "h2,http/1.1", "--tls-min", "1.3"]).unwrap();
+        let tls = args.config(&listen, None).unwrap().expect("TLS on");
+        assert_eq!(
+            tls.self_signed_fingerprint.as_deref(),
+            Some(tls.config.fingerprint())
+        );
+    }
+
+    #[test]
+    fn pairs_are_counted_and_matched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, ak) = write_pair(dir.path(), "a");
+        let (b, bk) = write_pair(dir.path(), "b");
+        let listen = Listen::Any(0);
+        let args = parse(&[
+            "--tls-cert",
+            &a,
+            "--tls-key",
+            &ak,
+            "--tls-cert",
+            &b,
+            "--tls-key",
+            &bk,
+        ])
+        .unwrap();
+        args.config(&listen, None).unwrap().expect("two pairs");
+
+        let args = parse(&["--tls-cert", &a, "--tls-key", &ak, "--tls-cert", &b]).unwrap();
+        let err = args
+            .config(&listen, None)
+            .err()
+            .expect("a certificate without a key");
+        assert_eq!(kind(&err), Some(ErrorKind::InvalidConfig));
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+
+        // a's certificate with b's key: usage error naming both files.
+        let args = parse(&["--tls-cert", &a, "--tls-key", &bk]).unwrap();
+        let err = args.config(&listen, None).err().expect("mismatch");
+        assert_eq!(kind(&err), Some(ErrorKind::InvalidConfig));
+        let code = err.downcast_ref::<tcpkit::Error>().map(tcpkit::Error::code);
+        assert_eq!(code, Some(tcpkit::error::code::BAD_CERTIFICATE_FILE));
+        let text = err.to_string();
+        assert!(text.contains("a.pem") && text.contains("b.key"), "{text}");
+        assert!(parse(&["--tls", "--tls-cert", &a, "--tls-key", &ak]).is_err());
+    }
+
+    #[test]
+    fn the_self_signed_certificate_names_localhost_and_the_listen_address() {
+        let names = self_signed_names(&Listen::At(Endpoint::loopback_v6(0)), Some("[::1]:0"));
+        assert_eq!(names, ["localhost", "::1"]);
+        let names = self_signed_names(&Listen::Any(0), None);
+        assert_eq!(names, ["localhost", "127.0.0.1", "::1"]);
+        let names = self_signed_names(&Listen::At(Endpoint::loopback_v4(0)), Some("localhost:0"));
+        assert_eq!(names, ["localhost", "127.0.0.1"]);
+    }
 }

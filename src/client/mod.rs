@@ -19,4 +19,4 @@ pub mod pipe;
 pub use connect::{CONNECTION_ATTEMPT_DELAY, ConnectOptions, Connected, Connector, Family};
 pub use dump::{Direction, DumpFormat, SessionDump};
 pub use framed::FramedClient;
-pub use pipe::{PipeEnd, PipeOptions, PipeStats, pipe};
+pub use pipe::{PipeEnd, PipeOptions, PipeStats, pipe, pipe_stream};

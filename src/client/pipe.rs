@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::dump::{Direction, SessionDump};
 use crate::endpoint::Endpoint;
@@ -72,6 +71,15 @@ pub struct PipeStats {
 
 const CHUNK: usize = 64 * 1024;
 
+/// How long a failed write waits for the peer's last words (see
+/// [`session`]): they are already queued if there are any.
+const LATE_READ: Duration = Duration::from_millis(500);
+
+/// A write error that means the peer closed or reset the connection.
+fn peer_gone(e: &Error) -> bool {
+    e.kind() == ErrorKind::ConnectionReset || e.os_code() == Some(libc::EPIPE)
+}
+
 /// What both directions of one session share: counters (atomics, so the two
 /// halves can run as concurrent futures without a lock), the dump and the
 /// peer's name for errors.
@@ -111,9 +119,10 @@ impl<W: Write> Session<'_, W> {
     }
 
     /// Input to socket until input EOF, then (by default) `shutdown(SHUT_WR)`.
-    async fn upload<I>(&self, input: &mut I, wr: &mut OwnedWriteHalf) -> Result<()>
+    async fn upload<I, S>(&self, input: &mut I, wr: &mut S) -> Result<()>
     where
         I: AsyncRead + Unpin + ?Sized,
+        S: AsyncWrite + Unpin,
     {
         let peer = self.peer;
         let mut buf = vec![0u8; CHUNK];
@@ -127,12 +136,13 @@ impl<W: Write> Session<'_, W> {
             }
             wr.write_all(&buf[..n])
                 .await
-                .map_err(|e| Error::io(e, format_args!("write to {peer}")))?;
+                .map_err(|e| stream_error(e, format_args!("write to {peer}")))?;
             self.record(Direction::Sent, &buf[..n]);
             self.sent.fetch_add(n as u64, Ordering::Relaxed);
             self.touch();
         }
         if self.options.shutdown_on_eof {
+            // Over TLS: close_notify first, then the TCP write side.
             wr.shutdown()
                 .await
                 .map_err(|e| Error::io(e, format_args!("shutdown write to {peer}")))?;
@@ -142,16 +152,27 @@ impl<W: Write> Session<'_, W> {
 
     /// Socket to output until the peer closes, the line limit, or a closed
     /// output.
-    async fn download<O>(&self, rd: &mut OwnedReadHalf, output: &mut O) -> Result<PipeEnd>
+    async fn download<S, O>(&self, rd: &mut S, output: &mut O) -> Result<PipeEnd>
     where
+        S: AsyncRead + Unpin,
         O: AsyncWrite + Unpin + ?Sized,
     {
         let mut buf = vec![0u8; CHUNK];
         loop {
-            let n = rd
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::io(e, format_args!("read from {}", self.peer)))?;
+            let n = match rd.read(&mut buf).await {
+                Ok(n) => n,
+                // Only TLS reports a TCP EOF this way: the peer closed
+                // without close_notify, so what came may be cut short. Many
+                // servers close so; say it, and end as a close.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    tracing::warn!(
+                        "{} closed the connection without a TLS close_notify: the data may be truncated",
+                        self.peer
+                    );
+                    return Ok(PipeEnd::PeerClosed);
+                }
+                Err(e) => return Err(stream_error(e, format_args!("read from {}", self.peer))),
+            };
             if n == 0 {
                 return Ok(PipeEnd::PeerClosed);
             }
@@ -203,7 +224,48 @@ where
         .map_err(|e| Error::io(e, "getpeername"))?;
     // Owned halves: the write half must outlive the upload (dropping it
     // would shut the write side down even with --no-shutdown).
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    session(rd, wr, peer, input, output, options, dump).await
+}
+
+/// [`pipe`] over any stream, such as a TLS one, connected to `peer`. At
+/// input EOF the stream's `poll_shutdown` ends the write side: over TLS
+/// that sends `close_notify` and then shuts the TCP write side down, and
+/// reading goes on until the peer's own close.
+pub async fn pipe_stream<S, I, O, W>(
+    stream: S,
+    peer: Endpoint,
+    input: &mut I,
+    output: &mut O,
+    options: &PipeOptions,
+    dump: Option<&Mutex<SessionDump<W>>>,
+) -> Result<PipeStats>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + Unpin + ?Sized,
+    O: AsyncWrite + Unpin + ?Sized,
+    W: Write,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    session(rd, wr, peer, input, output, options, dump).await
+}
+
+async fn session<R, S, I, O, W>(
+    mut rd: R,
+    mut wr: S,
+    peer: Endpoint,
+    input: &mut I,
+    output: &mut O,
+    options: &PipeOptions,
+    dump: Option<&Mutex<SessionDump<W>>>,
+) -> Result<PipeStats>
+where
+    R: AsyncRead + Unpin,
+    S: AsyncWrite + Unpin,
+    I: AsyncRead + Unpin + ?Sized,
+    O: AsyncWrite + Unpin + ?Sized,
+    W: Write,
+{
     let session = Session {
         peer,
         options,
@@ -239,6 +301,16 @@ where
                     // The peer closed and then reset our late data: it is
                     // gone, which is how this session was ending anyway.
                     Err(e) if peer_closed && e.kind() == ErrorKind::ConnectionReset => {}
+                    // The peer went away while we wrote: why it did (a TLS
+                    // alert such as "certificate required", an error line)
+                    // may wait in the receive queue. Read it first; it says
+                    // more than our broken pipe.
+                    Err(e) if !peer_closed && peer_gone(&e) => {
+                        return match tokio::time::timeout(LATE_READ, &mut download).await {
+                            Ok(Err(why)) => Err(why),
+                            _ => Err(e),
+                        };
+                    }
                     Err(e) => return Err(e),
                 }
                 if peer_closed {
@@ -264,6 +336,19 @@ where
         lines_received: session.lines.load(Ordering::Relaxed),
         end,
     })
+}
+
+/// A stream's I/O error as the crate's: a TLS record error keeps its TLS
+/// kind (and code), anything else its OS code.
+fn stream_error(err: std::io::Error, context: std::fmt::Arguments<'_>) -> Error {
+    #[cfg(feature = "tls")]
+    if err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>())
+    {
+        return crate::tls::handshake_error(err, context);
+    }
+    Error::io(err, context)
 }
 
 /// How much of `chunk` to pass on under a line limit, and whether the limit

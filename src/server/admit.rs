@@ -10,6 +10,7 @@
 //! moment, so a reload applies to the next `ClientHello`.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -66,16 +67,32 @@ impl TlsAdmission {
 /// The task for one accepted connection on a TLS server: handshake, then
 /// the service over the TLS stream (as [`connection::run`]). A failed
 /// handshake closes the connection and counts it, touching no one else.
-pub(crate) async fn tls<S: Service>(
+pub(crate) fn tls<S: Service>(
     service: Arc<S>,
     admission: Arc<TlsAdmission>,
-    mut conn: Connection,
+    conn: Connection,
     permit: OwnedSemaphorePermit,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
+    // Boxed, and made before the task's own future: the handshake's
+    // futures (deadline, shutdown wait, rustls' acceptor) and the
+    // connection waiting for it would otherwise keep their room in the
+    // task's allocation for the connection's whole life (2248 bytes in a
+    // debug build when inline); boxed, they are freed when it ends.
+    let admitting = Box::pin(admit(admission, conn));
+    async move {
+        if let Some(conn) = admitting.await {
+            connection::run(&*service, conn, permit).await;
+        }
+    }
+}
+
+/// The handshake under its deadline: the connection over TLS, or `None`
+/// (closed, counted and logged).
+async fn admit(admission: Arc<TlsAdmission>, mut conn: Connection) -> Option<Connection> {
     let metrics = conn.metrics.clone();
     let Some(tcp) = take_tcp(&mut conn.stream) else {
         metrics.connection_closed(0, 0);
-        return;
+        return None;
     };
     let live = &admission.live;
     let deadline = tokio::time::Instant::now() + live.handshake_timeout;
@@ -84,7 +101,7 @@ pub(crate) async fn tls<S: Service>(
         // flight to finish.
         _ = conn.shutdown.cancelled() => {
             metrics.connection_closed(0, 0);
-            return;
+            return None;
         }
         done = tokio::time::timeout_at(deadline, handshake(live, tcp)) => done,
     };
@@ -98,7 +115,7 @@ pub(crate) async fn tls<S: Service>(
                 _ => HandshakeFailure::Io,
             };
             fail(&admission, &conn, reason, &err);
-            return;
+            return None;
         }
         Err(_) => {
             let err = Error::timed_out(
@@ -106,7 +123,7 @@ pub(crate) async fn tls<S: Service>(
                 live.handshake_timeout,
             );
             fail(&admission, &conn, HandshakeFailure::Timeout, &err);
-            return;
+            return None;
         }
     };
     metrics.tls_handshake();
@@ -114,9 +131,9 @@ pub(crate) async fn tls<S: Service>(
         tracing::info!(peer = %conn.peer, id = conn.id, %subject, "client certificate");
     }
     tracing::debug!(peer = %conn.peer, id = conn.id, version = %info.version, suite = %info.cipher_suite, resumed = info.resumed, "TLS handshake done");
-    conn.stream = Stream::other(stream);
+    conn.stream = Stream::Other(stream);
     conn.tls = Some(Box::new(info));
-    connection::run(&*service, conn, permit).await;
+    Some(conn)
 }
 
 fn fail(admission: &TlsAdmission, conn: &Connection, reason: HandshakeFailure, err: &Error) {
@@ -140,7 +157,10 @@ fn take_tcp(stream: &mut Stream) -> Option<TcpStream> {
 
 /// `ClientHello` (no permit), then the rest of the handshake under a
 /// permit, with the configuration in force at that moment.
-async fn handshake(live: &Live, tcp: TcpStream) -> io::Result<(TlsStream<TcpStream>, TlsInfo)> {
+async fn handshake(
+    live: &Live,
+    tcp: TcpStream,
+) -> io::Result<(Box<TlsStream<TcpStream>>, TlsInfo)> {
     let start =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
     let _permit = live
@@ -151,5 +171,29 @@ async fn handshake(live: &Live, tcp: TcpStream) -> io::Result<(TlsStream<TcpStre
         .map_err(io::Error::other)?;
     let stream = start.into_stream(live.rustls()).await?;
     let info = crate::tls::server_info(stream.get_ref().1);
-    Ok((stream, info))
+    // Boxed here, once: the service's stream is this box (no copy), and
+    // the task never holds rustls' connection inline.
+    Ok((Box::new(stream), info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The task a TLS connection lives in holds no handshake state once
+    /// the handshake is over: measured 552 bytes (debug build), against
+    /// 2248 with the handshake inline. The TLS stream itself is boxed.
+    #[tokio::test]
+    async fn tls_connection_task_holds_no_handshake_state() {
+        let (conn, _client) = crate::service::loopback_connection().await;
+        let (config, _) = crate::tls::TlsConfig::self_signed(&["localhost"]).unwrap();
+        let admission = Arc::new(TlsAdmission::new(Arc::new(Live::new(config).unwrap())));
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let task = tls(Arc::new(crate::service::Echo), admission, conn, permit);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("TLS echo connection task: {size} bytes");
+        assert!(size <= 640, "{size} bytes");
+    }
 }

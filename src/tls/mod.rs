@@ -11,6 +11,9 @@
 //! module: a configuration is built once (and swapped whole on reload), a
 //! connection is a stream wrapped with it.
 
+pub mod client;
+pub use client::{TlsClientConfig, TlsConnector};
+
 use std::fmt::Write as _;
 use std::path::Path;
 

@@ -4,12 +4,11 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout_at};
 
 use super::echo::Schedule;
-use super::{ConnError, Ctx, to_tokio};
+use super::{BenchStream, ConnError, Ctx, to_tokio};
 use crate::bench::IDLE_PROBE_BYTES;
 use crate::bench::message::{MessagePattern, Mismatch, Verifier};
 use crate::error::Error;
@@ -80,6 +79,7 @@ async fn connect_once(
         .await
         .map_err(ctx.io(0, "read from"))?;
     verifier.check(recv).map_err(ConnError::Verify)?;
+    stream.close().await;
     Ok(connected)
 }
 
@@ -96,13 +96,14 @@ pub(super) async fn idle(ctx: &Ctx) -> Result<(), ConnError> {
     // Counted only once the echo is back, so the orchestrator samples the
     // server's RSS after it has served every connection.
     ctx.live.opened_or_failed.fetch_add(1, Relaxed);
-    let _stream = echoed?;
+    // Held as TCP only: the client's TLS state is not what is measured.
+    let _stream = echoed?.into_tcp();
     sleep_until(to_tokio(ctx.clock.stop_at)).await;
     Ok(())
 }
 
 /// Connects and echoes one byte, counted as one message (idle mode).
-async fn idle_open(ctx: &Ctx) -> Result<TcpStream, ConnError> {
+async fn idle_open(ctx: &Ctx) -> Result<BenchStream, ConnError> {
     let (stream, rtt) = echo_one_byte(ctx).await?;
     {
         let mut s = ctx.stats.borrow_mut();
@@ -117,7 +118,7 @@ async fn idle_open(ctx: &Ctx) -> Result<TcpStream, ConnError> {
 
 /// Connects and echoes one byte (the connection id's low byte), verified;
 /// returns the stream and the byte's round trip. Nothing is counted here.
-pub(super) async fn echo_one_byte(ctx: &Ctx) -> Result<(TcpStream, Duration), ConnError> {
+pub(super) async fn echo_one_byte(ctx: &Ctx) -> Result<(BenchStream, Duration), ConnError> {
     // The permit is held through the echo (see `Ctx::open`).
     let (mut stream, _permit) = ctx.open().await?;
     let byte = [ctx.id as u8; IDLE_PROBE_BYTES];
@@ -152,9 +153,26 @@ pub(super) async fn throughput(ctx: &Ctx) -> Result<(), ConnError> {
     let (mut stream, _) = ctx.open().await?;
     ctx.stats.borrow_mut().established += 1;
     ctx.live.opened_or_failed.fetch_add(1, Relaxed);
+    match &mut stream {
+        BenchStream::Plain(s) => {
+            let (rd, wr) = s.split();
+            bulk(ctx, rd, wr).await
+        }
+        #[cfg(feature = "tls")]
+        BenchStream::Tls(s) => {
+            let (rd, wr) = tokio::io::split(&mut **s);
+            bulk(ctx, rd, wr).await
+        }
+    }
+}
+
+async fn bulk<R, W>(ctx: &Ctx, mut rd: R, mut wr: W) -> Result<(), ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let pattern = MessagePattern::new(ctx.id, ctx.config.size_bytes);
     let send = pattern.new_buffer();
-    let (mut rd, mut wr) = stream.split();
     let writer = async {
         let mut offset = 0u64;
         loop {

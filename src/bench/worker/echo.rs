@@ -4,12 +4,11 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::SemaphorePermit;
 use tokio::time::{sleep_until, timeout_at};
 
-use super::{ConnError, Ctx, eof, recv_len, to_tokio};
+use super::{BenchStream, ConnError, Ctx, eof, recv_len, to_tokio};
 use crate::bench::message::{MessagePattern, Verifier};
 use crate::error::Error;
 
@@ -24,24 +23,38 @@ pub(super) async fn run(ctx: &Ctx) -> Result<(), ConnError> {
     match ctx.config.rate_per_s {
         // One timer for the whole loop, not one per read: the deadline ends it.
         None => {
-            let run = echo_closed(ctx, &mut stream, permit);
-            match timeout_at(to_tokio(ctx.clock.stop_at), run).await {
-                Ok(r) => r,
-                Err(_) => Ok(()),
-            }
+            let stop = to_tokio(ctx.clock.stop_at);
+            // Each stream type its own monomorphised loop: the plain one is
+            // the code as it was before TLS.
+            let done = match &mut stream {
+                BenchStream::Plain(s) => timeout_at(stop, echo_closed(ctx, s, permit)).await,
+                #[cfg(feature = "tls")]
+                BenchStream::Tls(s) => timeout_at(stop, echo_closed(ctx, &mut **s, permit)).await,
+            };
+            done.unwrap_or(Ok(()))
         }
         // The first send may be scheduled far ahead: free the gate now.
         Some(rate) => {
             drop(permit);
-            echo_open(ctx, &mut stream, rate).await
+            match &mut stream {
+                BenchStream::Plain(s) => {
+                    let (rd, wr) = s.split();
+                    echo_open(ctx, rd, wr, rate).await
+                }
+                #[cfg(feature = "tls")]
+                BenchStream::Tls(s) => {
+                    let (rd, wr) = tokio::io::split(&mut **s);
+                    echo_open(ctx, rd, wr, rate).await
+                }
+            }
         }
     }
 }
 
 /// Closed loop: `pipeline` messages in flight; each echo completed sends the next.
-async fn echo_closed(
+async fn echo_closed<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Ctx,
-    stream: &mut TcpStream,
+    stream: &mut S,
     mut permit: Option<SemaphorePermit<'_>>,
 ) -> Result<(), ConnError> {
     let config = &ctx.config;
@@ -125,13 +138,16 @@ impl Schedule {
 /// not earlier echoes came back, and its latency counts from that time, so a
 /// stalled server is charged for every message it delayed (no coordinated
 /// omission). Writer and reader run side by side on the split stream.
-async fn echo_open(ctx: &Ctx, stream: &mut TcpStream, rate_per_s: f64) -> Result<(), ConnError> {
+async fn echo_open<R, W>(ctx: &Ctx, mut rd: R, mut wr: W, rate_per_s: f64) -> Result<(), ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let config = &ctx.config;
     let pattern = MessagePattern::new(ctx.id, config.size_bytes);
     let size = pattern.size();
     let schedule = Schedule::new(ctx.clock.start, ctx.id, config.connections, rate_per_s);
     let total = schedule.count_before(ctx.clock.stop_at);
-    let (mut rd, mut wr) = stream.split();
     let writer = async {
         let mut send = pattern.new_buffer();
         for seq in 0..total {

@@ -7,6 +7,7 @@
 
 mod churn;
 mod echo;
+mod stream;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::timeout;
+
+pub(crate) use stream::BenchStream;
 
 use super::histogram::LatencyHistogram;
 use super::message::Mismatch;
@@ -79,6 +82,11 @@ pub(crate) struct ThreadStats {
     pub idle_established: u64,
     /// `--idle-connections` that failed to open or echo.
     pub idle_connect_failures: u64,
+    /// TLS handshakes counted (connect mode: started in the window; other
+    /// modes: all), their latency, and how many resumed a session.
+    pub handshakes: u64,
+    pub handshake_histogram: LatencyHistogram,
+    pub resumed_handshakes: u64,
 }
 
 impl ThreadStats {
@@ -159,7 +167,9 @@ impl Ctx {
     /// before the server's `accept`, so only an answer proves the connection
     /// left the accept queue (an overflowing queue drops the handshake's ACK
     /// and costs a 1 s SYN-ACK retransmit).
-    pub(super) async fn open(&self) -> Result<(TcpStream, Option<SemaphorePermit<'_>>), ConnError> {
+    pub(super) async fn open(
+        &self,
+    ) -> Result<(BenchStream, Option<SemaphorePermit<'_>>), ConnError> {
         let permit = self.gate.acquire().await.ok();
         let target = self.config.target;
         let stream = match timeout(self.config.connect_timeout, self.connect()).await {
@@ -176,7 +186,38 @@ impl Ctx {
         stream.set_nodelay(true).map_err(|e| {
             ConnError::Connect(Error::io(e, format_args!("set TCP_NODELAY on {target}")))
         })?;
-        Ok((stream, permit))
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.config.tls {
+            return Ok((self.handshake(tls, stream).await?, permit));
+        }
+        Ok((BenchStream::Plain(stream), permit))
+    }
+
+    /// The TLS handshake over a connected stream (under the connector's
+    /// deadline), counted and timed: in connect mode only when it started
+    /// in the window, in the others always (they shake hands once, mostly
+    /// before the window). A failed handshake counts as a failed connect.
+    #[cfg(feature = "tls")]
+    async fn handshake(
+        &self,
+        tls: &crate::tls::TlsConnector,
+        stream: TcpStream,
+    ) -> Result<BenchStream, ConnError> {
+        let t0 = Instant::now();
+        let stream = tls
+            .connect(stream, None)
+            .await
+            .map_err(ConnError::Connect)?;
+        let took = t0.elapsed();
+        if self.config.mode != Mode::Connect || self.clock.in_window(t0) {
+            let resumed =
+                stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            let mut s = self.stats.borrow_mut();
+            s.handshakes += 1;
+            s.resumed_handshakes += u64::from(resumed);
+            s.handshake_histogram.record(took);
+        }
+        Ok(BenchStream::Tls(Box::new(stream)))
     }
 }
 
@@ -255,7 +296,10 @@ pub(crate) fn open_idle(
                         limit,
                     ))),
                 };
-                let held = opened.and_then(|(s, _)| s.into_std().map_err(ctx.io(0, "hold")));
+                // The TCP socket only: a TLS connection's state is not
+                // needed to hold it open (see `BenchStream::into_tcp`).
+                let held =
+                    opened.and_then(|(s, _)| s.into_tcp().into_std().map_err(ctx.io(0, "hold")));
                 match held {
                     Ok(s) => {
                         ctx.stats.borrow_mut().established += 1;
