@@ -814,3 +814,42 @@ mod tls {
         assert!(stderr.contains("not the pinned one"), "{stderr}");
     }
 }
+
+/// Without --target, `bench --tls` starts `serve --tls` and pins the
+/// fingerprint it prints: handshakes counted, the server's CPU per
+/// handshake measured.
+#[cfg(feature = "tls")]
+#[test]
+fn the_embedded_server_serves_tls_and_is_pinned() {
+    let mut args = vec![
+        "--tls",
+        "-m",
+        "connect",
+        "-c",
+        "2",
+        "--json",
+        "--threads",
+        "1",
+    ];
+    args.extend(SHORT);
+    let out = bench(&args);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["tls"], true);
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["handshakes"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["resumed_handshakes"], 0, "{v}");
+    assert!(
+        v["server_cpu_us_per_handshake"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+
+    let mut args = vec!["--tls", "-c", "2", "--json", "--threads", "1"];
+    args.extend(SHORT);
+    let out = bench(&args);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json(&out);
+    assert_eq!(v["verification_failures"], 0, "{v}");
+    assert_eq!(v["handshakes"], 2, "{v}");
+    assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+}

@@ -185,6 +185,10 @@ const CASES: &[Case] = &[
     case("listen", "--idle-timeout", DURATIONS, &[]),
     case("listen", "--output", PATHS, &[]),
     case("listen", "--hex-dump", PATHS, &[]),
+    // Each needs the other (clap says so, naming both).
+    case("listen", "--tls-cert", PATHS, &[]),
+    case("listen", "--tls-key", PATHS, &[]),
+    case("listen", "--tls-client-ca", PATHS, &[]),
     case(
         "bench",
         "--target",

@@ -363,3 +363,194 @@ fn a_plain_tcp_peer_is_a_tls_failure_not_a_hang() {
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
     echo.join().expect("echo thread");
 }
+
+/// A `tcpkit listen` child with its stderr read line by line.
+struct Listener {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    port: u16,
+    /// `--tls`: the fingerprint it printed.
+    fingerprint: Option<String>,
+}
+
+impl Listener {
+    fn start(args: &[&str], stdin: &[u8]) -> Listener {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+            .args(["-v", "listen"])
+            .args(args)
+            .arg("127.0.0.1:0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpkit listen");
+        let mut input = child.stdin.take().expect("stdin");
+        let stdin = stdin.to_vec();
+        std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut fingerprint = None;
+        let port = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("listen prints `listening on`");
+            if let Some(fp) = line.split("SHA-256 fingerprint ").nth(1) {
+                fingerprint = Some(fp.trim().to_owned());
+            }
+            if let Some(ep) = line.strip_prefix("listening on ") {
+                break ep.rsplit(':').next().unwrap().parse().expect("port");
+            }
+        };
+        Listener {
+            child,
+            lines,
+            port,
+            fingerprint,
+        }
+    }
+
+    /// Its exit status, stdout and the rest of its stderr (within 30 s).
+    fn finish(mut self) -> (Option<i32>, Vec<u8>, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("tcpkit listen still running after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut out = Vec::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+        }
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        (status.code(), out, rest.join("\n"))
+    }
+}
+
+#[test]
+fn listen_tls_with_an_ephemeral_certificate_talks_to_a_pinning_connect() {
+    let listener = Listener::start(&["--tls"], b"from the listener\n");
+    let fp = listener.fingerprint.clone().expect("fingerprint printed");
+    let target = format!("127.0.0.1:{}", listener.port);
+    let out = tcpkit(
+        &["connect", "--pin", &fp, &target],
+        b"from the client\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"from the listener\n");
+    let (code, got, err) = listener.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(got, b"from the client\n");
+    assert!(err.contains("TLS TLSv1_3"), "{err}");
+}
+
+#[test]
+fn listen_tls_requires_the_client_certificate_it_was_told_to() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("server", "localhost", &["localhost", "127.0.0.1"], Valid);
+    let client = pki.leaf("client", "tcpkit client", &["client.test"], Valid);
+    let ca = pki.ca_path();
+    let (ca, cert, key) = (
+        ca.to_str().unwrap(),
+        leaf.cert_path.to_str().unwrap(),
+        leaf.key_path.to_str().unwrap(),
+    );
+    let flags = ["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca];
+    let listener = Listener::start(&flags, b"");
+    let target = format!("127.0.0.1:{}", listener.port);
+    let out = tcpkit(
+        &[
+            "connect",
+            "--ca",
+            ca,
+            "--cert",
+            client.cert_path.to_str().unwrap(),
+            "--key",
+            client.key_path.to_str().unwrap(),
+            &target,
+        ],
+        b"mutual\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, got, err) = listener.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(got, b"mutual\n");
+    assert!(err.contains("peer certificate: CN=tcpkit client"), "{err}");
+
+    // No client certificate: the listener refuses it, exit 9.
+    let listener = Listener::start(&flags, b"");
+    let target = format!("127.0.0.1:{}", listener.port);
+    let out = tcpkit(&["connect", "--ca", ca, &target], b"x\n", &[]);
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    let (code, got, err) = listener.finish();
+    assert_eq!(code, Some(9), "{err}");
+    assert!(got.is_empty());
+}
+
+#[test]
+fn listen_tls_file_errors_name_the_flag() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("server", "localhost", &["localhost"], Valid);
+    let out = tcpkit(
+        &[
+            "listen",
+            "--tls-cert",
+            leaf.key_path.to_str().unwrap(),
+            "--tls-key",
+            leaf.key_path.to_str().unwrap(),
+            "127.0.0.1:0",
+        ],
+        b"",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--tls-cert"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_close_without_close_notify_ends_the_session_with_a_warning() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("server", "localhost", &["localhost"], Valid);
+    let server = echo_server(
+        &leaf,
+        ServerOpts {
+            no_close_notify: true,
+            ..ServerOpts::default()
+        },
+    );
+    let ca = pki.ca_path();
+    let out = tcpkit(
+        &["connect", "--ca", ca.to_str().unwrap(), &target(&server)],
+        b"cut\n",
+        &[],
+    );
+    // What arrived is printed, the session ends as a close, and the
+    // possible truncation is said.
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"cut\n");
+    assert!(
+        stderr(&out).contains("without a TLS close_notify"),
+        "{}",
+        stderr(&out)
+    );
+}

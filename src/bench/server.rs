@@ -40,13 +40,43 @@ impl ServerProcess {
     /// Spawns `command` with stdout piped, pinned to CPU `cpu` if given
     /// (`sched_setaffinity(2)` in the child before `exec`, as `taskset`), and
     /// waits up to `startup` for its `listening on` line.
-    pub fn spawn(
+    pub fn spawn(command: Command, cpu: Option<usize>, startup: Duration) -> Result<ServerProcess> {
+        Self::start(command, cpu, startup, None).map(|(server, _)| server)
+    }
+
+    /// As [`spawn`](Self::spawn), also reading the child's stderr: every
+    /// line is passed on to this process's stderr, and the first one that
+    /// contains `marker` (printed before `listening on`, such as `serve
+    /// --tls`'s certificate fingerprint) is returned with the server.
+    pub fn spawn_with_stderr_line(
+        command: Command,
+        cpu: Option<usize>,
+        startup: Duration,
+        marker: &'static str,
+    ) -> Result<(ServerProcess, String)> {
+        let (server, line) = Self::start(command, cpu, startup, Some(marker))?;
+        // The line is written before `listening on`; its reader thread may
+        // lag behind the stdout one by a moment, not more.
+        match line.and_then(|rx| rx.recv_timeout(startup).ok()) {
+            Some(line) => Ok((server, line)),
+            None => Err(startup_error(format!(
+                "server pid {} printed no line containing {marker:?} on stderr",
+                server.pid
+            ))),
+        }
+    }
+
+    fn start(
         mut command: Command,
         cpu: Option<usize>,
         startup: Duration,
-    ) -> Result<ServerProcess> {
+        marker: Option<&'static str>,
+    ) -> Result<(ServerProcess, Option<mpsc::Receiver<String>>)> {
         let program = command.get_program().to_string_lossy().into_owned();
         command.stdin(Stdio::null()).stdout(Stdio::piped());
+        if marker.is_some() {
+            command.stderr(Stdio::piped());
+        }
         #[cfg(not(target_os = "linux"))]
         if let Some(cpu) = cpu {
             return Err(super::proc::pinning_unsupported(cpu));
@@ -71,6 +101,25 @@ impl ServerProcess {
             .spawn()
             .map_err(|e| Error::io(e, format_args!("start server {program}")))?;
         let pid = child.id();
+        let marked = match (marker, child.stderr.take()) {
+            (Some(marker), Some(stderr)) => {
+                let (tx, rx) = mpsc::channel();
+                // Passes every line on, so the server's logs still show.
+                std::thread::spawn(move || {
+                    let mut tx = Some(tx);
+                    for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                        eprintln!("{line}");
+                        if line.contains(marker)
+                            && let Some(tx) = tx.take()
+                        {
+                            let _ = tx.send(line);
+                        }
+                    }
+                });
+                Some(rx)
+            }
+            _ => None,
+        };
         let stdout = child.stdout.take();
         let (tx, rx) = mpsc::channel();
         if let Some(stdout) = stdout {
@@ -112,7 +161,7 @@ impl ServerProcess {
             ))
         })?;
         server.banner = line;
-        Ok(server)
+        Ok((server, marked))
     }
 
     /// The server's PID.

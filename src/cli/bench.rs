@@ -120,8 +120,9 @@ struct Options {
     /// Every connection speaks TLS (each flag of this group implies it):
     /// echo shakes hands once per connection, connect mode once per
     /// connection (full handshakes unless --tls-resume), idle holds TLS
-    /// connections. Without --target the embedded server serves TLS with a
-    /// certificate made for the run (ECDSA P-256), pinned by the bench.
+    /// connections. Without --target the embedded server runs `serve --tls`
+    /// (a self-signed ECDSA P-256 certificate made at start), pinned by the
+    /// bench.
     #[cfg(feature = "tls")]
     #[command(flatten)]
     tls: super::connect::TlsClientArgs,
@@ -350,7 +351,7 @@ fn tls_client(args: &Options) -> anyhow::Result<Option<tcpkit::tls::TlsClientCon
     {
         return Err(values::invalid(
             "--ca/--pin/--insecure",
-            "apply with --target; the embedded server's certificate is made for the run and pinned",
+            "apply with --target; the embedded server's certificate is made at its start and pinned",
         ));
     }
     let config = config
@@ -359,13 +360,11 @@ fn tls_client(args: &Options) -> anyhow::Result<Option<tcpkit::tls::TlsClientCon
     Ok(Some(config))
 }
 
-/// The embedded server over TLS: a certificate made for the run, handed to
-/// `serve --tls-cert/--tls-key` through files in a private directory that
-/// is removed once the server has read them, and pinned by the client.
+/// The embedded server over TLS: `serve --tls` makes a self-signed
+/// certificate at start (no key ever on disk) and prints its fingerprint on
+/// stderr, which the client then pins.
 #[cfg(feature = "tls")]
 mod tls_server {
-    use std::os::unix::fs::DirBuilderExt;
-    use std::path::PathBuf;
     use std::process::Command;
 
     use tcpkit::bench::server::ServerProcess;
@@ -373,47 +372,20 @@ mod tls_server {
 
     use super::SERVER_STARTUP;
 
-    /// Removes the directory when dropped, whatever happened.
-    struct Scratch(PathBuf);
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    /// What `serve --tls` prints before its fingerprint.
+    const MARKER: &str = "SHA-256 fingerprint ";
 
     pub(super) fn start(
         mut cmd: Command,
         cpu: Option<usize>,
         client: TlsClientConfig,
     ) -> anyhow::Result<(ServerProcess, TlsConnector)> {
-        let made = rcgen::generate_simple_self_signed(vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-        ])
-        .map_err(|e| anyhow::anyhow!("make the embedded server's certificate: {e}"))?;
-        let fingerprint = tcpkit::tls::fingerprint(made.cert.der());
-        let dir = std::env::temp_dir().join(format!("tcpkit-bench-{}", std::process::id()));
-        let scratch = Scratch(dir.clone());
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| tcpkit::Error::io(e, format_args!("create {}", dir.display())))?;
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        for (path, text) in [
-            (&cert, made.cert.pem()),
-            (&key, made.signing_key.serialize_pem()),
-        ] {
-            std::fs::write(path, text)
-                .map_err(|e| tcpkit::Error::io(e, format_args!("write {}", path.display())))?;
-        }
-        cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
-        let server = ServerProcess::spawn(cmd, cpu, SERVER_STARTUP)?;
-        // Listening: it has read the files.
-        drop(scratch);
-        tracing::info!("embedded TLS server certificate SHA-256 {fingerprint} (pinned)");
-        let connector = client.pin(&fingerprint)?.build()?;
+        cmd.arg("--tls");
+        let (server, line) =
+            ServerProcess::spawn_with_stderr_line(cmd, cpu, SERVER_STARTUP, MARKER)?;
+        let fingerprint = line.split(MARKER).nth(1).map(str::trim).unwrap_or_default();
+        tracing::info!("pinning the embedded server's certificate, SHA-256 {fingerprint}");
+        let connector = client.pin(fingerprint)?.build()?;
         Ok((server, connector))
     }
 }

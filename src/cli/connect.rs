@@ -117,12 +117,12 @@ pub struct TlsClientArgs {
     pub key: Option<PathBuf>,
     /// The oldest TLS version to accept: 1.2 (default) or 1.3.
     #[arg(long, value_name = "VERSION", value_parser = tls_version)]
-    pub tls_min: Option<tcpkit::tls::client::TlsVersion>,
+    pub tls_min: Option<tcpkit::tls::TlsVersion>,
 }
 
 #[cfg(feature = "tls")]
-fn tls_version(text: &str) -> Result<tcpkit::tls::client::TlsVersion, String> {
-    tcpkit::tls::client::TlsVersion::parse(text).map_err(|e| e.message().to_owned())
+fn tls_version(text: &str) -> Result<tcpkit::tls::TlsVersion, String> {
+    tcpkit::tls::client::parse_version(text).map_err(|e| e.message().to_owned())
 }
 
 #[cfg(feature = "tls")]

@@ -87,13 +87,20 @@ pub fn main() -> ExitCode {
 }
 
 /// `RUST_LOG` wins; otherwise -q/-v pick the level. Logs go to stderr.
+///
+/// rustls' own log lines (through the `log` bridge) are about what a peer
+/// sent (`Illegal SNI extension`, `Sending warning alert`), once per
+/// connection and without the peer's endpoint: a hostile client could fill
+/// the log with them. They are kept to errors up to `-v`, to warnings at
+/// `-vv` (where every connection gets a line anyway); the server logs each
+/// failed handshake itself, with the peer, once per address.
 fn init_logging(globals: Globals) {
     use tracing_subscriber::EnvFilter;
     let default = match (globals.quiet, globals.verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
+        (false, 0) => "warn,rustls=error,tokio_rustls=error",
+        (false, 1) => "info,rustls=error,tokio_rustls=error",
+        (false, 2) => "debug,rustls=warn,tokio_rustls=warn",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -3,7 +3,8 @@
 //!
 //! The first line on stdout is a contract other tools parse:
 //! `listening on <ENDPOINT> (<mode>, backlog <N>)`, with the endpoint actually
-//! bound. Signals are wired here, never in the library: the first
+//! bound, followed by ` (tls)` when serving TLS (flags in `serve_tls`; SIGHUP
+//! then reloads the certificate files). Signals are wired here, never in the library: the first
 //! SIGINT/SIGTERM drains, a second closes everything at once.
 
 use std::io::Write;

@@ -153,7 +153,14 @@ impl<S: Service> AcceptLoop<'_, S> {
     /// lingering close in its own task (or a plain close if too many linger).
     fn reject(&self, mut stream: TcpStream, addr: SocketAddr, lingering: &mut JoinSet<()>) {
         self.metrics.connection_rejected();
-        if let Some(line) = self.service.reject_line() {
+        // Over TLS the client expects a ServerHello: a plain-text line
+        // would be garbage to it (and the TLS handshake is what the
+        // limit saves), so it is just closed.
+        #[cfg(feature = "tls")]
+        let line = self.service.reject_line().filter(|_| self.tls.is_none());
+        #[cfg(not(feature = "tls"))]
+        let line = self.service.reject_line();
+        if let Some(line) = line {
             // A fresh socket's send buffer is empty: this does not block, and
             // being best effort it never stalls the loop.
             let _ = stream.try_write(line);

@@ -161,6 +161,9 @@ async fn handshake(
     live: &Live,
     tcp: TcpStream,
 ) -> io::Result<(Box<TlsStream<TcpStream>>, TlsInfo)> {
+    // rustls' acceptor holds a connection's state and a 4 KiB read buffer
+    // from its first poll: a client that has sent nothing yet costs none.
+    tcp.readable().await?;
     let start =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
     let _permit = live

@@ -5,6 +5,9 @@
 //!   socket opens; [`Engine`] picks one listener shared by every worker, or
 //!   one `SO_REUSEPORT` listener and runtime per worker (a *lane* each).
 //! * `accept`: the accept loop (permit before accept, `EMFILE` backoff).
+//! * `admit` (feature `tls`): between accept and service, the TLS handshake
+//!   in the connection's own task, under a deadline and a cap
+//!   ([`ServerBuilder::tls`]).
 //! * [`connection`]: the task that runs a service on one
 //!   [`Connection`](crate::service::Connection) and accounts for it.
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
@@ -89,7 +92,23 @@ impl fmt::Display for Summary {
             s.bytes_in,
             s.bytes_out,
             self.duration.as_secs_f64()
-        )
+        )?;
+        let failed = s.tls_failed_timeout
+            + s.tls_failed_protocol
+            + s.tls_failed_certificate
+            + s.tls_failed_io;
+        if s.tls_handshakes + failed > 0 {
+            write!(
+                f,
+                "; TLS: {} handshakes, {failed} failed ({} timeouts, {} protocol, {} certificate, {} io)",
+                s.tls_handshakes,
+                s.tls_failed_timeout,
+                s.tls_failed_protocol,
+                s.tls_failed_certificate,
+                s.tls_failed_io
+            )?;
+        }
+        Ok(())
     }
 }
 

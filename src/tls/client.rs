@@ -25,55 +25,42 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-use super::{handshake_error, load_certs, load_key, tls_error};
+use super::verify::{Insecure, Pinned, parse_fingerprint};
+use super::{
+    DEFAULT_HANDSHAKE_TIMEOUT, TlsVersion, handshake_error, load_certs, load_key, tls_error,
+};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result, code};
 
 /// A TLS client stream over TCP, as [`TlsConnector::connect`] returns it.
 pub type ClientTlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// How long a handshake may take by default (as the server's default).
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The oldest TLS version a client accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum TlsVersion {
-    /// TLS 1.2 and 1.3 (the default).
-    #[default]
-    Tls12,
-    /// TLS 1.3 only.
-    Tls13,
+/// The protocol versions to offer from the oldest accepted on.
+fn versions(min: TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    match min {
+        TlsVersion::Tls12 => rustls::ALL_VERSIONS,
+        TlsVersion::Tls13 => TLS13_ONLY,
+    }
 }
 
-impl TlsVersion {
-    /// `"1.2"` or `"1.3"`, as `--tls-min` takes them.
-    ///
-    /// ```
-    /// use tcpkit::tls::client::TlsVersion;
-    /// assert_eq!(TlsVersion::parse("1.3").unwrap(), TlsVersion::Tls13);
-    /// assert!(TlsVersion::parse("1.1").is_err());
-    /// ```
-    pub fn parse(text: &str) -> Result<TlsVersion> {
-        match text.trim() {
-            "1.2" => Ok(TlsVersion::Tls12),
-            "1.3" => Ok(TlsVersion::Tls13),
-            other => Err(invalid(format_args!(
-                "TLS version {other:?}: expected 1.2 or 1.3"
-            ))),
-        }
-    }
-
-    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
-        match self {
-            TlsVersion::Tls12 => rustls::ALL_VERSIONS,
-            TlsVersion::Tls13 => TLS13_ONLY,
-        }
+/// `"1.2"` or `"1.3"` (as `--tls-min` takes them) as a [`TlsVersion`].
+///
+/// ```
+/// use tcpkit::tls::{TlsVersion, client::parse_version};
+/// assert_eq!(parse_version("1.3").unwrap(), TlsVersion::Tls13);
+/// assert!(parse_version("1.1").is_err());
+/// ```
+pub fn parse_version(text: &str) -> Result<TlsVersion> {
+    match text.trim() {
+        "1.2" => Ok(TlsVersion::Tls12),
+        "1.3" => Ok(TlsVersion::Tls13),
+        other => Err(invalid(format_args!(
+            "TLS version {other:?}: expected 1.2 or 1.3"
+        ))),
     }
 }
 
@@ -240,7 +227,7 @@ impl TlsClientConfig {
     pub fn build(&self) -> Result<TlsConnector> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(self.min_version.versions())
+            .with_protocol_versions(versions(self.min_version))
             .map_err(|e| tls_error(&e, "TLS client configuration"))?;
         let algorithms = provider.signature_verification_algorithms;
         let builder = match &self.trust {
@@ -392,18 +379,12 @@ impl HandshakeInfo {
             alpn: conn
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
-            peer_subject: leaf.map(|der| subject(der)),
+            peer_subject: leaf.map(|der| {
+                super::subject(der).unwrap_or_else(|| "(unparsable certificate)".to_owned())
+            }),
             peer_fingerprint: leaf.map(|der| super::fingerprint(der)),
             resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         }
-    }
-}
-
-/// A certificate's subject as text, or why it could not be read.
-fn subject(der: &[u8]) -> String {
-    match x509_parser::parse_x509_certificate(der) {
-        Ok((_, cert)) => cert.subject().to_string(),
-        Err(e) => format!("(unparsable certificate: {e})"),
     }
 }
 
@@ -448,34 +429,7 @@ fn roots(certs: &[CertificateDer<'static>], what: &str) -> Result<RootCertStore>
     Ok(store)
 }
 
-/// 64 hex digits, `:` separators and an optional `sha256:` prefix allowed.
-fn parse_fingerprint(text: &str) -> Result<[u8; 32]> {
-    let bad = |why: &str| invalid(format_args!("pin {text:?}: {why}"));
-    let trimmed = text.trim();
-    let trimmed = trimmed
-        .strip_prefix("sha256:")
-        .or_else(|| trimmed.strip_prefix("SHA256:"))
-        .or_else(|| trimmed.strip_prefix("sha256/"))
-        .unwrap_or(trimmed);
-    let hex: Vec<u8> = trimmed.bytes().filter(|&b| b != b':').collect();
-    if hex.len() != 64 {
-        return Err(bad(&format!(
-            "expected a SHA-256 fingerprint, 64 hex digits (colons optional), got {}",
-            hex.len()
-        )));
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        let digit = |b: u8| (b as char).to_digit(16);
-        match (digit(pair[0]), digit(pair[1])) {
-            (Some(hi), Some(lo)) => out[i] = (hi * 16 + lo) as u8,
-            _ => return Err(bad("not a hex digit in it")),
-        }
-    }
-    Ok(out)
-}
-
-fn invalid(message: std::fmt::Arguments<'_>) -> Error {
+pub(super) fn invalid(message: std::fmt::Arguments<'_>) -> Error {
     Error::new(
         ErrorKind::InvalidConfig,
         code::INVALID_CONFIG,
@@ -483,144 +437,9 @@ fn invalid(message: std::fmt::Arguments<'_>) -> Error {
     )
 }
 
-/// Accepts exactly one certificate, by fingerprint; signatures verified.
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: [u8; 32],
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-/// The error a pin mismatch carries (as a certificate error).
-struct PinMismatch {
-    got: String,
-}
-
-/// As `Display`: rustls shows an `Other` certificate error with `{:?}`.
-impl std::fmt::Debug for PinMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl std::fmt::Display for PinMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "its SHA-256 fingerprint {} is not the pinned one",
-            self.got
-        )
-    }
-}
-
-impl std::error::Error for PinMismatch {}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, end_entity);
-        if digest.as_ref() == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
-                    got: super::fingerprint(end_entity),
-                }))),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Accepts any certificate; signatures still verified (the peer holds the
-/// key of whatever it sent), which costs one verification per handshake.
-#[derive(Debug)]
-struct Insecure {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Insecure {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_parse_with_or_without_colons_in_any_case() {
-        let fp = super::super::fingerprint(b"x");
-        let a = parse_fingerprint(&fp).expect("with colons");
-        let b = parse_fingerprint(&fp.replace(':', "").to_lowercase()).expect("bare lowercase");
-        let c = parse_fingerprint(&format!("sha256:{fp}")).expect("prefixed");
-        assert_eq!(a, b);
-        assert_eq!(a, c);
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"x");
-        assert_eq!(&a[..], digest.as_ref());
-
-        let err = parse_fingerprint("AB:CD").expect_err("short");
-        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
-        assert!(err.message().contains("\"AB:CD\""), "{err}");
-        let err = parse_fingerprint(&"zz".repeat(32)).expect_err("not hex");
-        assert!(err.message().contains("hex digit"), "{err}");
-    }
 
     #[test]
     fn ca_file_errors_name_the_file() {

@@ -11,8 +11,11 @@
 //! module: a configuration is built once (and swapped whole on reload), a
 //! connection is a stream wrapped with it.
 
+mod accept;
 pub mod client;
+pub use accept::{ServerTlsStream, TlsAcceptor};
 pub use client::{TlsClientConfig, TlsConnector};
+mod verify;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -22,12 +25,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, ErrorKind, code};
 
+mod identity;
+mod live;
 mod server;
+pub(crate) use live::{Live, server_info};
+pub use live::{TlsReloader, subject};
 pub use server::{
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES, DEFAULT_SESSION_CACHE, TlsConfig,
-    TlsReloader, TlsVersion, subject,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES, DEFAULT_SESSION_CACHE, TlsConfig, TlsVersion,
 };
-pub(crate) use server::{Live, server_info};
 
 /// Certificates from a PEM file, leaf first (as a server presents its
 /// chain). A file that is missing is an I/O error naming it (with the OS

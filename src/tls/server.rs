@@ -1,5 +1,6 @@
-//! The server side: [`TlsConfig`] (certificates, options, checks at load)
-//! and [`TlsReloader`] (swap in new files for new handshakes).
+//! The server side: [`TlsConfig`] (certificates, options, checks at load),
+//! built into a rustls configuration when the server binds; reloads go
+//! through [`TlsReloader`](super::TlsReloader) (`live.rs`).
 //!
 //! A [`TlsConfig`] is loaded and checked once (the key matches its
 //! certificate; an expired certificate is a warning, not an error), then
@@ -11,16 +12,14 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions};
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use rustls_pki_types::CertificateDer;
 
-use super::{bad_file, certs_from_pem, fingerprint, key_from_pem, load_certs};
+use super::identity::{Identity, SniResolver, Source, provider};
+use super::live::Resumption;
+use super::{bad_file, certs_from_pem, load_certs};
 use crate::error::{Error, ErrorKind, Result, code};
 
 /// Default handshake deadline: from accept to the end of the handshake.
@@ -31,9 +30,10 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on handshakes in progress (past the `ClientHello`, doing
 /// the key exchange and waiting for the client's `Finished`).
 ///
-/// 1024: a full ECDSA P-256 handshake costs a core ~0.2-0.5 ms, so even
-/// several thousand handshakes a second over a 100 ms round trip keep a few
-/// hundred in progress: well-behaved load never waits. What it bounds is
+/// 1024: handshakes in progress are the handshake rate times how long each
+/// waits on its client (about a round trip after the server's flight):
+/// 2,000 full handshakes a second over a 150 ms round trip keep about 300
+/// in progress, so well-behaved load never waits. What it bounds is
 /// the state of peers that stall after their `ClientHello` (rustls' handshake
 /// buffers, some KiB each: at most a few MiB in all). Peers that stall
 /// *before* completing a `ClientHello` hold no permit at all (it is read
@@ -53,22 +53,6 @@ pub enum TlsVersion {
     Tls12,
     /// TLS 1.3 only.
     Tls13,
-}
-
-/// Where a certificate and its key came from: files are re-read on reload.
-#[derive(Debug, Clone)]
-enum Source {
-    Files { cert: PathBuf, key: PathBuf },
-    Memory,
-}
-
-/// One certificate chain with its key, and the DNS names it serves.
-#[derive(Clone)]
-struct Identity {
-    key: Arc<CertifiedKey>,
-    names: Vec<String>,
-    fingerprint: String,
-    source: Source,
 }
 
 /// Client certificate authorities for mutual TLS.
@@ -99,10 +83,10 @@ pub struct TlsConfig {
     alpn: Vec<Vec<u8>>,
     min_version: TlsVersion,
     session_tickets: bool,
-    session_cache: usize,
-    handshake_timeout: Duration,
-    max_handshakes: usize,
-    warnings: Vec<String>,
+    pub(super) session_cache: usize,
+    pub(super) handshake_timeout: Duration,
+    pub(super) max_handshakes: usize,
+    pub(super) warnings: Vec<String>,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -124,10 +108,6 @@ impl fmt::Debug for TlsConfig {
             .field("max_handshakes", &self.max_handshakes)
             .finish()
     }
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 impl TlsConfig {
@@ -253,7 +233,8 @@ impl TlsConfig {
         self
     }
 
-    /// The deadline from accept to the end of the handshake.
+    /// The deadline from accept to the end of the handshake (more than 0:
+    /// zero fails at bind).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -299,7 +280,7 @@ impl TlsConfig {
     }
 
     /// The rustls configuration, sharing `resume`'s cache and ticket keys.
-    fn build(&self, resume: &Resumption) -> Result<Arc<rustls::ServerConfig>> {
+    pub(super) fn build(&self, resume: &Resumption) -> Result<Arc<rustls::ServerConfig>> {
         let provider = provider();
         let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -358,275 +339,10 @@ fn roots(certs: Vec<CertificateDer<'static>>, what: &str) -> Result<Arc<rustls::
     Ok(Arc::new(store))
 }
 
-impl Identity {
-    fn from_files(cert: &Path, key: &Path) -> Result<(Identity, Vec<String>)> {
-        let certs = load_certs(cert)?;
-        let key_der = super::load_key(key)?;
-        let what = format!("certificate {} with key {}", cert.display(), key.display());
-        let mut made = Identity::new(certs, key_der, &what, &cert.display().to_string())?;
-        made.0.source = Source::Files {
-            cert: cert.to_owned(),
-            key: key.to_owned(),
-        };
-        Ok(made)
-    }
-
-    fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<(Identity, Vec<String>)> {
-        let certs = certs_from_pem(cert_pem, "certificate (PEM)")?;
-        let key = key_from_pem(key_pem, "private key (PEM)")?;
-        Identity::new(
-            certs,
-            key,
-            "certificate (PEM) with its key",
-            "certificate (PEM)",
-        )
-    }
-
-    /// `pair` names the certificate and key together (for a mismatch),
-    /// `cert_name` the certificate alone (for dates).
-    fn new(
-        certs: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        pair: &str,
-        cert_name: &str,
-    ) -> Result<(Identity, Vec<String>)> {
-        let signing = provider()
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| bad_file(pair, format_args!("unusable private key ({e})")))?;
-        let certified = CertifiedKey::new(certs, signing);
-        match certified.keys_match() {
-            Ok(()) => {}
-            // A key type whose public half rustls cannot derive: the
-            // handshake will tell.
-            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-            Err(rustls::Error::InconsistentKeys(_)) => {
-                return Err(bad_file(
-                    pair,
-                    format_args!("the private key does not match the certificate"),
-                ));
-            }
-            Err(e) => return Err(bad_file(pair, format_args!("{e}"))),
-        }
-        let leaf = certified.cert[0].clone();
-        let (names, warnings) = inspect(&leaf, cert_name)?;
-        Ok((
-            Identity {
-                key: Arc::new(certified),
-                names,
-                fingerprint: fingerprint(&leaf),
-                source: Source::Memory,
-            },
-            warnings,
-        ))
-    }
-}
-
-/// The leaf's DNS names (for SNI) and a warning if today is outside its
-/// validity dates.
-fn inspect(leaf: &[u8], what: &str) -> Result<(Vec<String>, Vec<String>)> {
-    let (_, cert) = X509Certificate::from_der(leaf)
-        .map_err(|e| bad_file(what, format_args!("not a valid X.509 certificate ({e})")))?;
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let GeneralName::DNSName(dns) = name {
-                names.push(dns.to_ascii_lowercase());
-            }
-        }
-    }
-    let validity = cert.validity();
-    let now = x509_parser::time::ASN1Time::now();
-    let mut warnings = Vec::new();
-    if now > validity.not_after {
-        warnings.push(format!(
-            "{what}: certificate expired on {} (clients will refuse it)",
-            validity.not_after
-        ));
-    } else if now < validity.not_before {
-        warnings.push(format!(
-            "{what}: certificate not valid before {} (clients will refuse it)",
-            validity.not_before
-        ));
-    }
-    Ok((names, warnings))
-}
-
-/// Picks a certificate by the name the client asked for (SNI), the first
-/// one otherwise.
-#[derive(Clone)]
-struct SniResolver {
-    identities: Vec<Identity>,
-}
-
-impl fmt::Debug for SniResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SniResolver")
-    }
-}
-
-impl SniResolver {
-    fn choose(&self, server_name: Option<&str>) -> &Identity {
-        let found = server_name.and_then(|name| {
-            let name = name.to_ascii_lowercase();
-            self.identities
-                .iter()
-                .find(|i| i.names.iter().any(|n| n == &name))
-                .or_else(|| {
-                    self.identities
-                        .iter()
-                        .find(|i| i.names.iter().any(|n| wildcard_matches(n, &name)))
-                })
-        });
-        found.unwrap_or(&self.identities[0])
-    }
-}
-
-/// `*.example.com` matches `a.example.com`, not `example.com` nor `a.b.example.com`.
-fn wildcard_matches(pattern: &str, name: &str) -> bool {
-    match (pattern.strip_prefix("*."), name.split_once('.')) {
-        (Some(suffix), Some((label, rest))) => !label.is_empty() && rest == suffix,
-        _ => false,
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.choose(client_hello.server_name()).key.clone())
-    }
-}
-
-/// What a finished server handshake settled.
-pub(crate) fn server_info(conn: &rustls::ServerConnection) -> crate::service::TlsInfo {
-    let mut info = crate::service::TlsInfo::default();
-    if let Some(v) = conn.protocol_version() {
-        info.version = format!("{v:?}");
-    }
-    if let Some(suite) = conn.negotiated_cipher_suite() {
-        info.cipher_suite = format!("{:?}", suite.suite());
-    }
-    info.alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-    info.server_name = conn.server_name().map(str::to_owned);
-    info.peer_certificate_subject = conn
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|leaf| subject(leaf));
-    info.resumed = matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
-    info
-}
-
-/// A certificate's subject, as `CN=alice, O=example`.
-pub fn subject(der: &[u8]) -> Option<String> {
-    X509Certificate::from_der(der)
-        .ok()
-        .map(|(_, cert)| cert.subject().to_string())
-}
-
-/// What survives reloads so clients resume across them.
-struct Resumption {
-    cache: Arc<dyn StoresServerSessions>,
-    ticketer: Arc<dyn ProducesTickets>,
-}
-
-/// The TLS state a running server shares between its connections and its
-/// [`TlsReloader`]s.
-pub(crate) struct Live {
-    current: RwLock<(TlsConfig, Arc<rustls::ServerConfig>)>,
-    resume: Resumption,
-    pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
-    pub(crate) handshake_timeout: Duration,
-}
-
-impl fmt::Debug for Live {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Live")
-            .field("handshake_timeout", &self.handshake_timeout)
-            .finish()
-    }
-}
-
-impl Live {
-    /// Builds the rustls configuration (errors here, at bind).
-    pub(crate) fn new(config: TlsConfig) -> Result<Live> {
-        let cache: Arc<dyn StoresServerSessions> = if config.session_cache > 0 {
-            rustls::server::ServerSessionMemoryCache::new(config.session_cache)
-        } else {
-            Arc::new(rustls::server::NoServerSessionStorage {})
-        };
-        let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-            .map_err(|e| super::tls_error(&e, "session ticket keys"))?;
-        let resume = Resumption { cache, ticketer };
-        let built = config.build(&resume)?;
-        Ok(Live {
-            handshakes: Arc::new(tokio::sync::Semaphore::new(config.max_handshakes)),
-            handshake_timeout: config.handshake_timeout,
-            current: RwLock::new((config, built)),
-            resume,
-        })
-    }
-
-    /// The configuration new handshakes use.
-    pub(crate) fn rustls(&self) -> Arc<rustls::ServerConfig> {
-        match self.current.read() {
-            Ok(current) => current.1.clone(),
-            // A panic while swapping cannot leave a half-written pair (the
-            // swap is one assignment): the value is whole.
-            Err(poisoned) => poisoned.into_inner().1.clone(),
-        }
-    }
-
-    fn swap(&self, config: TlsConfig) -> Result<Vec<String>> {
-        let built = config.build(&self.resume)?;
-        let warnings = config.warnings.clone();
-        let mut current = self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *current = (config, built);
-        Ok(warnings)
-    }
-
-    fn config(&self) -> TlsConfig {
-        match self.current.read() {
-            Ok(current) => current.0.clone(),
-            Err(poisoned) => poisoned.into_inner().0.clone(),
-        }
-    }
-}
-
-/// Swaps new certificates into a running server
-/// ([`Server::tls_reloader`](crate::server::Server::tls_reloader)): new
-/// handshakes use them, open connections keep theirs. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct TlsReloader {
-    pub(crate) live: Arc<Live>,
-}
-
-impl TlsReloader {
-    /// Reads every certificate, key and client CA file again and, if all
-    /// load and check, serves them from the next handshake on. On error the
-    /// configuration in force stays, and the error names the file. Returns
-    /// the new configuration's warnings (an expired certificate).
-    pub fn reload(&self) -> Result<Vec<String>> {
-        let next = self.live.config().reread()?;
-        self.live.swap(next)
-    }
-
-    /// Serves `config`'s certificates, client CAs and ALPN from the next
-    /// handshake on (the handshake deadline and cap stay as they are).
-    pub fn reload_with(&self, config: TlsConfig) -> Result<Vec<String>> {
-        self.live.swap(config)
-    }
-
-    /// The default certificate's fingerprint now in force.
-    pub fn fingerprint(&self) -> String {
-        self.live.config().fingerprint().to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::fingerprint;
 
     fn pem_pair(names: &[&str]) -> (String, String) {
         let cert = rcgen::generate_simple_self_signed(
@@ -699,6 +415,18 @@ mod tests {
         assert_eq!(fp(Some("a.test")), fa);
         assert_eq!(fp(Some("other.test")), fa);
         assert_eq!(fp(None), fa);
+    }
+
+    #[test]
+    fn a_zero_handshake_timeout_is_refused_at_bind() {
+        let (config, _) = TlsConfig::self_signed(&["localhost"]).expect("made");
+        let err = crate::server::ServerBuilder::new()
+            .listen(crate::Endpoint::loopback_v4(0))
+            .tls(config.handshake_timeout(Duration::ZERO))
+            .bind()
+            .expect_err("zero timeout");
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.message().contains("handshake timeout"), "{err}");
     }
 
     #[test]

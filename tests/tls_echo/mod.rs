@@ -88,6 +88,8 @@ pub struct ServerOpts {
     /// Require client certificates issued by this CA.
     pub client_ca: Option<CertificateDer<'static>>,
     pub tls12_only: bool,
+    /// Close the TCP connection at the client's EOF without a close_notify.
+    pub no_close_notify: bool,
 }
 
 /// A TLS echo server on 127.0.0.1:0, on its own thread and runtime: echoes
@@ -150,6 +152,7 @@ pub fn echo_server(leaf: &Leaf, opts: ServerOpts) -> EchoServer {
                     _ = &mut stop_rx => return,
                 };
                 let acceptor = acceptor.clone();
+                let no_close_notify = opts.no_close_notify;
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
@@ -165,7 +168,12 @@ pub fn echo_server(leaf: &Leaf, opts: ServerOpts) -> EchoServer {
                             }
                         }
                     }
-                    let _ = tls.shutdown().await;
+                    if no_close_notify {
+                        // Straight to the TCP FIN: what a truncation looks like.
+                        let _ = tls.get_mut().0.shutdown().await;
+                    } else {
+                        let _ = tls.shutdown().await;
+                    }
                 });
             }
         });
