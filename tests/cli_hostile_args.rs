@@ -191,6 +191,8 @@ const CASES: &[Case] = &[
     case("listen", "--tls-cert", PATHS, &[]),
     case("listen", "--tls-key", PATHS, &[]),
     case("listen", "--tls-client-ca", PATHS, &[]),
+    case("listen", "--alpn", ALPNS, &[]),
+    case("listen", "--tls-min", TLS_VERSIONS, &[]),
     case(
         "bench",
         "--target",

@@ -554,3 +554,50 @@ fn a_close_without_close_notify_ends_the_session_with_a_warning() {
         stderr(&out)
     );
 }
+
+#[test]
+fn listen_tls_negotiates_alpn_and_refuses_below_its_minimum_version() {
+    let listener = Listener::start(&["--tls", "--alpn", "h2"], b"");
+    let fp = listener.fingerprint.clone().expect("fingerprint printed");
+    let target = format!("127.0.0.1:{}", listener.port);
+    let out = tcpkit(
+        &[
+            "-v",
+            "connect",
+            "--pin",
+            &fp,
+            "--alpn",
+            "http/1.1,h2",
+            &target,
+        ],
+        b"hi\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ALPN h2"), "{}", stderr(&out));
+    let (code, got, err) = listener.finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(got, b"hi\n");
+
+    // A listener that accepts TLS 1.3 only, and a client that offers 1.2
+    // only (openssl; tcpkit connect has no maximum): the listener's
+    // handshake fails, with exit 10.
+    if !common::have_program("openssl") {
+        return;
+    }
+    let listener = Listener::start(&["--tls", "--tls-min", "1.3"], b"");
+    let target = format!("127.0.0.1:{}", listener.port);
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &target, "-tls1_2"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let (code, _, err) = listener.finish();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "openssl s_client -tls1_2 was served"
+    );
+    assert_eq!(code, Some(10), "{err}");
+    assert!(err.contains("TLS"), "{err}");
+}

@@ -64,6 +64,13 @@ struct TlsListenArgs {
     /// file (its subject is printed with -v).
     #[arg(long, value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// ALPN protocols offered, in order of preference (`h2,http/1.1`), as
+    /// `serve --alpn`; a client offering only others is refused.
+    #[arg(long, value_name = "LIST", value_parser = super::serve_tls::alpn_list)]
+    alpn: Option<super::serve_tls::AlpnList>,
+    /// Lowest TLS version accepted: 1.2 or 1.3, as `serve --tls-min`.
+    #[arg(long, value_name = "VERSION", value_parser = super::serve_tls::tls_version)]
+    tls_min: Option<tcpkit::tls::TlsVersion>,
 }
 
 #[cfg(feature = "tls")]
@@ -102,19 +109,29 @@ impl TlsListenArgs {
                 }
                 config
             }
-            _ if self.tls_client_ca.is_some() => {
-                return Err(values::invalid(
-                    "--tls-client-ca",
-                    "needs --tls or --tls-cert/--tls-key",
-                ));
+            _ => {
+                let given = [
+                    ("--tls-client-ca", self.tls_client_ca.is_some()),
+                    ("--alpn", self.alpn.is_some()),
+                    ("--tls-min", self.tls_min.is_some()),
+                ];
+                if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+                    return Err(values::invalid(flag, "needs --tls or --tls-cert/--tls-key"));
+                }
+                return Ok(None);
             }
-            _ => return Ok(None),
         };
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
         if let Some(ca) = &self.tls_client_ca {
             config = config.client_ca_file(ca).map_err(flag("--tls-client-ca"))?;
+        }
+        if let Some(super::serve_tls::AlpnList(protocols)) = &self.alpn {
+            config = config.alpn(protocols);
+        }
+        if let Some(min) = self.tls_min {
+            config = config.min_version(min);
         }
         Ok(Some(TlsAcceptor::new(config)?))
     }

@@ -53,7 +53,7 @@ pub struct TlsArgs {
 
 /// The ALPN list as parsed (clap needs a `Clone + Send + Sync` type).
 #[derive(Debug, Clone)]
-pub struct AlpnList(Vec<String>);
+pub struct AlpnList(pub Vec<String>);
 
 fn cert_file(text: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(text);
@@ -67,7 +67,7 @@ fn key_file(text: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn alpn_list(text: &str) -> Result<AlpnList, String> {
+pub fn alpn_list(text: &str) -> Result<AlpnList, String> {
     let protocols: Vec<String> = text.split(',').map(|p| p.trim().to_owned()).collect();
     if let Some(bad) = protocols.iter().find(|p| p.is_empty() || p.len() > 255) {
         return Err(format!(
@@ -78,7 +78,7 @@ fn alpn_list(text: &str) -> Result<AlpnList, String> {
     Ok(AlpnList(protocols))
 }
 
-fn tls_version(text: &str) -> Result<TlsVersion, String> {
+pub fn tls_version(text: &str) -> Result<TlsVersion, String> {
     match text.trim() {
         "1.2" => Ok(TlsVersion::Tls12),
         "1.3" => Ok(TlsVersion::Tls13),
