@@ -81,6 +81,8 @@ pub mod endpoint;
 pub mod error;
 pub mod metrics;
 pub mod net;
+#[cfg(feature = "metrics")]
+pub mod prometheus;
 pub mod server;
 pub mod service;
 #[cfg(feature = "tls")]

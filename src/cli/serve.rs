@@ -101,6 +101,11 @@ pub struct Args {
     /// about a second of silence; chat never defers).
     #[arg(long)]
     no_defer_accept: bool,
+    /// Serve Prometheus text on http://ADDR/metrics (a PORT alone:
+    /// loopback; port 0: any free port, printed on stderr).
+    #[cfg(feature = "metrics")]
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[cfg(feature = "tls")]
     #[command(flatten)]
     tls: super::serve_tls::TlsArgs,
@@ -186,14 +191,40 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         }
         builder = builder.tls(tls.config);
     }
+    #[cfg(feature = "metrics")]
+    let metrics_at = match &args.metrics {
+        Some(text) => Some(values::first_address(
+            "--metrics",
+            &values::host_port("--metrics", text)?,
+        )?),
+        None => None,
+    };
     let runtime = config.runtime()?;
     let server = builder.bind()?;
     runtime.block_on(async move {
+        #[cfg(feature = "metrics")]
+        let exporter = match metrics_at {
+            Some(at) => {
+                let registry = tcpkit::prometheus::registry(server.metrics());
+                let exporter =
+                    tcpkit::prometheus::Exporter::bind(at.socket_addr(), registry).await?;
+                let bound = exporter.local_addr()?;
+                if !quiet {
+                    let _ = writeln!(std::io::stderr(), "metrics on http://{bound}/metrics");
+                }
+                Some(tokio::spawn(exporter.run()))
+            }
+            None => None,
+        };
         let summary = match args.mode {
             Mode::Echo => serve(server, Echo, quiet).await?,
             Mode::Discard => serve(server, Discard, quiet).await?,
             Mode::Chat => serve(server, Chat::new().with_history(args.history), quiet).await?,
         };
+        #[cfg(feature = "metrics")]
+        if let Some(exporter) = exporter {
+            exporter.abort();
+        }
         // The summary is a result (stdout), so -q, which quiets stderr, keeps it.
         if args.json {
             let line = serde_json::to_string(&summary).context("summary as JSON")?;

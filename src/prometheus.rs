@@ -1,0 +1,366 @@
+//! The server's counters as Prometheus text (`tcpkit serve --metrics`).
+//!
+//! The data path keeps updating the plain atomics in [`crate::metrics`];
+//! nothing here runs per message. At each scrape a [`Collector`] takes one
+//! [`Metrics::snapshot`] and encodes it, so a server without a scraper pays
+//! nothing and one with a scraper pays only per scrape. One [`Registry`] per
+//! server (from [`registry`]), no global state.
+//!
+//! The endpoint is a minimal HTTP/1.1 responder on its own task ([`Exporter`]):
+//! one `GET /metrics` per connection, then close. It was chosen over `hyper`
+//! to keep the dependency tree and build time small for a server that only
+//! ever answers one path; requests are bounded (8 KiB head, 5 s deadline).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::error::{Error, Result};
+use crate::metrics::{HandshakeFailure, Metrics, Snapshot};
+
+/// The `Content-Type` of the scrape answer (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Longest request head read from a scraper.
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// How long a scraper has to send its request and read the answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A registry holding one collector that reads `metrics` at each scrape.
+pub fn registry(metrics: Arc<Metrics>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector { metrics }));
+    registry
+}
+
+/// The whole registry as Prometheus text.
+pub fn encode(registry: &Registry) -> Result<String> {
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, registry).map_err(|_| {
+        Error::io(
+            std::io::Error::other("a collector failed"),
+            "encode the metrics as Prometheus text",
+        )
+    })?;
+    Ok(text)
+}
+
+#[derive(Debug)]
+struct SnapshotCollector {
+    metrics: Arc<Metrics>,
+}
+
+fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> fmt::Result {
+    let c = ConstCounter::new(value);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> fmt::Result {
+    // Gauges are signed in Prometheus; every value here fits.
+    let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let s: Snapshot = self.metrics.snapshot();
+        let e = &mut enc;
+        {
+            let g = ConstGauge::new(1i64);
+            let mut family = e.encode_descriptor(
+                "tcpkit_build_info",
+                "tcpkit build; the value is always 1.",
+                None,
+                g.metric_type(),
+            )?;
+            g.encode(family.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+        }
+        counter(
+            e,
+            "tcpkit_connections_accepted",
+            "Connections accepted and handed to the service.",
+            s.connections_accepted,
+        )?;
+        gauge(
+            e,
+            "tcpkit_connections_active",
+            "Connections open right now.",
+            s.connections_active,
+        )?;
+        counter(
+            e,
+            "tcpkit_connections_closed",
+            "Connections that have finished, for any reason.",
+            s.connections_closed,
+        )?;
+        {
+            let c = ConstCounter::new(s.connections_rejected);
+            let mut family = e.encode_descriptor(
+                "tcpkit_connections_rejected",
+                "Connections accepted and closed at once, by reason.",
+                None,
+                c.metric_type(),
+            )?;
+            c.encode(family.encode_family(&[("reason", "max_connections")])?)?;
+        }
+        counter(
+            e,
+            "tcpkit_idle_timeouts",
+            "Connections closed for having no traffic for the idle timeout.",
+            s.idle_timeouts,
+        )?;
+        counter(
+            e,
+            "tcpkit_slow_consumer_drops",
+            "Chat clients disconnected for falling behind.",
+            s.slow_consumers,
+        )?;
+        counter(
+            e,
+            "tcpkit_accept_errors",
+            "accept(2) failures the accept loop survived.",
+            s.accept_errors,
+        )?;
+        counter(
+            e,
+            "tcpkit_lingering_closes",
+            "Closes on purpose that read what the client still sent.",
+            s.lingering_closes,
+        )?;
+        counter(
+            e,
+            "tcpkit_lingering_cut_off",
+            "Lingering closes ended by their time or byte bound.",
+            s.lingering_cut_off,
+        )?;
+        counter(
+            e,
+            "tcpkit_received_bytes",
+            "Bytes read from clients, counted when a connection closes.",
+            s.bytes_in,
+        )?;
+        counter(
+            e,
+            "tcpkit_sent_bytes",
+            "Bytes written to clients, counted when a connection closes.",
+            s.bytes_out,
+        )?;
+        gauge(
+            e,
+            "tcpkit_buffered_bytes",
+            "Bytes held right now for peers that are not reading.",
+            s.buffered_bytes,
+        )?;
+        gauge(
+            e,
+            "tcpkit_buffered_bytes_max",
+            "The most bytes ever held for peers that are not reading.",
+            s.buffered_bytes_max,
+        )?;
+        counter(
+            e,
+            "tcpkit_tls_handshakes",
+            "TLS handshakes completed.",
+            s.tls_handshakes,
+        )?;
+        {
+            let c = ConstCounter::new(0u64);
+            let mut family = e.encode_descriptor(
+                "tcpkit_tls_handshake_failures",
+                "TLS handshakes that failed, by reason.",
+                None,
+                c.metric_type(),
+            )?;
+            for reason in HandshakeFailure::ALL {
+                let n = match reason {
+                    HandshakeFailure::Timeout => s.tls_failed_timeout,
+                    HandshakeFailure::Protocol => s.tls_failed_protocol,
+                    HandshakeFailure::Certificate => s.tls_failed_certificate,
+                    HandshakeFailure::Io => s.tls_failed_io,
+                };
+                ConstCounter::new(n)
+                    .encode(family.encode_family(&[("reason", reason.as_str())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP endpoint: answers `GET /metrics` with the registry as text.
+#[derive(Debug)]
+pub struct Exporter {
+    listener: TcpListener,
+    registry: Arc<Registry>,
+}
+
+impl Exporter {
+    /// Listens on `addr` (port 0: any free port).
+    pub async fn bind(addr: SocketAddr, registry: Registry) -> Result<Exporter> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(e, format_args!("bind metrics endpoint {addr}")))?;
+        Ok(Exporter {
+            listener,
+            registry: Arc::new(registry),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::io(e, "metrics endpoint address"))
+    }
+
+    /// Serves scrapes until the task is dropped or aborted. Each scrape runs
+    /// on its own task; a failed accept is logged and retried after a pause.
+    pub async fn run(self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    let registry = self.registry.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &registry)).await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::debug!(%peer, "metrics request: {e}"),
+                            Err(_) => tracing::debug!(%peer, "metrics request timed out"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("metrics endpoint accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads one request head and writes one answer.
+async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        if head.len() >= MAX_REQUEST {
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request head too large\n",
+            )
+            .await;
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut words = line.split(|&b| b == b' ');
+    let method = words.next().unwrap_or_default();
+    let target = words.next().unwrap_or_default();
+    // A query string is allowed and ignored (Prometheus may add one).
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    if method != b"GET" && method != b"HEAD" {
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET /metrics\n",
+        )
+        .await;
+    }
+    if path != b"/metrics" {
+        return respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain",
+            "only /metrics is served\n",
+        )
+        .await;
+    }
+    let body = match encode(registry) {
+        Ok(body) => body,
+        Err(e) => {
+            return respond(
+                &mut stream,
+                "500 Internal Server Error",
+                "text/plain",
+                &format!("{e}\n"),
+            )
+            .await;
+        }
+    };
+    let body = if method == b"HEAD" {
+        String::new()
+    } else {
+        body
+    };
+    respond(&mut stream, "200 OK", CONTENT_TYPE, &body).await
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_reads_the_atomics() {
+        let m = Arc::new(Metrics::new());
+        let registry = registry(m.clone());
+        m.connection_opened();
+        m.connection_closed(5, 7);
+        m.tls_handshake_failed(HandshakeFailure::Certificate);
+        let text = encode(&registry).unwrap();
+        assert!(
+            text.contains("tcpkit_connections_accepted_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("tcpkit_received_bytes_total 5\n"), "{text}");
+        assert!(text.contains("tcpkit_sent_bytes_total 7\n"), "{text}");
+        assert!(
+            text.contains("tcpkit_tls_handshake_failures_total{reason=\"certificate\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "tcpkit_build_info{{version=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        // Read at scrape time: a later change shows in the next scrape.
+        m.connection_opened();
+        assert!(
+            encode(&registry)
+                .unwrap()
+                .contains("tcpkit_connections_active 1\n")
+        );
+    }
+}
