@@ -117,6 +117,8 @@ const CASES: &[Case] = &[
     case("serve", "--workers", &["0", "1025", "100000", "-1"], &[]),
     case("serve", "--engine", ENUM, &[]),
     case("serve", "--shutdown-grace", DURATIONS, &[]),
+    #[cfg(feature = "metrics")]
+    case("serve", "--metrics", ADDRS, &[]),
     // Files are read and parsed as the flag is: missing, a directory, empty
     // names, and a file that is not PEM (this test's own source).
     case("serve", "--tls-cert", TLS_FILES, &[]),

@@ -34,7 +34,7 @@ pub fn have_program(program: &str) -> bool {
         .unwrap_or(false);
     if !found {
         skip_or_fail(&format!(
-            "{program} is not installed (apt-get install ncat socat netcat-openbsd openssl stunnel4)"
+            "{program} is not installed (apt-get install ncat socat netcat-openbsd openssl stunnel4 prometheus)"
         ));
     }
     found
