@@ -211,3 +211,44 @@ fn promtool_accepts_the_output() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Polls the endpoint until `series` reads `want`; the last body.
+fn scrape_until(addr: &str, series: &str, want: u64) -> String {
+    let start = Instant::now();
+    loop {
+        let body = scrape(addr);
+        if value(&body, series) == want {
+            return body;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{series} never reached {want}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn counts_a_failed_tls_handshake_by_reason() {
+    let (_server, service, metrics) = start(&["--tls"]);
+    // Plain text to a TLS server: a protocol failure, then the close.
+    let mut s = TcpStream::connect(&service).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("send");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let body = scrape_until(&metrics, "tcpkit_connections_closed_total", 1);
+    assert_eq!(
+        value(
+            &body,
+            "tcpkit_tls_handshake_failures_total{reason=\"protocol\"}"
+        ),
+        1
+    );
+    assert_eq!(value(&body, "tcpkit_tls_handshakes_total"), 0);
+    for reason in ["timeout", "certificate", "io"] {
+        let series = format!("tcpkit_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+        assert_eq!(value(&body, &series), 0, "{body}");
+    }
+}
