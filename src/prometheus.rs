@@ -303,11 +303,15 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
             .await;
         }
     };
-    let body = if method == b"HEAD" {
-        String::new()
-    } else {
-        body
-    };
+    if method == b"HEAD" {
+        // The length the GET would have, and no body.
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        return stream.shutdown().await;
+    }
     respond(&mut stream, "200 OK", CONTENT_TYPE, &body).await
 }
 
@@ -362,5 +366,38 @@ mod tests {
                 .unwrap()
                 .contains("tcpkit_connections_active 1\n")
         );
+    }
+
+    async fn ask(request: &[u8]) -> String {
+        let exporter = Exporter::bind("127.0.0.1:0".parse().unwrap(), registry(Arc::default()))
+            .await
+            .unwrap();
+        let at = exporter.local_addr().unwrap();
+        let task = tokio::spawn(exporter.run());
+        let mut s = TcpStream::connect(at).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer).await;
+        task.abort();
+        answer
+    }
+
+    #[tokio::test]
+    async fn responder_answers_only_get_metrics_within_bounds() {
+        let ok = ask(b"GET /metrics?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("tcpkit_connections_active 0\n"), "{ok}");
+        let post = ask(b"POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+        let other = ask(b"GET /other HTTP/1.0\r\n\r\n").await;
+        assert!(other.starts_with("HTTP/1.1 404 "), "{other}");
+        // Exactly the cap, so the server has read every byte when it
+        // answers (unread bytes would turn its close into a reset).
+        let huge = ask(&vec![b'a'; MAX_REQUEST]).await;
+        assert!(huge.starts_with("HTTP/1.1 431 "), "{huge}");
+        let head = ask(b"HEAD /metrics HTTP/1.1\r\n\r\n").await;
+        let (head, body) = head.split_once("\r\n\r\n").unwrap();
+        assert!(body.is_empty(), "{body}");
+        assert!(!head.contains("Content-Length: 0\r"), "{head}");
     }
 }
