@@ -330,8 +330,10 @@ fn bad_files_and_values_are_usage_errors_naming_the_flag() {
             "--cert",
         ),
     ];
+    // Never dialed: the flags fail first.
+    let target = format!("127.0.0.1:{}", common::closed_port());
     for (flags, named) in cases {
-        let mut args = vec!["connect", "127.0.0.1:1"];
+        let mut args = vec!["connect", target.as_str()];
         args.extend_from_slice(flags);
         let out = tcpkit(&args, b"", &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

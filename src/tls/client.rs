@@ -29,7 +29,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 
-use super::verify::{Insecure, Pinned, parse_fingerprint};
+use super::verify::{Pinned, parse_fingerprint};
 use super::{
     DEFAULT_HANDSHAKE_TIMEOUT, TlsVersion, handshake_error, load_certs, load_key, tls_error,
 };
@@ -236,7 +236,7 @@ impl TlsClientConfig {
             Trust::Pin(fp) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Pinned {
-                    fingerprint: *fp,
+                    pin: Some(*fp),
                     algorithms,
                 })),
             Trust::Insecure => {
@@ -246,7 +246,10 @@ impl TlsClientConfig {
                 );
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(Insecure { algorithms }))
+                    .with_custom_certificate_verifier(Arc::new(Pinned {
+                        pin: None,
+                        algorithms,
+                    }))
             }
         };
         let mut config = match &self.client_auth {

@@ -40,10 +40,13 @@ pub(super) fn parse_fingerprint(text: &str) -> Result<[u8; 32]> {
     Ok(out)
 }
 
-/// Accepts exactly one certificate, by fingerprint; signatures verified.
+/// Accepts exactly one certificate by fingerprint (`pin`), or any
+/// certificate (`pin: None`, `--insecure`); signatures verified either way
+/// (the peer holds the key of whatever it sent), which costs one
+/// verification per handshake.
 #[derive(Debug)]
 pub(super) struct Pinned {
-    pub(super) fingerprint: [u8; 32],
+    pub(super) pin: Option<[u8; 32]>,
     pub(super) algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -80,8 +83,11 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, end_entity);
-        if digest.as_ref() == self.fingerprint {
+        if digest.as_ref() == pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
@@ -90,48 +96,6 @@ impl ServerCertVerifier for Pinned {
                 }))),
             ))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Accepts any certificate; signatures still verified (the peer holds the
-/// key of whatever it sent), which costs one verification per handshake.
-#[derive(Debug)]
-pub(super) struct Insecure {
-    pub(super) algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Insecure {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
