@@ -29,6 +29,7 @@ pub struct Metrics {
     buffered_bytes_max: AtomicU64,
     tls_handshakes: AtomicU64,
     tls_failed: [AtomicU64; HandshakeFailure::ALL.len()],
+    access_denied: AtomicU64,
 }
 
 /// Why a TLS handshake failed, as counted in [`Snapshot`] and logged.
@@ -110,6 +111,9 @@ pub struct Snapshot {
     pub tls_failed_certificate: u64,
     /// TLS handshakes cut by the connection failing ([`HandshakeFailure::Io`]).
     pub tls_failed_io: u64,
+    /// Connections refused by the access list (`server::access`), closed
+    /// before any service byte.
+    pub access_denied: u64,
 }
 
 impl Metrics {
@@ -139,6 +143,7 @@ impl Metrics {
             tls_failed_protocol: self.tls_failed[1].load(Relaxed),
             tls_failed_certificate: self.tls_failed[2].load(Relaxed),
             tls_failed_io: self.tls_failed[3].load(Relaxed),
+            access_denied: self.access_denied.load(Relaxed),
         }
     }
 
@@ -208,6 +213,11 @@ impl Metrics {
     /// A TLS handshake failed for `reason`.
     pub fn tls_handshake_failed(&self, reason: HandshakeFailure) {
         self.tls_failed[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A connection was refused by the access list.
+    pub fn access_denied(&self) {
+        self.access_denied.fetch_add(1, Relaxed);
     }
 
     /// The server released `bytes` it held for a peer.

@@ -112,6 +112,8 @@ impl Collector for SnapshotCollector {
                 c.metric_type(),
             )?;
             c.encode(family.encode_family(&[("reason", "max_connections")])?)?;
+            ConstCounter::new(s.access_denied)
+                .encode(family.encode_family(&[("reason", "access_list")])?)?;
         }
         counter(
             e,

@@ -51,6 +51,8 @@ pub(crate) struct AcceptLoop<'a, S> {
     /// TLS servers: the handshake comes first, in the connection's task.
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<super::admit::TlsAdmission>>,
+    /// Checked right after accept, before anything else.
+    pub access: Option<Arc<super::access::AccessControl>>,
 }
 
 impl<S: Service> AcceptLoop<'_, S> {
@@ -96,6 +98,15 @@ impl<S: Service> AcceptLoop<'_, S> {
                     continue;
                 }
             };
+            // Refused addresses are closed here, before a task, a TLS
+            // handshake or a service byte: a denied flood costs an accept
+            // and a close each, and holds no connection slot.
+            if let Some(access) = &self.access
+                && !access.admit(addr.ip(), self.metrics)
+            {
+                drop(stream);
+                continue;
+            }
             // A connection may have closed while we waited in accept.
             match permit.or_else(|| permits.clone().try_acquire_owned().ok()) {
                 Some(permit) => {

@@ -167,6 +167,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
+    access: Option<super::access::AccessList>,
 }
 
 impl ServerBuilder {
@@ -181,7 +182,19 @@ impl ServerBuilder {
             config,
             #[cfg(feature = "tls")]
             tls: None,
+            access: None,
         }
+    }
+
+    /// Checks every accepted client's address against `list` right after
+    /// accept, before the TLS handshake and before any service byte; a
+    /// refused client is closed at once, counted
+    /// ([`Snapshot::access_denied`](crate::metrics::Snapshot::access_denied))
+    /// and logged at most once a second per reason. Swap the list while the
+    /// server runs with [`Server::access_control`].
+    pub fn access_list(mut self, list: super::access::AccessList) -> Self {
+        self.access = Some(list);
+        self
     }
 
     /// Serves over TLS: every accepted connection is handshaken (in its
@@ -290,8 +303,10 @@ impl ServerBuilder {
                 acceptor.set_defer_accept(DEFER_ACCEPT_SECS)?;
             }
         }
-        #[allow(unused_mut)]
         let mut server = Server::new(acceptors, self.config)?;
+        server.access = self
+            .access
+            .map(|list| std::sync::Arc::new(super::access::AccessControl::new(list)));
         #[cfg(feature = "tls")]
         {
             server.tls = tls.map(|live| std::sync::Arc::new(super::admit::TlsAdmission::new(live)));

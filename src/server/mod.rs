@@ -5,6 +5,8 @@
 //!   socket opens; [`Engine`] picks one listener shared by every worker, or
 //!   one `SO_REUSEPORT` listener and runtime per worker (a *lane* each).
 //! * `accept`: the accept loop (permit before accept, `EMFILE` backoff).
+//! * [`access`]: allow/deny CIDRs checked right after accept
+//!   ([`ServerBuilder::access_list`]), swappable while the server runs.
 //! * `admit` (feature `tls`): between accept and service, the TLS handshake
 //!   in the connection's own task, under a deadline and a cap
 //!   ([`ServerBuilder::tls`]).
@@ -25,6 +27,7 @@
 //! ```
 
 mod accept;
+pub mod access;
 #[cfg(feature = "tls")]
 mod admit;
 pub mod builder;
@@ -60,6 +63,8 @@ pub struct Server {
     /// Set by [`ServerBuilder::tls`]: handshake every connection first.
     #[cfg(feature = "tls")]
     tls: Option<Arc<admit::TlsAdmission>>,
+    /// Set by [`ServerBuilder::access_list`]: checked right after accept.
+    access: Option<Arc<access::AccessControl>>,
 }
 
 /// What a server did, printed by `tcpkit serve` at exit.
@@ -132,6 +137,7 @@ impl Server {
             handle: ShutdownHandle::new(),
             #[cfg(feature = "tls")]
             tls: None,
+            access: None,
         })
     }
 
@@ -176,6 +182,13 @@ impl Server {
         })
     }
 
+    /// The live access list, to [`store`](access::AccessControl::store) a
+    /// new one while the server runs (`None` without
+    /// [`ServerBuilder::access_list`]). Take it before [`Server::run`].
+    pub fn access_control(&self) -> Option<Arc<access::AccessControl>> {
+        self.access.clone()
+    }
+
     /// The live counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -199,6 +212,7 @@ impl Server {
             handle,
             #[cfg(feature = "tls")]
             tls,
+            access,
         } = self;
         let lanes = acceptors.len() as u64;
         let lane = |index: u64| Lane {
@@ -210,6 +224,7 @@ impl Server {
             handle: handle.clone(),
             #[cfg(feature = "tls")]
             tls: tls.clone(),
+            access: access.clone(),
         };
         let service = Arc::new(service);
         let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -289,6 +304,7 @@ struct Lane {
     handle: ShutdownHandle,
     #[cfg(feature = "tls")]
     tls: Option<Arc<admit::TlsAdmission>>,
+    access: Option<Arc<access::AccessControl>>,
 }
 
 impl Lane {
@@ -324,6 +340,7 @@ impl Lane {
             id_step: self.lanes,
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
+            access: self.access.clone(),
         }
         .run(&mut conns)
         .await;
