@@ -10,6 +10,7 @@ mod exit;
 mod listen;
 mod out;
 mod serve;
+mod serve_access;
 #[cfg(feature = "tls")]
 mod serve_tls;
 #[cfg(feature = "tls")]
