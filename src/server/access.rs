@@ -378,13 +378,19 @@ impl AccessControl {
     /// caller closes the connection.
     pub fn denied(&self, ip: IpAddr, reason: Denial, metrics: &Metrics) {
         metrics.access_denied();
-        if let Some(more) = self.logs[reason as usize].take() {
-            tracing::info!(
+        match self.logs[reason as usize].take() {
+            Some(0) => tracing::info!(
+                peer = %ip.to_canonical(),
+                reason = reason.as_str(),
+                "connection refused by the access list ({reason})"
+            ),
+            Some(more) => tracing::info!(
                 peer = %ip.to_canonical(),
                 reason = reason.as_str(),
                 more_denied = more,
                 "connection refused by the access list ({reason}); {more} more refused for this reason since the last report"
-            );
+            ),
+            None => {}
         }
     }
 }

@@ -98,6 +98,9 @@ impl fmt::Display for Summary {
             s.bytes_out,
             self.duration.as_secs_f64()
         )?;
+        if s.access_denied > 0 {
+            write!(f, "; {} refused by the access list", s.access_denied)?;
+        }
         let failed = s.tls_failed_timeout
             + s.tls_failed_protocol
             + s.tls_failed_certificate
