@@ -86,12 +86,12 @@ async fn deny_refuses_and_allow_restricts_over_loopback_sources() {
         assert!(got.is_empty(), "127.0.0.{last} got {got:?}");
     }
     server
-        .wait_for("two refusals counted", |s| s.access_denied == 2)
+        .wait_for("two refusals counted", |s| s.rejected_access_list == 2)
         .await;
     echo_round_trip(&mut ok, b"still here\n").await;
     drop(ok);
     let summary = server.stop().await;
-    assert_eq!(summary.snapshot.access_denied, 2);
+    assert_eq!(summary.snapshot.rejected_access_list, 2);
     // Refused connections never reached the service.
     assert_eq!(summary.snapshot.connections_accepted, 1);
     assert!(
@@ -118,7 +118,7 @@ async fn denied_clients_never_receive_a_service_byte() {
         assert!(got.is_empty(), "a denied client got {got:?}");
     }
     server
-        .wait_for("five refusals", |s| s.access_denied == 5)
+        .wait_for("five refusals", |s| s.rejected_access_list == 5)
         .await;
     drop(welcomed);
     server.stop().await;
@@ -155,13 +155,13 @@ async fn ipv4_mapped_clients_of_a_dual_stack_listener_match_ipv4_rules() {
         let _ = v6.write_all(b"x").await;
         assert!(read_until_closed(&mut v6).await.is_empty());
         within(DEADLINE, "two refusals", async {
-            while metrics.snapshot().access_denied < 2 {
+            while metrics.snapshot().rejected_access_list < 2 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
         .await;
     }
-    assert!(metrics.snapshot().access_denied >= 1);
+    assert!(metrics.snapshot().rejected_access_list >= 1);
     drop(ok);
     handle.shutdown();
     within(DEADLINE, "shutdown", task)
@@ -192,7 +192,7 @@ async fn a_stored_list_applies_to_the_next_connection_only() {
     let _ = after.write_all(b"x").await;
     assert!(read_until_closed(&mut after).await.is_empty());
     echo_round_trip(&mut before, b"untouched\n").await;
-    assert_eq!(metrics.snapshot().access_denied, 1);
+    assert_eq!(metrics.snapshot().rejected_access_list, 1);
     drop(before);
     handle.shutdown();
     within(DEADLINE, "shutdown", task)
@@ -393,7 +393,7 @@ fn serve_reloads_the_files_on_sighup_and_keeps_the_list_on_a_bad_one() {
 
     let (status, stdout, _) = serve.stop();
     assert!(status.success(), "{status}");
-    assert_eq!(summary(&stdout)["access_denied"], 2);
+    assert_eq!(summary(&stdout)["rejected_access_list"], 2);
 }
 
 #[test]
@@ -434,7 +434,7 @@ fn a_flood_of_denied_connects_logs_a_bounded_number_of_lines() {
     assert!(std_echoes(&mut std_connect_from(src(2), addr), b"ok\n"));
     let (status, stdout, stderr) = serve.stop();
     assert!(status.success(), "{status}");
-    assert_eq!(summary(&stdout)["access_denied"], FLOOD);
+    assert_eq!(summary(&stdout)["rejected_access_list"], FLOOD);
     let logged: Vec<&String> = stderr
         .iter()
         .filter(|l| l.contains("refused by the access list"))

@@ -377,7 +377,7 @@ impl AccessControl {
     /// `info`; with how many more were refused since the last line). The
     /// caller closes the connection.
     pub fn denied(&self, ip: IpAddr, reason: Denial, metrics: &Metrics) {
-        metrics.access_denied();
+        metrics.rejected(crate::metrics::Rejection::AccessList);
         match self.logs[reason as usize].take() {
             Some(0) => tracing::info!(
                 peer = %ip.to_canonical(),
@@ -645,9 +645,9 @@ mod tests {
         assert!(control.admit(ip("127.0.0.2"), &metrics));
         assert!(!control.admit(ip("127.0.0.3"), &metrics));
         assert!(!control.admit(mapped(Ipv4Addr::new(127, 0, 0, 3)), &metrics));
-        assert_eq!(metrics.snapshot().access_denied, 2);
+        assert_eq!(metrics.snapshot().rejected_access_list, 2);
         control.store(AccessList::open());
         assert!(control.admit(ip("127.0.0.3"), &metrics));
-        assert_eq!(metrics.snapshot().access_denied, 2);
+        assert_eq!(metrics.snapshot().rejected_access_list, 2);
     }
 }

@@ -189,7 +189,7 @@ impl ServerBuilder {
     /// Checks every accepted client's address against `list` right after
     /// accept, before the TLS handshake and before any service byte; a
     /// refused client is closed at once, counted
-    /// ([`Snapshot::access_denied`](crate::metrics::Snapshot::access_denied))
+    /// (`Rejection::AccessList`: [`Snapshot::rejected_access_list`](crate::metrics::Snapshot::rejected_access_list))
     /// and logged at most once a second per reason. Swap the list while the
     /// server runs with [`Server::access_control`].
     pub fn access_list(mut self, list: super::access::AccessList) -> Self {

@@ -98,8 +98,8 @@ impl fmt::Display for Summary {
             s.bytes_out,
             self.duration.as_secs_f64()
         )?;
-        if s.access_denied > 0 {
-            write!(f, "; {} refused by the access list", s.access_denied)?;
+        if s.rejected_access_list > 0 {
+            write!(f, "; {} refused by the access list", s.rejected_access_list)?;
         }
         let failed = s.tls_failed_timeout
             + s.tls_failed_protocol
