@@ -9,10 +9,11 @@
 
 mod common;
 mod server_util;
+#[cfg(feature = "tls")]
+mod tls_util;
 
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use server_util::{DEADLINE, within};
 use tcpkit::Endpoint;
@@ -201,253 +202,297 @@ async fn a_stored_list_applies_to_the_next_connection_only() {
         .expect("server");
 }
 
+/// The check comes before the TLS handshake: a denied client's ClientHello
+/// gets no ServerHello (not a byte), an admitted one's does.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn denied_before_the_tls_handshake() {
+    let (config, _) = tcpkit::tls::TlsConfig::self_signed(&["localhost"]).expect("certificate");
+    let builder = ServerBuilder::new()
+        .tls(config)
+        .access_list(AccessList::new(&[], &rules(&["127.0.0.3"])))
+        .workers(1);
+    let server = server_util::start(builder, Echo);
+    let hello = tls_util::client_hello(tls_util::Pki::new().client_config(), "localhost");
+    let mut admitted = connect_from(src(2), server.addr).await;
+    admitted.write_all(&hello).await.expect("write");
+    let mut first = [0u8; 1];
+    within(DEADLINE, "ServerHello", admitted.read_exact(&mut first))
+        .await
+        .expect("the admitted client gets the server's handshake");
+    assert_eq!(first[0], 0x16, "a handshake record");
+    let mut refused = connect_from(src(3), server.addr).await;
+    let _ = refused.write_all(&hello).await;
+    let got = read_until_closed(&mut refused).await;
+    assert!(got.is_empty(), "a denied client got {} bytes", got.len());
+    server
+        .wait_for("one refusal", |s| s.rejected_access_list == 1)
+        .await;
+    // Still mid-handshake at shutdown (which does not wait for handshakes),
+    // so the admitted client adds no failure of its own below.
+    let summary = server.stop().await;
+    drop(admitted);
+    // The denied client cost no handshake, failed or otherwise.
+    assert_eq!(
+        summary.snapshot.tls_failed_protocol + summary.snapshot.tls_failed_io,
+        0
+    );
+}
+
 // ---- tcpkit serve ----------------------------------------------------------
 
-/// `tcpkit serve` as a child process, killed (by its PID) when dropped,
-/// with its stdout and stderr lines read on threads.
-struct Serve {
-    child: std::process::Child,
-    stdout: std::sync::mpsc::Receiver<String>,
-    stderr: std::sync::mpsc::Receiver<String>,
-}
+#[cfg(feature = "cli")]
+mod serve {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::Instant;
 
-impl Serve {
-    fn spawn(args: &[&str]) -> Serve {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tcpkit serve");
-        let lines = |pipe: Box<dyn std::io::Read + Send>| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
+    /// `tcpkit serve` as a child process, killed (by its PID) when dropped,
+    /// with its stdout and stderr lines read on threads.
+    struct Serve {
+        child: std::process::Child,
+        stdout: std::sync::mpsc::Receiver<String>,
+        stderr: std::sync::mpsc::Receiver<String>,
+    }
+
+    impl Serve {
+        fn spawn(args: &[&str]) -> Serve {
+            use std::io::BufRead;
+            use std::process::{Command, Stdio};
+            let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+                .arg("serve")
+                .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn tcpkit serve");
+            let lines = |pipe: Box<dyn std::io::Read + Send>| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                        if tx.send(line).is_err() {
+                            break;
+                        }
                     }
+                });
+                rx
+            };
+            let stdout = lines(Box::new(child.stdout.take().expect("stdout")));
+            let stderr = lines(Box::new(child.stderr.take().expect("stderr")));
+            Serve {
+                child,
+                stdout,
+                stderr,
+            }
+        }
+
+        /// The first line on `pipe` containing `needle`.
+        fn wait_line(pipe: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match pipe.recv_timeout(left) {
+                    Ok(line) if line.contains(needle) => return line,
+                    Ok(_) => {}
+                    Err(e) => panic!("no line with {needle:?} from tcpkit serve: {e}"),
                 }
-            });
-            rx
-        };
-        let stdout = lines(Box::new(child.stdout.take().expect("stdout")));
-        let stderr = lines(Box::new(child.stderr.take().expect("stderr")));
-        Serve {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// The first line on `pipe` containing `needle`.
-    fn wait_line(pipe: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match pipe.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no line with {needle:?} from tcpkit serve: {e}"),
             }
         }
-    }
 
-    fn addr(&self) -> SocketAddr {
-        let line = Serve::wait_line(&self.stdout, "listening on ");
-        line.strip_prefix("listening on ")
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|ep| ep.parse().ok())
-            .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's PID.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-
-    /// SIGTERM, then the exit status and every stderr line not read yet.
-    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, Vec<String>) {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "tcpkit serve did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The reader threads end at EOF, once the child is gone.
-        let drain = |rx: &std::sync::mpsc::Receiver<String>| {
-            let mut lines = Vec::new();
-            while let Ok(line) = rx.recv_timeout(DEADLINE) {
-                lines.push(line);
-            }
-            lines
-        };
-        (status, drain(&self.stdout), drain(&self.stderr))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A blocking client from `from`: bound, connected, with a read deadline.
-fn std_connect_from(from: Ipv4Addr, to: SocketAddr) -> std::net::TcpStream {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::new(IpAddr::V4(from), 0).into())
-        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
-    socket
-        .connect_timeout(&to.into(), DEADLINE)
-        .unwrap_or_else(|e| panic!("connect {from} -> {to}: {e}"));
-    let stream: std::net::TcpStream = socket.into();
-    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    stream
-}
-
-/// Whether the server echoes on `stream` (`false`: closed with nothing).
-fn std_echoes(stream: &mut std::net::TcpStream, msg: &[u8]) -> bool {
-    if stream.write_all(msg).is_err() {
-        return false;
-    }
-    let mut back = vec![0u8; msg.len()];
-    match stream.read_exact(&mut back) {
-        Ok(()) => {
-            assert_eq!(back, msg);
-            true
+        fn addr(&self) -> SocketAddr {
+            let line = Serve::wait_line(&self.stdout, "listening on ");
+            line.strip_prefix("listening on ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|ep| ep.parse().ok())
+                .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
         }
-        Err(e)
-            if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.kind() == std::io::ErrorKind::TimedOut =>
-        {
-            panic!("neither an echo nor a close within {DEADLINE:?}")
+
+        fn signal(&self, sig: libc::c_int) {
+            let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+            // SAFETY: kill(2) on our own child's PID.
+            assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
         }
-        Err(_) => false,
+
+        /// SIGTERM, then the exit status and every stderr line not read yet.
+        fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, Vec<String>) {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + DEADLINE;
+            let status = loop {
+                if let Some(status) = self.child.try_wait().expect("wait") {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "tcpkit serve did not stop");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            // The reader threads end at EOF, once the child is gone.
+            let drain = |rx: &std::sync::mpsc::Receiver<String>| {
+                let mut lines = Vec::new();
+                while let Ok(line) = rx.recv_timeout(DEADLINE) {
+                    lines.push(line);
+                }
+                lines
+            };
+            (status, drain(&self.stdout), drain(&self.stderr))
+        }
     }
-}
 
-/// The summary's JSON object (`--json`) from serve's stdout.
-fn summary(stdout: &[String]) -> serde_json::Value {
-    let line = stdout
-        .iter()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON summary in {stdout:?}"));
-    serde_json::from_str(line).expect("summary JSON")
-}
-
-#[test]
-fn serve_reloads_the_files_on_sighup_and_keeps_the_list_on_a_bad_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let deny = dir.path().join("deny.txt");
-    std::fs::write(&deny, "# nobody yet\n127.0.0.9\n").expect("write");
-    let deny_arg = deny.display().to_string();
-    let serve = Serve::spawn(&[
-        "-v",
-        "--json",
-        "--no-defer-accept",
-        "--deny-file",
-        &deny_arg,
-    ]);
-    let addr = serve.addr();
-
-    // .3 is admitted, and stays connected across both reloads.
-    let mut open = std_connect_from(src(3), addr);
-    assert!(std_echoes(&mut open, b"before\n"));
-
-    std::fs::write(&deny, "127.0.0.3 # now denied\n").expect("write");
-    serve.signal(libc::SIGHUP);
-    Serve::wait_line(&serve.stderr, "access lists reloaded");
-    let mut next = std_connect_from(src(3), addr);
-    assert!(
-        !std_echoes(&mut next, b"after\n"),
-        "a new .3 connection was served"
-    );
-    assert!(std_echoes(&mut open, b"untouched\n"));
-    assert!(std_echoes(&mut std_connect_from(src(2), addr), b"other\n"));
-
-    // A bad line: the reload fails naming file:line, and .3 stays denied.
-    std::fs::write(&deny, "127.0.0.2\n\nnot-a-cidr\n").expect("write");
-    serve.signal(libc::SIGHUP);
-    let line = Serve::wait_line(&serve.stderr, "access list reload failed");
-    assert!(line.contains(&format!("{deny_arg}:3")), "{line}");
-    let mut again = std_connect_from(src(3), addr);
-    assert!(!std_echoes(&mut again, b"x\n"), "the old list was dropped");
-    assert!(std_echoes(
-        &mut std_connect_from(src(2), addr),
-        b"old list\n"
-    ));
-    assert!(std_echoes(&mut open, b"still\n"));
-    drop(open);
-
-    let (status, stdout, _) = serve.stop();
-    assert!(status.success(), "{status}");
-    assert_eq!(summary(&stdout)["rejected_access_list"], 2);
-}
-
-#[test]
-fn serve_exits_2_naming_file_and_line_for_a_bad_file_at_start() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let allow = dir.path().join("allow.txt");
-    std::fs::write(&allow, "127.0.0.0/8\n# fine\n10.0.0.1/8\n").expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tcpkit"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-file"])
-        .arg(&allow)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run tcpkit serve");
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(out.stdout.is_empty(), "bound before failing: {out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("{}:3", allow.display())),
-        "{stderr}"
-    );
-}
-
-/// 1,000 denied connects, one after another, log a line a second at most
-/// (each saying how many more were refused), and every one is counted.
-#[test]
-fn a_flood_of_denied_connects_logs_a_bounded_number_of_lines() {
-    const FLOOD: usize = 1000;
-    let serve = Serve::spawn(&["-v", "--json", "--no-defer-accept", "--deny", "127.0.0.3"]);
-    let addr = serve.addr();
-    let started = Instant::now();
-    for _ in 0..FLOOD {
-        let mut denied = std_connect_from(src(3), addr);
-        let mut buf = [0u8; 16];
-        // The server closes: EOF (or a reset), never data.
-        assert!(matches!(denied.read(&mut buf), Ok(0) | Err(_)));
+    impl Drop for Serve {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
-    let elapsed = started.elapsed();
-    assert!(std_echoes(&mut std_connect_from(src(2), addr), b"ok\n"));
-    let (status, stdout, stderr) = serve.stop();
-    assert!(status.success(), "{status}");
-    assert_eq!(summary(&stdout)["rejected_access_list"], FLOOD);
-    let logged: Vec<&String> = stderr
-        .iter()
-        .filter(|l| l.contains("refused by the access list"))
-        .collect();
-    let bound = elapsed.as_secs() as usize + 2;
-    assert!(
-        !logged.is_empty() && logged.len() <= bound,
-        "{} lines for {FLOOD} refusals in {elapsed:?} (bound {bound}), the first: {:?}",
-        logged.len(),
-        logged.first()
-    );
-    // A line after the first says how many went unlogged in between.
-    if let Some(later) = logged.get(1) {
-        assert!(!later.contains("more_denied=0"), "{later}");
+
+    /// A blocking client from `from`: bound, connected, with a read deadline.
+    fn std_connect_from(from: Ipv4Addr, to: SocketAddr) -> std::net::TcpStream {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::new(IpAddr::V4(from), 0).into())
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        socket
+            .connect_timeout(&to.into(), DEADLINE)
+            .unwrap_or_else(|e| panic!("connect {from} -> {to}: {e}"));
+        let stream: std::net::TcpStream = socket.into();
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        stream
+    }
+
+    /// Whether the server echoes on `stream` (`false`: closed with nothing).
+    fn std_echoes(stream: &mut std::net::TcpStream, msg: &[u8]) -> bool {
+        if stream.write_all(msg).is_err() {
+            return false;
+        }
+        let mut back = vec![0u8; msg.len()];
+        match stream.read_exact(&mut back) {
+            Ok(()) => {
+                assert_eq!(back, msg);
+                true
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                panic!("neither an echo nor a close within {DEADLINE:?}")
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The summary's JSON object (`--json`) from serve's stdout.
+    fn summary(stdout: &[String]) -> serde_json::Value {
+        let line = stdout
+            .iter()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON summary in {stdout:?}"));
+        serde_json::from_str(line).expect("summary JSON")
+    }
+
+    #[test]
+    fn serve_reloads_the_files_on_sighup_and_keeps_the_list_on_a_bad_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deny = dir.path().join("deny.txt");
+        std::fs::write(&deny, "# nobody yet\n127.0.0.9\n").expect("write");
+        let deny_arg = deny.display().to_string();
+        let serve = Serve::spawn(&[
+            "-v",
+            "--json",
+            "--no-defer-accept",
+            "--deny-file",
+            &deny_arg,
+        ]);
+        let addr = serve.addr();
+
+        // .3 is admitted, and stays connected across both reloads.
+        let mut open = std_connect_from(src(3), addr);
+        assert!(std_echoes(&mut open, b"before\n"));
+
+        std::fs::write(&deny, "127.0.0.3 # now denied\n").expect("write");
+        serve.signal(libc::SIGHUP);
+        Serve::wait_line(&serve.stderr, "access lists reloaded");
+        let mut next = std_connect_from(src(3), addr);
+        assert!(
+            !std_echoes(&mut next, b"after\n"),
+            "a new .3 connection was served"
+        );
+        assert!(std_echoes(&mut open, b"untouched\n"));
+        assert!(std_echoes(&mut std_connect_from(src(2), addr), b"other\n"));
+
+        // A bad line: the reload fails naming file:line, and .3 stays denied.
+        std::fs::write(&deny, "127.0.0.2\n\nnot-a-cidr\n").expect("write");
+        serve.signal(libc::SIGHUP);
+        let line = Serve::wait_line(&serve.stderr, "access list reload failed");
+        assert!(line.contains(&format!("{deny_arg}:3")), "{line}");
+        let mut again = std_connect_from(src(3), addr);
+        assert!(!std_echoes(&mut again, b"x\n"), "the old list was dropped");
+        assert!(std_echoes(
+            &mut std_connect_from(src(2), addr),
+            b"old list\n"
+        ));
+        assert!(std_echoes(&mut open, b"still\n"));
+        drop(open);
+
+        let (status, stdout, _) = serve.stop();
+        assert!(status.success(), "{status}");
+        assert_eq!(summary(&stdout)["rejected_access_list"], 2);
+    }
+
+    #[test]
+    fn serve_exits_2_naming_file_and_line_for_a_bad_file_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let allow = dir.path().join("allow.txt");
+        std::fs::write(&allow, "127.0.0.0/8\n# fine\n10.0.0.1/8\n").expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--allow-file"])
+            .arg(&allow)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run tcpkit serve");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(out.stdout.is_empty(), "bound before failing: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{}:3", allow.display())),
+            "{stderr}"
+        );
+    }
+
+    /// 1,000 denied connects, one after another, log a line a second at most
+    /// (each saying how many more were refused), and every one is counted.
+    #[test]
+    fn a_flood_of_denied_connects_logs_a_bounded_number_of_lines() {
+        const FLOOD: usize = 1000;
+        let serve = Serve::spawn(&["-v", "--json", "--no-defer-accept", "--deny", "127.0.0.3"]);
+        let addr = serve.addr();
+        let started = Instant::now();
+        for _ in 0..FLOOD {
+            let mut denied = std_connect_from(src(3), addr);
+            let mut buf = [0u8; 16];
+            // The server closes: EOF (or a reset), never data.
+            assert!(matches!(denied.read(&mut buf), Ok(0) | Err(_)));
+        }
+        let elapsed = started.elapsed();
+        assert!(std_echoes(&mut std_connect_from(src(2), addr), b"ok\n"));
+        let (status, stdout, stderr) = serve.stop();
+        assert!(status.success(), "{status}");
+        assert_eq!(summary(&stdout)["rejected_access_list"], FLOOD);
+        let logged: Vec<&String> = stderr
+            .iter()
+            .filter(|l| l.contains("refused by the access list"))
+            .collect();
+        let bound = elapsed.as_secs() as usize + 2;
+        assert!(
+            !logged.is_empty() && logged.len() <= bound,
+            "{} lines for {FLOOD} refusals in {elapsed:?} (bound {bound}), the first: {:?}",
+            logged.len(),
+            logged.first()
+        );
+        // A line after the first says how many went unlogged in between.
+        if let Some(later) = logged.get(1) {
+            assert!(!later.contains("more_denied=0"), "{later}");
+        }
     }
 }
