@@ -3,9 +3,11 @@
 //!
 //! The first line on stdout is a contract other tools parse:
 //! `listening on <ENDPOINT> (<mode>, backlog <N>)`, with the endpoint actually
-//! bound, followed by ` (tls)` when serving TLS (flags in `serve_tls`; SIGHUP
-//! then reloads the certificate files). Signals are wired here, never in the library: the first
-//! SIGINT/SIGTERM drains, a second closes everything at once.
+//! bound, followed by ` (tls)` when serving TLS (flags in `serve_tls`). SIGHUP
+//! reloads the certificate files and the `--allow-file`/`--deny-file` access
+//! lists (flags in `serve_access`). Signals are wired here, never in the
+//! library: the first SIGINT/SIGTERM drains, a second closes everything at
+//! once.
 
 use std::io::Write;
 use std::process::ExitCode;
