@@ -301,6 +301,20 @@ mod serve {
             }
         }
 
+        /// Waits until a line containing each of `needles` was seen, in
+        /// any order.
+        fn wait_all(&self, needles: &[&str]) {
+            let deadline = Instant::now() + DEADLINE;
+            let mut missing: Vec<&str> = needles.to_vec();
+            while !missing.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.stderr.recv_timeout(left) {
+                    Ok(line) => missing.retain(|n| !line.contains(n)),
+                    Err(e) => panic!("no line with {missing:?} from tcpkit serve: {e}"),
+                }
+            }
+        }
+
         fn addr(&self) -> SocketAddr {
             let line = Serve::wait_line(&self.stdout, "listening on ");
             line.strip_prefix("listening on ")
@@ -494,5 +508,31 @@ mod serve {
         if let Some(later) = logged.get(1) {
             assert!(!later.contains("more_denied=0"), "{later}");
         }
+    }
+
+    /// One SIGHUP reloads both the TLS certificates and the access lists.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn one_sighup_reloads_tls_and_the_access_lists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deny = dir.path().join("deny.txt");
+        std::fs::write(&deny, "").expect("write");
+        let serve = Serve::spawn(&["-v", "--tls", "--deny-file", &deny.display().to_string()]);
+        let addr = serve.addr();
+        let hello = tls_util::client_hello(tls_util::Pki::new().client_config(), "localhost");
+        let mut before = std_connect_from(src(3), addr);
+        before.write_all(&hello).expect("write");
+        let mut first = [0u8; 1];
+        // The ServerHello's first byte: .3 got past the access list.
+        assert!(matches!(before.read(&mut first), Ok(1)), "admitted before");
+        std::fs::write(&deny, "127.0.0.3\n").expect("write");
+        serve.signal(libc::SIGHUP);
+        serve.wait_all(&["TLS certificates reloaded", "access lists reloaded"]);
+        let mut after = std_connect_from(src(3), addr);
+        let _ = after.write_all(&hello);
+        assert!(
+            matches!(after.read(&mut first), Ok(0) | Err(_)),
+            "denied after the reload"
+        );
     }
 }
