@@ -73,6 +73,13 @@ impl Sources {
         for file in &self.args.deny_file {
             deny.extend(access::read_rules_file(file)?);
         }
+        if allow.is_empty() && !self.args.allow_file.is_empty() {
+            // The rule admits everyone not denied when there is no allow
+            // rule: an emptied allow file opens the server, so say so.
+            tracing::warn!(
+                "the --allow-file files hold no rule: every address not denied is admitted"
+            );
+        }
         Ok(AccessList::new(&allow, &deny))
     }
 
