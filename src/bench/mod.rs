@@ -35,7 +35,8 @@ use serde::Serialize;
 pub use histogram::{LatencyHistogram, LatencySummary};
 pub use progress::Tick;
 pub use report::BenchReport;
-pub use worker::MAX_ERROR_SAMPLES;
+pub use report::BrokenConnection;
+pub use worker::{MAX_BROKEN_LISTED, MAX_ERROR_SAMPLES};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result, code};
@@ -343,6 +344,11 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
             total.error_samples.push(e);
         }
     }
+    total.broken += s.broken;
+    let room = MAX_BROKEN_LISTED.saturating_sub(total.broken_list.len());
+    total
+        .broken_list
+        .extend(s.broken_list.into_iter().take(room));
     if total.first_mismatch.is_none() {
         total.first_mismatch = s.first_mismatch;
     }
@@ -468,6 +474,8 @@ fn build_report(
         verification_failures: total.verification_failures,
         error_samples: total.error_samples,
         first_verification_failure: total.first_mismatch,
+        broken_connections: total.broken,
+        broken: total.broken_list,
         server_pid: config.server_pid,
         server_cpu_us_per_msg: server_cpu.map(per_msg),
         server_cpu_pct: server_cpu.map(|c| c.as_secs_f64() / wall * 100.0),

@@ -111,6 +111,11 @@ struct Options {
     /// Print one JSON object with every field instead of the table.
     #[arg(long)]
     json: bool,
+    /// Exit 0 even if connections broke mid-run (reset, closed, timed out):
+    /// for runs that measure breakage. Either way the others run on, and
+    /// the report counts and lists each broken one.
+    #[arg(long)]
+    allow_broken: bool,
     /// Write the latency percentile distribution (HdrHistogram text format) to FILE.
     #[arg(long, value_name = "FILE")]
     histogram: Option<PathBuf>,
@@ -194,7 +199,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     }
     let report = result?;
     output(&args, &report)?;
-    verdict(&report)
+    verdict(&report, args.allow_broken)
 }
 
 /// What `BenchConfig::validate` cannot see: CPUs that exist, output files
@@ -261,8 +266,9 @@ fn config_from(args: &Options, target: Endpoint) -> BenchConfig {
 }
 
 /// Exit 8 if any byte failed verification; the connect error's exit code if
-/// no connection opened at all.
-fn verdict(report: &BenchReport) -> anyhow::Result<ExitCode> {
+/// no connection opened at all; exit 6 if a connection broke mid-run
+/// (unless `allow_broken`).
+fn verdict(report: &BenchReport, allow_broken: bool) -> anyhow::Result<ExitCode> {
     if report.verification_failures > 0 {
         let first = report
             .first_verification_failure
@@ -288,6 +294,23 @@ fn verdict(report: &BenchReport) -> anyhow::Result<ExitCode> {
             report.target
         );
         return Err(anyhow::Error::new(Error::new(kind, code, message)));
+    }
+    if report.broken_connections > 0 && !allow_broken {
+        let first = report.broken.first().map_or_else(String::new, |b| {
+            let from = b.local.map_or_else(String::new, |a| format!(" from {a}"));
+            format!(
+                "; first: connection {}{from} after {} verified bytes: {}",
+                b.id, b.verified_bytes, b.error
+            )
+        });
+        let message = format!(
+            "{} connection(s) broke mid-run{first} (the report lists each; --allow-broken exits 0)",
+            report.broken_connections
+        );
+        // Exit 6 (I/O mid-stream) whatever broke the first one; its code
+        // (an errno or tcpkit's) is the one printed.
+        let code = report.broken.first().map_or(libc::EIO, |b| b.code);
+        return Err(anyhow::Error::new(Error::new(ErrorKind::Io, code, message)));
     }
     Ok(ExitCode::SUCCESS)
 }
