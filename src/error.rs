@@ -49,6 +49,9 @@ pub mod code {
     /// A certificate or key file that is not what it should be (no PEM
     /// block of the right kind, a key that does not match the certificate).
     pub const BAD_CERTIFICATE_FILE: i32 = 1013;
+    /// A PROXY protocol header that is missing, malformed or oversized
+    /// (`tcpkit::proxy`).
+    pub const PROXY_HEADER: i32 = 1014;
 }
 
 /// What went wrong, for matching. New kinds may be added.
@@ -97,6 +100,9 @@ pub enum ErrorKind {
     Certificate,
     /// A certificate or key file is unusable ([`code::BAD_CERTIFICATE_FILE`]).
     BadCertificateFile,
+    /// A PROXY protocol header missing, malformed or over its cap
+    /// ([`code::PROXY_HEADER`]).
+    ProxyHeader,
     /// Any other I/O failure; see [`Error::code`] for the errno.
     Io,
 }
@@ -211,7 +217,9 @@ impl From<Error> for io::Error {
             | ErrorKind::MissingPort
             | ErrorKind::InvalidConfig
             | ErrorKind::BadCertificateFile => io::ErrorKind::InvalidInput,
-            ErrorKind::Tls | ErrorKind::Certificate => io::ErrorKind::InvalidData,
+            ErrorKind::Tls | ErrorKind::Certificate | ErrorKind::ProxyHeader => {
+                io::ErrorKind::InvalidData
+            }
             ErrorKind::LineTooLong | ErrorKind::FrameTooLarge | ErrorKind::Verification => {
                 io::ErrorKind::InvalidData
             }
