@@ -49,9 +49,13 @@ pub mod code {
     /// A certificate or key file that is not what it should be (no PEM
     /// block of the right kind, a key that does not match the certificate).
     pub const BAD_CERTIFICATE_FILE: i32 = 1013;
-    /// A PROXY protocol header that is missing, malformed or oversized
-    /// (`tcpkit::proxy`).
-    pub const PROXY_HEADER: i32 = 1014;
+    /// A PROXY protocol header expected and not there: the first bytes are
+    /// not one (`tcpkit::proxy`).
+    pub const PROXY_HEADER_MISSING: i32 = 1014;
+    /// A PROXY protocol header longer than its cap.
+    pub const PROXY_HEADER_TOO_LARGE: i32 = 1015;
+    /// A PROXY protocol header that does not parse.
+    pub const PROXY_HEADER_MALFORMED: i32 = 1016;
 }
 
 /// What went wrong, for matching. New kinds may be added.
@@ -100,8 +104,9 @@ pub enum ErrorKind {
     Certificate,
     /// A certificate or key file is unusable ([`code::BAD_CERTIFICATE_FILE`]).
     BadCertificateFile,
-    /// A PROXY protocol header missing, malformed or over its cap
-    /// ([`code::PROXY_HEADER`]).
+    /// A PROXY protocol header missing, over its cap or malformed
+    /// ([`code::PROXY_HEADER_MISSING`], [`code::PROXY_HEADER_TOO_LARGE`],
+    /// [`code::PROXY_HEADER_MALFORMED`]).
     ProxyHeader,
     /// Any other I/O failure; see [`Error::code`] for the errno.
     Io,

@@ -86,6 +86,15 @@ impl Invalid {
             Invalid::Malformed => "malformed",
         }
     }
+
+    /// The error code that stands for it ([`reason_of`] reads it back).
+    pub fn code(self) -> i32 {
+        match self {
+            Invalid::Missing => code::PROXY_HEADER_MISSING,
+            Invalid::Oversized => code::PROXY_HEADER_TOO_LARGE,
+            Invalid::Malformed => code::PROXY_HEADER_MALFORMED,
+        }
+    }
 }
 
 /// What [`frame`] found at the front of some bytes.
@@ -177,23 +186,20 @@ pub struct Header {
 fn invalid(reason: Invalid, detail: impl fmt::Display) -> Error {
     Error::new(
         ErrorKind::ProxyHeader,
-        code::PROXY_HEADER,
+        reason.code(),
         format!("PROXY header {}: {detail}", reason.as_str()),
     )
 }
 
-/// The reason a [`parse`] or server admission error stands for, if it is a
-/// header error ([`ErrorKind::ProxyHeader`]).
+/// The reason a [`parse`] error stands for (read from its code), if it is
+/// a header error ([`ErrorKind::ProxyHeader`]).
 pub fn reason_of(err: &Error) -> Option<Invalid> {
     if err.kind() != ErrorKind::ProxyHeader {
         return None;
     }
     [Invalid::Missing, Invalid::Oversized, Invalid::Malformed]
         .into_iter()
-        .find(|r| {
-            err.message()
-                .starts_with(&format!("PROXY header {}", r.as_str()))
-        })
+        .find(|r| r.code() == err.code())
 }
 
 /// Parses one whole header (exactly the bytes [`frame`] counted; trailing

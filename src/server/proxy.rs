@@ -141,9 +141,9 @@ impl ProxyAdmission {
     /// closes it (nothing read, no task, no slot).
     pub fn untrusted(&self, metrics: &Metrics, addr: SocketAddr) {
         let err = Error::new(
-            ErrorKind::ProxyHeader,
-            code::PROXY_HEADER,
-            format!("connection from {addr}: not a trusted PROXY source"),
+            ErrorKind::InvalidConfig,
+            code::INVALID_CONFIG,
+            format!("from {addr}: not in the PROXY trusted sources"),
         );
         self.refuse(metrics, ProxyFailure::Untrusted, Endpoint::from(addr), &err);
     }
@@ -252,12 +252,12 @@ async fn read_header(tcp: &mut TcpStream) -> Result<Header> {
         let peeked = tcp
             .peek(&mut buf[have..])
             .await
-            .map_err(|e| Error::io(e, "read"))?;
+            .map_err(|e| Error::io(e, "read the PROXY header"))?;
         if peeked == 0 {
             return Err(Error::new(
                 ErrorKind::UnexpectedEof,
                 code::UNEXPECTED_EOF,
-                format!("closed after {have} bytes"),
+                format!("closed after {have} bytes of the PROXY header"),
             ));
         }
         let seen = have + peeked;
@@ -270,7 +270,7 @@ async fn read_header(tcp: &mut TcpStream) -> Result<Header> {
         };
         tcp.read_exact(&mut buf[have..take])
             .await
-            .map_err(|e| Error::io(e, "read"))?;
+            .map_err(|e| Error::io(e, "read the PROXY header"))?;
         have = take;
         if let Frame::Complete(len) = crate::proxy::frame(&buf[..have]) {
             return crate::proxy::parse(&buf[..len]);
