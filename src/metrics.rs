@@ -29,6 +29,60 @@ pub struct Metrics {
     buffered_bytes_max: AtomicU64,
     tls_handshakes: AtomicU64,
     tls_failed: [AtomicU64; HandshakeFailure::ALL.len()],
+    proxy_failed: [AtomicU64; ProxyFailure::ALL.len()],
+}
+
+/// Why a connection was turned away before its service saw a byte
+/// (a stand-in for h-obs's fuller enum, with the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The PROXY protocol header was refused (`--proxy-protocol`).
+    Proxy(ProxyFailure),
+}
+
+impl Rejection {
+    /// The `reason` word for logs: `proxy_<failure>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Proxy(ProxyFailure::Untrusted) => "proxy_untrusted",
+            Rejection::Proxy(ProxyFailure::Missing) => "proxy_missing",
+            Rejection::Proxy(ProxyFailure::Malformed) => "proxy_malformed",
+            Rejection::Proxy(ProxyFailure::TooLarge) => "proxy_too_large",
+            Rejection::Proxy(ProxyFailure::Timeout) => "proxy_timeout",
+            Rejection::Proxy(ProxyFailure::Io) => "proxy_io",
+        }
+    }
+}
+
+/// Why a PROXY protocol header was refused ([`Rejection::Proxy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyFailure {
+    /// A connection from a source outside `--proxy-trusted`.
+    Untrusted,
+    /// A trusted source that sent no header (the first bytes are not one).
+    Missing,
+    /// A header that does not parse (v1 or v2).
+    Malformed,
+    /// More bytes than the header size cap without a complete header.
+    TooLarge,
+    /// No complete header within the header deadline.
+    Timeout,
+    /// The connection failed underneath (reset, EOF mid-header).
+    Io,
+}
+
+impl ProxyFailure {
+    /// Every reason, in counter order.
+    pub const ALL: [ProxyFailure; 6] = [
+        ProxyFailure::Untrusted,
+        ProxyFailure::Missing,
+        ProxyFailure::Malformed,
+        ProxyFailure::TooLarge,
+        ProxyFailure::Timeout,
+        ProxyFailure::Io,
+    ];
 }
 
 /// Why a TLS handshake failed, as counted in [`Snapshot`] and logged.
@@ -110,6 +164,18 @@ pub struct Snapshot {
     pub tls_failed_certificate: u64,
     /// TLS handshakes cut by the connection failing ([`HandshakeFailure::Io`]).
     pub tls_failed_io: u64,
+    /// Connections from a source outside the PROXY trusted list ([`ProxyFailure::Untrusted`]).
+    pub rejected_proxy_untrusted: u64,
+    /// Trusted sources that sent no PROXY header ([`ProxyFailure::Missing`]).
+    pub rejected_proxy_missing: u64,
+    /// PROXY headers that did not parse ([`ProxyFailure::Malformed`]).
+    pub rejected_proxy_malformed: u64,
+    /// PROXY headers over the size cap ([`ProxyFailure::TooLarge`]).
+    pub rejected_proxy_too_large: u64,
+    /// PROXY headers not complete in time ([`ProxyFailure::Timeout`]).
+    pub rejected_proxy_timeout: u64,
+    /// Connections that failed while sending their PROXY header ([`ProxyFailure::Io`]).
+    pub rejected_proxy_io: u64,
 }
 
 impl Metrics {
@@ -139,6 +205,12 @@ impl Metrics {
             tls_failed_protocol: self.tls_failed[1].load(Relaxed),
             tls_failed_certificate: self.tls_failed[2].load(Relaxed),
             tls_failed_io: self.tls_failed[3].load(Relaxed),
+            rejected_proxy_untrusted: self.proxy_failed[0].load(Relaxed),
+            rejected_proxy_missing: self.proxy_failed[1].load(Relaxed),
+            rejected_proxy_malformed: self.proxy_failed[2].load(Relaxed),
+            rejected_proxy_too_large: self.proxy_failed[3].load(Relaxed),
+            rejected_proxy_timeout: self.proxy_failed[4].load(Relaxed),
+            rejected_proxy_io: self.proxy_failed[5].load(Relaxed),
         }
     }
 
@@ -167,6 +239,15 @@ impl Metrics {
     /// A connection was accepted over the limit and closed at once.
     pub fn connection_rejected(&self) {
         self.rejected.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was turned away for `why`, before its service saw a
+    /// byte (counted only: one already opened is still closed with
+    /// [`Metrics::connection_closed`]).
+    pub fn rejected(&self, why: Rejection) {
+        match why {
+            Rejection::Proxy(p) => self.proxy_failed[p as usize].fetch_add(1, Relaxed),
+        };
     }
 
     /// A connection was closed by the idle timeout.

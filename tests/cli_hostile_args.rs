@@ -27,6 +27,17 @@ const DURATIONS: &[&str] = &[
     "soon",
     "",
 ];
+/// A zero deadline would refuse every header.
+const DURATIONS_ABOVE_ZERO: &[&str] = &[
+    "300000000000y",
+    "366d",
+    "18446744073709551616s",
+    "-1s",
+    "soon",
+    "",
+    "0",
+    "0s",
+];
 const PATHS: &[&str] = &["/nonexistent/dir/file", "/", ""];
 const TLS_FILES: &[&str] = &["/nonexistent/dir/file", "/", "", file!()];
 const CPUS: &[&str] = &[
@@ -121,6 +132,20 @@ const CASES: &[Case] = &[
     case("serve", "--metrics", ADDRS, &[]),
     // Files are read and parsed as the flag is: missing, a directory, empty
     // names, and a file that is not PEM (this test's own source).
+    case(
+        "serve",
+        "--proxy-trusted",
+        &[
+            "",
+            "10.0.0.0/33",
+            "localhost",
+            "10.0.0.0/",
+            "1.2.3",
+            "#LONG_TEXT",
+        ],
+        &[],
+    ),
+    case("serve", "--proxy-timeout", DURATIONS_ABOVE_ZERO, &[]),
     case("serve", "--tls-cert", TLS_FILES, &[]),
     case("serve", "--tls-key", TLS_FILES, &[]),
     case("serve", "--tls-client-ca", TLS_FILES, &[]),
@@ -175,6 +200,7 @@ const CASES: &[Case] = &[
         &["4294967295"],
     ),
     case("connect", "--idle-timeout", DURATIONS, &["0"]),
+    case("connect", "--send-proxy", &["bogus", "", "v3", "V2 "], &[]),
     case("connect", "--output", PATHS, &[]),
     case("connect", "--hex-dump", PATHS, &[]),
     case("connect", "--ca", PATHS, &[]),
@@ -236,6 +262,7 @@ const CASES: &[Case] = &[
         &[],
     ),
     case("bench", "--connect-timeout", DURATIONS, &[]),
+    case("bench", "--send-proxy", &["bogus", "", "v3"], &[]),
     case("bench", "--histogram", PATHS, &[]),
     case("bench", "--plot", PATHS, &[]),
     case("bench", "--ca", PATHS, &[]),

@@ -117,6 +117,10 @@ pub struct BenchConfig {
     /// one byte (verified) and then held silent until the run ends; not
     /// counted as messages (issue 6's "10,000 connections, 1 % active").
     pub idle_connections: usize,
+    /// Every connection first sends a PROXY protocol header with its own
+    /// source and destination (before TLS), for a server behind which no
+    /// balancer stands (`serve --proxy-protocol`).
+    pub send_proxy: Option<crate::proxy::Version>,
     /// TLS over every connection: the handshake right after the connect
     /// (sessions resumed if the connector resumes), the workload on the
     /// decrypted stream; handshakes counted and timed in the report.
@@ -157,6 +161,7 @@ impl BenchConfig {
             connect_timeout: Duration::from_secs(5),
             server_pid: None,
             idle_connections: 0,
+            send_proxy: None,
             #[cfg(feature = "tls")]
             tls: None,
         }

@@ -122,6 +122,12 @@ struct Options {
     /// Write latency by percentile as an SVG plot to FILE.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Every connection first sends a PROXY protocol header (v1 or v2, as
+    /// HAProxy's send-proxy / send-proxy-v2) with its real source and
+    /// destination. Without --target the embedded server runs with
+    /// --proxy-protocol --proxy-trusted 127.0.0.0/8.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    send_proxy: Option<SendProxy>,
     /// Every connection speaks TLS (each flag of this group implies it):
     /// echo shakes hands once per connection, connect mode once per
     /// connection (full handshakes unless --tls-resume), idle holds TLS
@@ -160,7 +166,10 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         }
         None => {
             let workers = args.server_workers.or(args.server_cpu.map(|_| 1));
-            let cmd = serve_command(config.mode, workers, args.server_engine)?;
+            let mut cmd = serve_command(config.mode, workers, args.server_engine)?;
+            if args.send_proxy.is_some() {
+                cmd.args(["--proxy-protocol", "--proxy-trusted", "127.0.0.0/8"]);
+            }
             #[cfg(feature = "tls")]
             let s = match tls {
                 Some(tls) => {
@@ -200,6 +209,24 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let report = result?;
     output(&args, &report)?;
     verdict(&report, args.allow_broken)
+}
+
+/// `--send-proxy`'s versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SendProxy {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl From<SendProxy> for tcpkit::proxy::Version {
+    fn from(v: SendProxy) -> Self {
+        match v {
+            SendProxy::V1 => tcpkit::proxy::Version::V1,
+            SendProxy::V2 => tcpkit::proxy::Version::V2,
+        }
+    }
 }
 
 /// What `BenchConfig::validate` cannot see: CPUs that exist, output files
@@ -260,6 +287,7 @@ fn config_from(args: &Options, target: Endpoint) -> BenchConfig {
         connect_timeout: args.connect_timeout,
         server_pid: args.server_pid,
         idle_connections: args.idle_connections,
+        send_proxy: args.send_proxy.map(Into::into),
         #[cfg(feature = "tls")]
         tls: None,
     }

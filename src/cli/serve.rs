@@ -106,6 +106,8 @@ pub struct Args {
     #[cfg(feature = "metrics")]
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    #[command(flatten)]
+    proxy: super::serve_proxy::ProxyArgs,
     #[cfg(feature = "tls")]
     #[command(flatten)]
     tls: super::serve_tls::TlsArgs,
@@ -177,8 +179,10 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     // Before sizing the default connection limit from it.
     tcpkit::net::raise_open_file_limit();
     let config = config(&args)?;
-    #[allow(unused_mut)]
     let mut builder = ServerBuilder::from_config(config.clone());
+    if let Some(proxy) = args.proxy.config() {
+        builder = builder.proxy_protocol(proxy);
+    }
     #[cfg(feature = "tls")]
     if let Some(tls) = args.tls.config(&config.listen, args.listen.as_deref())? {
         if let Some(fp) = &tls.self_signed_fingerprint

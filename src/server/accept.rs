@@ -51,6 +51,9 @@ pub(crate) struct AcceptLoop<'a, S> {
     /// TLS servers: the handshake comes first, in the connection's task.
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<super::admit::TlsAdmission>>,
+    /// PROXY protocol servers: untrusted sources are closed here, the
+    /// header is read first in the connection's task.
+    pub proxy: Option<Arc<super::proxy::ProxyAdmission>>,
 }
 
 impl<S: Service> AcceptLoop<'_, S> {
@@ -96,6 +99,15 @@ impl<S: Service> AcceptLoop<'_, S> {
                     continue;
                 }
             };
+            // Untrusted sources on a PROXY listener: closed with nothing
+            // read, no task and no slot (a flood costs an accept each).
+            if let Some(proxy) = &self.proxy
+                && !proxy.trusts(addr)
+            {
+                proxy.untrusted(self.metrics, addr);
+                drop(stream);
+                continue;
+            }
             // A connection may have closed while we waited in accept.
             match permit.or_else(|| permits.clone().try_acquire_owned().ok()) {
                 Some(permit) => {
@@ -103,6 +115,17 @@ impl<S: Service> AcceptLoop<'_, S> {
                     next_id += self.id_step;
                     let conn = self.connection(stream, addr, id, per_conn);
                     self.metrics.connection_opened();
+                    if let Some(proxy) = &self.proxy {
+                        conns.spawn(super::proxy::task(
+                            self.service.clone(),
+                            proxy.clone(),
+                            #[cfg(feature = "tls")]
+                            self.tls.clone(),
+                            conn,
+                            permit,
+                        ));
+                        continue;
+                    }
                     #[cfg(feature = "tls")]
                     if let Some(tls) = &self.tls {
                         conns.spawn(super::admit::tls(
@@ -140,6 +163,7 @@ impl<S: Service> AcceptLoop<'_, S> {
             local,
             stream: stream.into(),
             peer: Endpoint::from(addr),
+            tcp_peer: Endpoint::from(addr),
             id,
             shutdown: self.shutdown.clone(),
             idle_timeout: self.config.idle_timeout,

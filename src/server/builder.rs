@@ -167,6 +167,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
+    proxy: Option<super::ProxyProtocol>,
 }
 
 impl ServerBuilder {
@@ -181,7 +182,18 @@ impl ServerBuilder {
             config,
             #[cfg(feature = "tls")]
             tls: None,
+            proxy: None,
         }
+    }
+
+    /// Reads a PROXY protocol header (v1 or v2) on every connection before
+    /// anything else, TLS included: the client it carries becomes the
+    /// connection's `peer` (the socket's stays in `tcp_peer`). Sources
+    /// outside [`ProxyProtocol::trusted`] are refused at accept; a trusted
+    /// source without a valid header within the deadline is closed.
+    pub fn proxy_protocol(mut self, proxy: super::ProxyProtocol) -> Self {
+        self.proxy = Some(proxy);
+        self
     }
 
     /// Serves over TLS: every accepted connection is handshaken (in its
@@ -263,6 +275,9 @@ impl ServerBuilder {
     /// the first one got.
     pub fn bind(self) -> Result<Server> {
         self.config.validate()?;
+        if let Some(proxy) = &self.proxy {
+            proxy.validate()?;
+        }
         // Built before any socket opens: a bad configuration binds nothing.
         #[cfg(feature = "tls")]
         let tls = match self.tls {
@@ -290,8 +305,10 @@ impl ServerBuilder {
                 acceptor.set_defer_accept(DEFER_ACCEPT_SECS)?;
             }
         }
-        #[allow(unused_mut)]
         let mut server = Server::new(acceptors, self.config)?;
+        server.proxy = self
+            .proxy
+            .map(|p| std::sync::Arc::new(super::proxy::ProxyAdmission::new(p)));
         #[cfg(feature = "tls")]
         {
             server.tls = tls.map(|live| std::sync::Arc::new(super::admit::TlsAdmission::new(live)));

@@ -8,6 +8,8 @@
 //! * `admit` (feature `tls`): between accept and service, the TLS handshake
 //!   in the connection's own task, under a deadline and a cap
 //!   ([`ServerBuilder::tls`]).
+//! * [`proxy`]: the PROXY protocol header read before TLS and the
+//!   service, from trusted sources only ([`ServerBuilder::proxy_protocol`]).
 //! * [`connection`]: the task that runs a service on one
 //!   [`Connection`](crate::service::Connection) and accounts for it.
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
@@ -29,6 +31,7 @@ mod accept;
 mod admit;
 pub mod builder;
 pub mod connection;
+pub mod proxy;
 pub mod shutdown;
 
 use std::fmt;
@@ -40,6 +43,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 pub use builder::{Engine, Listen, ServerBuilder, ServerConfig};
+pub use proxy::ProxyProtocol;
 pub use shutdown::ShutdownHandle;
 
 use crate::endpoint::Endpoint;
@@ -60,6 +64,8 @@ pub struct Server {
     /// Set by [`ServerBuilder::tls`]: handshake every connection first.
     #[cfg(feature = "tls")]
     tls: Option<Arc<admit::TlsAdmission>>,
+    /// Set by [`ServerBuilder::proxy_protocol`]: read a header first.
+    proxy: Option<Arc<proxy::ProxyAdmission>>,
 }
 
 /// What a server did, printed by `tcpkit serve` at exit.
@@ -132,6 +138,7 @@ impl Server {
             handle: ShutdownHandle::new(),
             #[cfg(feature = "tls")]
             tls: None,
+            proxy: None,
         })
     }
 
@@ -199,6 +206,7 @@ impl Server {
             handle,
             #[cfg(feature = "tls")]
             tls,
+            proxy,
         } = self;
         let lanes = acceptors.len() as u64;
         let lane = |index: u64| Lane {
@@ -210,6 +218,7 @@ impl Server {
             handle: handle.clone(),
             #[cfg(feature = "tls")]
             tls: tls.clone(),
+            proxy: proxy.clone(),
         };
         let service = Arc::new(service);
         let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -289,6 +298,7 @@ struct Lane {
     handle: ShutdownHandle,
     #[cfg(feature = "tls")]
     tls: Option<Arc<admit::TlsAdmission>>,
+    proxy: Option<Arc<proxy::ProxyAdmission>>,
 }
 
 impl Lane {
@@ -324,6 +334,7 @@ impl Lane {
             id_step: self.lanes,
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
+            proxy: self.proxy.clone(),
         }
         .run(&mut conns)
         .await;

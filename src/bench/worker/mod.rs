@@ -214,6 +214,11 @@ impl Ctx {
         })?;
         self.local.set(stream.local_addr().ok());
         self.verified_bytes.set(0);
+        if let Some(version) = self.config.send_proxy {
+            send_proxy(&stream, version, target)
+                .await
+                .map_err(ConnError::Connect)?;
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.config.tls {
             return Ok((self.handshake(tls, stream).await?, permit));
@@ -247,6 +252,30 @@ impl Ctx {
         }
         Ok(BenchStream::Tls(Box::new(stream)))
     }
+}
+
+/// The PROXY header for this connection's real source and destination.
+/// A fresh socket's send buffer is empty, so the write completes at once;
+/// a failure counts as a failed connect.
+async fn send_proxy(
+    stream: &TcpStream,
+    version: crate::proxy::Version,
+    target: Endpoint,
+) -> Result<()> {
+    let fail = |e| Error::io(e, format_args!("send the PROXY header to {target}"));
+    let local = stream.local_addr().map_err(fail)?;
+    let peer = stream.peer_addr().map_err(fail)?;
+    let header = crate::proxy::encode(version, local, peer);
+    let mut written = 0;
+    while written < header.len() {
+        stream.writable().await.map_err(fail)?;
+        match stream.try_write(&header[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Ok(())
 }
 
 impl Ctx {
