@@ -11,6 +11,8 @@
 //! * [`connection`]: the task that runs a service on one
 //!   [`Connection`](crate::service::Connection) and accounts for it.
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
+//! * [`handover`] (Linux): restart without losing a connection, the
+//!   listening sockets passed to a successor over a UNIX socket.
 //!
 //! ```
 //! use tcpkit::{Endpoint, server::ServerBuilder, service::Echo};
@@ -29,6 +31,8 @@ mod accept;
 mod admit;
 pub mod builder;
 pub mod connection;
+#[cfg(target_os = "linux")]
+pub mod handover;
 pub mod shutdown;
 
 use std::fmt;
