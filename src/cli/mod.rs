@@ -10,6 +10,8 @@ mod exit;
 mod listen;
 mod out;
 mod serve;
+#[cfg(target_os = "linux")]
+mod serve_restart;
 #[cfg(feature = "tls")]
 mod serve_tls;
 #[cfg(feature = "tls")]
