@@ -178,6 +178,10 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     // Linux only (elsewhere the kernel has no TCP_DEFER_ACCEPT).
     config.defer_accept =
         cfg!(target_os = "linux") && args.mode != Mode::Chat && !args.no_defer_accept;
+    #[cfg(target_os = "linux")]
+    if let Some(pidfile) = &args.restart.pidfile {
+        values::check_output_file("--pidfile", pidfile)?;
+    }
     config.validate()?;
     Ok(config)
 }
