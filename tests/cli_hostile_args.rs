@@ -113,7 +113,12 @@ const CASES: &[Case] = &[
     ),
     // Free text: any value is valid; the longest one argument can be.
     case("demo", "--message", &[], &["", "#LONG_TEXT"]),
-    case("serve", "--listen", SERVE_LISTEN, &["fd:1000000", "fd:2147483647"]),
+    case(
+        "serve",
+        "--listen",
+        SERVE_LISTEN,
+        &["fd:1000000", "fd:2147483647"],
+    ),
     case("serve", "--pidfile", PATHS, &[]),
     case("serve", "--upgrade-from", PATHS, &[]),
     case("serve", "--mode", ENUM, &[]),
