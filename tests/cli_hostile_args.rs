@@ -68,6 +68,22 @@ const ADDRS: &[&str] = &[
     "",
 ];
 
+/// `serve --listen`: addresses, and the inherited forms (`systemd` with no
+/// LISTEN_PID in the environment; descriptors that are not numbers >= 3).
+const SERVE_LISTEN: &[&str] = &[
+    ":3333",
+    "999.1.1.1:1",
+    "[::1",
+    "70000",
+    "",
+    "systemd",
+    "fd:",
+    "fd:x",
+    "fd:2",
+    "fd:-1",
+    "fd:99999999999",
+];
+
 /// One flag (or positional argument, as `--help` shows it: `<HOST:PORT>`,
 /// `[ADDR]`) of one subcommand, its invalid values (each must exit 2), and
 /// extreme values that are valid (each must end without a panic, with any
@@ -108,7 +124,14 @@ const CASES: &[Case] = &[
     ),
     // Free text: any value is valid; the longest one argument can be.
     case("demo", "--message", &[], &["", "#LONG_TEXT"]),
-    case("serve", "--listen", ADDRS, &[]),
+    case(
+        "serve",
+        "--listen",
+        SERVE_LISTEN,
+        &["fd:1000000", "fd:2147483647"],
+    ),
+    case("serve", "--pidfile", PATHS, &[]),
+    case("serve", "--upgrade-from", PATHS, &[]),
     case("serve", "--mode", ENUM, &[]),
     case("serve", "--backlog", &["0", "4294967296", "-1"], &[]),
     case(

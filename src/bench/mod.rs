@@ -343,6 +343,7 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
     total.established += s.established;
     total.connect_failures += s.connect_failures;
     total.errors += s.errors;
+    total.resets += s.resets;
     total.verification_failures += s.verification_failures;
     for e in s.error_samples {
         if total.error_samples.len() < MAX_ERROR_SAMPLES {
@@ -476,6 +477,7 @@ fn build_report(
         connections_established: total.established,
         connect_failures: total.connect_failures,
         errors: total.errors,
+        connection_resets: total.resets,
         verification_failures: total.verification_failures,
         error_samples: total.error_samples,
         first_verification_failure: total.first_mismatch,

@@ -58,6 +58,9 @@ pub struct BenchReport {
     pub connect_failures: u64,
     /// Connections that stopped on an error (including verification).
     pub errors: u64,
+    /// Of `errors`: connections reset by the peer after they connected
+    /// (`ECONNRESET`, `EPIPE`, `ECONNABORTED`), apart from connects that failed.
+    pub connection_resets: u64,
     /// Connections whose echo differed from what was sent.
     pub verification_failures: u64,
     /// The first few errors, naming connection and offset.
@@ -249,8 +252,13 @@ impl BenchReport {
         rows.push((
             "errors",
             format!(
-                "{} ({} verification)",
-                self.errors, self.verification_failures
+                "{} ({} verification{})",
+                self.errors,
+                self.verification_failures,
+                match self.connection_resets {
+                    0 => String::new(),
+                    n => format!(", {n} resets"),
+                }
             ),
         ));
         for e in &self.error_samples {
@@ -373,6 +381,7 @@ mod tests {
             connections_established: 50,
             connect_failures: 0,
             errors: 1,
+            connection_resets: 0,
             verification_failures: 1,
             error_samples: vec!["connection 3: byte at stream offset 94 ...".into()],
             first_verification_failure: Some("connection 3: byte at stream offset 94 ...".into()),

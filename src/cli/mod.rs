@@ -11,6 +11,8 @@ mod listen;
 mod out;
 mod serve;
 mod serve_proxy;
+#[cfg(target_os = "linux")]
+mod serve_restart;
 #[cfg(feature = "tls")]
 mod serve_tls;
 #[cfg(feature = "tls")]

@@ -34,13 +34,22 @@ pub const DEFER_ACCEPT_SECS: u32 = 1;
 const RESERVED_FDS: u64 = 32;
 
 /// Where to listen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
     /// `[::]:port` dual-stack, falling back to `0.0.0.0:port` on hosts
     /// without IPv6 ([`Acceptor::bind_listen_any`]).
     Any(u16),
     /// Exactly this endpoint (port 0 lets the kernel choose).
     At(Endpoint),
+    /// Sockets already listening, opened by someone else: systemd socket
+    /// activation ([`ListenFds`](crate::net::ListenFds)), a predecessor's
+    /// handover ([`handover`](super::handover)), or the caller's own
+    /// `TcpListener` ([`ServerBuilder::listener`]). One lane per socket
+    /// with either engine: [`Engine::PerCore`] gets no more lanes than
+    /// sockets (one inherited socket is one worker thread), since a
+    /// listener of our own beside them would lose its queue at exit.
+    #[cfg(target_os = "linux")]
+    Inherited(crate::net::Inherited),
 }
 
 /// How a server spreads connections over its [`ServerConfig::workers`]
@@ -141,6 +150,39 @@ impl ServerConfig {
     }
 }
 
+/// Opens the server's listeners: one, or one per worker with
+/// [`Engine::PerCore`], all on the port the first one got; or takes the
+/// inherited ones.
+fn listeners(config: &ServerConfig) -> Result<Vec<Acceptor>> {
+    let backlog = config.backlog;
+    let first = match (&config.listen, config.engine) {
+        (Listen::Any(port), Engine::Shared) => Acceptor::bind_listen_any(*port, backlog)?,
+        (Listen::At(ep), Engine::Shared) => Acceptor::bind_listen(ep, backlog)?,
+        (Listen::Any(port), Engine::PerCore) => Acceptor::bind_listen_any_shared(*port, backlog)?,
+        (Listen::At(ep), Engine::PerCore) => Acceptor::bind_listen_shared(ep, backlog)?,
+        #[cfg(target_os = "linux")]
+        (Listen::Inherited(inherited), engine) => {
+            let acceptors = inherited.take()?;
+            if engine == Engine::PerCore && acceptors.len() < config.workers {
+                tracing::warn!(
+                    listeners = acceptors.len(),
+                    workers = config.workers,
+                    "per-core engine on inherited listeners: one worker per listener"
+                );
+            }
+            return Ok(acceptors);
+        }
+    };
+    let mut acceptors = vec![first];
+    if config.engine == Engine::PerCore {
+        let bound = acceptors[0].local_endpoint()?;
+        for _ in 1..config.workers {
+            acceptors.push(Acceptor::bind_listen_shared(&bound, backlog)?);
+        }
+    }
+    Ok(acceptors)
+}
+
 /// The connection limit the process's descriptor limit allows: the soft
 /// `RLIMIT_NOFILE` minus a few descriptors the server itself needs.
 pub fn default_max_connections() -> usize {
@@ -216,6 +258,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves on a listener the caller opened (bound and listening, e.g.
+    /// from a supervisor): [`Listen::Inherited`].
+    #[cfg(target_os = "linux")]
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.config.listen = Listen::Inherited(crate::net::Inherited::from_listener(listener));
+        self
+    }
+
     /// The `listen(2)` backlog.
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.config.backlog = backlog;
@@ -284,22 +334,7 @@ impl ServerBuilder {
             Some(tls) => Some(std::sync::Arc::new(crate::tls::Live::new(tls)?)),
             None => None,
         };
-        let backlog = self.config.backlog;
-        let first = match (self.config.listen, self.config.engine) {
-            (Listen::Any(port), Engine::Shared) => Acceptor::bind_listen_any(port, backlog)?,
-            (Listen::At(ep), Engine::Shared) => Acceptor::bind_listen(&ep, backlog)?,
-            (Listen::Any(port), Engine::PerCore) => {
-                Acceptor::bind_listen_any_shared(port, backlog)?
-            }
-            (Listen::At(ep), Engine::PerCore) => Acceptor::bind_listen_shared(&ep, backlog)?,
-        };
-        let mut acceptors = vec![first];
-        if self.config.engine == Engine::PerCore {
-            let bound = acceptors[0].local_endpoint()?;
-            for _ in 1..self.config.workers {
-                acceptors.push(Acceptor::bind_listen_shared(&bound, backlog)?);
-            }
-        }
+        let acceptors = listeners(&self.config)?;
         if self.config.defer_accept {
             for acceptor in &acceptors {
                 acceptor.set_defer_accept(DEFER_ACCEPT_SECS)?;

@@ -13,6 +13,8 @@
 //! * [`connection`]: the task that runs a service on one
 //!   [`Connection`](crate::service::Connection) and accounts for it.
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
+//! * [`handover`] (Linux): restart without losing a connection, the
+//!   listening sockets passed to a successor over a UNIX socket.
 //!
 //! ```
 //! use tcpkit::{Endpoint, server::ServerBuilder, service::Echo};
@@ -32,6 +34,8 @@ mod admit;
 pub mod builder;
 pub mod connection;
 pub mod proxy;
+#[cfg(target_os = "linux")]
+pub mod handover;
 pub mod shutdown;
 
 use std::fmt;

@@ -79,6 +79,8 @@ pub(crate) struct ThreadStats {
     pub established: u64,
     pub connect_failures: u64,
     pub errors: u64,
+    /// Of `errors`: connections the server reset after they connected.
+    pub resets: u64,
     pub verification_failures: u64,
     pub error_samples: Vec<String>,
     /// Connections that broke after they opened (reset, closed, timed out).
@@ -172,6 +174,8 @@ impl Ctx {
             }
             ConnError::Io { offset, err } => {
                 s.errors += 1;
+                let reset = [libc::ECONNRESET, libc::EPIPE, libc::ECONNABORTED];
+                s.resets += u64::from(err.os_code().is_some_and(|c| reset.contains(&c)));
                 s.sample(format!("connection {id} at stream offset {offset}: {err}"));
                 s.broken += 1;
                 if s.broken_list.len() < MAX_BROKEN_LISTED {
