@@ -167,21 +167,8 @@ fn three_handovers_under_connect_load_lose_nothing() {
 
     let bench_for = Duration::from_secs(12);
     let mut bench = Proc::spawn(tcpkit(&[
-        "bench",
-        "-q",
-        "-t",
-        &addr,
-        "--mode",
-        "connect",
-        "--rate",
-        "300",
-        "-c",
-        "8",
-        "-d",
-        "12s",
-        "--warmup",
-        "0s",
-        "--json",
+        "bench", "-q", "-t", &addr, "--mode", "connect", "--rate", "300", "-c", "8", "-d", "12s",
+        "--warmup", "0s", "--json",
     ]));
     let started = Instant::now();
     // Load on the first server before it hands over.
@@ -207,7 +194,11 @@ fn three_handovers_under_connect_load_lose_nothing() {
             .trim()
             .parse()
             .unwrap();
-        assert_eq!(pid, new.pid(), "round {round}: the pidfile names the successor");
+        assert_eq!(
+            pid,
+            new.pid(),
+            "round {round}: the pidfile names the successor"
+        );
         old = new;
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -219,7 +210,11 @@ fn three_handovers_under_connect_load_lose_nothing() {
     let (_, out) = bench.exit();
     let report: serde_json::Value = serde_json::from_str(&out.join("\n"))
         .unwrap_or_else(|e| panic!("bench JSON ({e}): {out:?} {}", bench.stderr_text()));
-    let n = |key: &str| report[key].as_u64().unwrap_or_else(|| panic!("{key}: {report}"));
+    let n = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {report}"))
+    };
     assert!(n("connections_established") > 500, "{report}");
     assert_eq!(n("connect_failures"), 0, "{report}");
     assert_eq!(n("connection_resets"), 0, "{report}");
@@ -228,7 +223,10 @@ fn three_handovers_under_connect_load_lose_nothing() {
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(old.pid() as i32, libc::SIGTERM) }, 0);
     assert!(old.exit().0.success());
-    assert!(!Path::new(pidfile).exists(), "the last server removed its pidfile");
+    assert!(
+        !Path::new(pidfile).exists(),
+        "the last server removed its pidfile"
+    );
 }
 
 #[test]
@@ -338,7 +336,8 @@ fn listen_systemd_without_activation_fails_naming_the_variable() {
 /// The README's unit files: (name, text) of each ```ini block that starts
 /// with a `# tcpkit.socket` / `# tcpkit.service` comment.
 fn readme_units() -> Vec<(String, String)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let mut units = Vec::new();
     let mut rest = readme.as_str();
     while let Some(start) = rest.find("```ini\n# tcpkit.") {
@@ -363,7 +362,11 @@ fn key<'a>(unit: &'a str, key: &str) -> &'a str {
 fn the_readme_socket_and_service_pair_runs_under_socket_activation() {
     let units = readme_units();
     let names: Vec<&str> = units.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["tcpkit.socket", "tcpkit.service"], "README unit blocks");
+    assert_eq!(
+        names,
+        ["tcpkit.socket", "tcpkit.service"],
+        "README unit blocks"
+    );
     let (socket, service) = (&units[0].1, &units[1].1);
     let listen = key(socket, "ListenStream");
     let exec = key(service, "ExecStart");

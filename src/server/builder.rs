@@ -391,6 +391,23 @@ mod tests {
         assert_eq!(server.acceptors.len(), 1);
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn inherited_listeners_are_served_as_they_are_with_either_engine() {
+        for engine in [Engine::Shared, Engine::PerCore] {
+            let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let at = std.local_addr().unwrap();
+            let builder = ServerBuilder::new().listener(std).workers(3).engine(engine);
+            let again = builder.clone();
+            let server = builder.bind().unwrap();
+            // Per-core opens no listener of its own beside the inherited one.
+            assert_eq!(server.acceptors.len(), 1, "{engine:?}");
+            assert_eq!(server.local_endpoint().socket_addr(), at);
+            // A clone of the builder cannot take the same descriptor twice.
+            assert_eq!(again.bind().unwrap_err().kind(), ErrorKind::InvalidConfig);
+        }
+    }
+
     #[test]
     fn wildcard_v6_listen_keeps_the_fallback() {
         let b = ServerBuilder::new().listen(Endpoint::any_v6(7));
