@@ -286,13 +286,22 @@ fn parse_v2(bytes: &[u8]) -> Result<Header> {
 }
 
 /// A header announcing a connection from `source` to `destination`
-/// (`PROXY` command, TCP). An IPv4-mapped IPv6 address is sent as IPv4;
-/// when the two families still differ (one IPv4, one IPv6), the header
-/// says `UNKNOWN` (v1) or carries no address (v2), as the specification
-/// asks, and the receiver keeps its TCP peer.
+/// (`PROXY` command, TCP). Both go as IPv4 when both are IPv4 (an
+/// IPv4-mapped IPv6 address counts as IPv4), else both as IPv6 (an IPv4
+/// one mapped), so the header always carries the two addresses.
 pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
-    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
-    let pair = (canonical(source), canonical(destination));
+    let v4 = |a: SocketAddr| match a.ip().to_canonical() {
+        std::net::IpAddr::V4(ip) => Some(SocketAddr::from((ip, a.port()))),
+        std::net::IpAddr::V6(_) => None,
+    };
+    let v6 = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(ip) => SocketAddr::from((ip.to_ipv6_mapped(), a.port())),
+        std::net::IpAddr::V6(_) => a,
+    };
+    let pair = match (v4(source), v4(destination)) {
+        (Some(s), Some(d)) => (s, d),
+        _ => (v6(source), v6(destination)),
+    };
     match version {
         Version::V1 => ppp::v1::Addresses::from(pair).to_string().into_bytes(),
         Version::V2 => v2(ppp::v2::Command::Proxy, ppp::v2::Addresses::from(pair)),
@@ -360,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn mapped_addresses_go_as_ipv4_and_mixed_families_carry_none() {
+    fn mapped_addresses_go_as_ipv4_and_mixed_families_as_ipv6() {
         let h = parse(&encode(
             Version::V2,
             addr("[::ffff:10.1.2.3]:5"),
@@ -370,7 +379,20 @@ mod tests {
         assert_eq!(h.source, Some(addr("10.1.2.3:5")));
         for version in [Version::V1, Version::V2] {
             let h = parse(&encode(version, addr("[::1]:5"), addr("127.0.0.1:6"))).unwrap();
-            assert_eq!(h.source, None, "{version}");
+            assert_eq!(h.source, Some(addr("[::1]:5")), "{version}");
+            assert_eq!(
+                h.destination,
+                Some(addr("[::ffff:127.0.0.1]:6")),
+                "{version}"
+            );
+            // The fuzzer's case: a mapped destination beside a real IPv6 source.
+            let h = parse(&encode(
+                version,
+                addr("[2001:db8::1]:5"),
+                addr("[::ffff:1.2.3.4]:6"),
+            ))
+            .unwrap();
+            assert_eq!(h.destination, Some(addr("[::ffff:1.2.3.4]:6")), "{version}");
         }
     }
 
