@@ -33,9 +33,9 @@ mod accept;
 mod admit;
 pub mod builder;
 pub mod connection;
-pub mod proxy;
 #[cfg(target_os = "linux")]
 pub mod handover;
+pub mod proxy;
 pub mod shutdown;
 
 use std::fmt;
