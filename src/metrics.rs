@@ -15,7 +15,7 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub struct Metrics {
     accepted: AtomicU64,
-    rejected: AtomicU64,
+    rejected: [AtomicU64; Rejection::COUNT],
     active: AtomicU64,
     closed: AtomicU64,
     idle_timeouts: AtomicU64,
@@ -28,30 +28,78 @@ pub struct Metrics {
     buffered_bytes: AtomicU64,
     buffered_bytes_max: AtomicU64,
     tls_handshakes: AtomicU64,
-    tls_failed: [AtomicU64; HandshakeFailure::ALL.len()],
-    proxy_failed: [AtomicU64; ProxyFailure::ALL.len()],
 }
 
-/// Why a connection was turned away before its service saw a byte
-/// (a stand-in for h-obs's fuller enum, with the same names).
+/// Why a connection was turned away before its service saw a byte, as
+/// counted by [`Metrics::rejected`] and exported (one family, label
+/// `reason` = [`Rejection::as_str`]) as `tcpkit_connections_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
+    /// The server was at its connection limit (`--max-connections`).
+    MaxConnections,
+    /// The client's address is denied by the access list (`--allow`,
+    /// `--deny` and their files).
+    AccessList,
     /// The PROXY protocol header was refused (`--proxy-protocol`).
     Proxy(ProxyFailure),
+    /// The TLS handshake failed (`--tls`).
+    Tls(HandshakeFailure),
 }
 
 impl Rejection {
-    /// The `reason` word for logs: `proxy_<failure>`.
+    /// How many reasons there are (the counters' array length).
+    pub const COUNT: usize = 2 + ProxyFailure::ALL.len() + HandshakeFailure::ALL.len();
+
+    /// Every reason, in counter order.
+    pub const ALL: [Rejection; Rejection::COUNT] = [
+        Rejection::MaxConnections,
+        Rejection::AccessList,
+        Rejection::Proxy(ProxyFailure::Untrusted),
+        Rejection::Proxy(ProxyFailure::Missing),
+        Rejection::Proxy(ProxyFailure::Malformed),
+        Rejection::Proxy(ProxyFailure::TooLarge),
+        Rejection::Proxy(ProxyFailure::Timeout),
+        Rejection::Proxy(ProxyFailure::Io),
+        Rejection::Tls(HandshakeFailure::Timeout),
+        Rejection::Tls(HandshakeFailure::Protocol),
+        Rejection::Tls(HandshakeFailure::Certificate),
+        Rejection::Tls(HandshakeFailure::Io),
+    ];
+
+    /// The reason's position in [`Rejection::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Rejection::MaxConnections => 0,
+            Rejection::AccessList => 1,
+            Rejection::Proxy(p) => 2 + p as usize,
+            Rejection::Tls(t) => 2 + ProxyFailure::ALL.len() + t as usize,
+        }
+    }
+
+    /// The `reason` label and the word for logs: `max_connections`,
+    /// `access_list`, `proxy_<failure>`, `tls_<failure>`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Rejection::MaxConnections => "max_connections",
+            Rejection::AccessList => "access_list",
             Rejection::Proxy(ProxyFailure::Untrusted) => "proxy_untrusted",
             Rejection::Proxy(ProxyFailure::Missing) => "proxy_missing",
             Rejection::Proxy(ProxyFailure::Malformed) => "proxy_malformed",
             Rejection::Proxy(ProxyFailure::TooLarge) => "proxy_too_large",
             Rejection::Proxy(ProxyFailure::Timeout) => "proxy_timeout",
             Rejection::Proxy(ProxyFailure::Io) => "proxy_io",
+            Rejection::Tls(HandshakeFailure::Timeout) => "tls_timeout",
+            Rejection::Tls(HandshakeFailure::Protocol) => "tls_protocol",
+            Rejection::Tls(HandshakeFailure::Certificate) => "tls_certificate",
+            Rejection::Tls(HandshakeFailure::Io) => "tls_io",
         }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -59,7 +107,7 @@ impl Rejection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProxyFailure {
-    /// A connection from a source outside `--proxy-trusted`.
+    /// A header from a source outside `--proxy-trusted`.
     Untrusted,
     /// A trusted source that sent no header (the first bytes are not one).
     Missing,
@@ -121,13 +169,48 @@ impl HandshakeFailure {
     }
 }
 
+impl Snapshot {
+    /// The count of connections turned away for `why`.
+    pub fn rejected(&self, why: Rejection) -> u64 {
+        match why {
+            Rejection::MaxConnections => self.connections_rejected,
+            Rejection::AccessList => self.rejected_access_list,
+            Rejection::Proxy(ProxyFailure::Untrusted) => self.rejected_proxy_untrusted,
+            Rejection::Proxy(ProxyFailure::Missing) => self.rejected_proxy_missing,
+            Rejection::Proxy(ProxyFailure::Malformed) => self.rejected_proxy_malformed,
+            Rejection::Proxy(ProxyFailure::TooLarge) => self.rejected_proxy_too_large,
+            Rejection::Proxy(ProxyFailure::Timeout) => self.rejected_proxy_timeout,
+            Rejection::Proxy(ProxyFailure::Io) => self.rejected_proxy_io,
+            Rejection::Tls(HandshakeFailure::Timeout) => self.tls_failed_timeout,
+            Rejection::Tls(HandshakeFailure::Protocol) => self.tls_failed_protocol,
+            Rejection::Tls(HandshakeFailure::Certificate) => self.tls_failed_certificate,
+            Rejection::Tls(HandshakeFailure::Io) => self.tls_failed_io,
+        }
+    }
+}
+
 /// A copy of [`Metrics`] at one moment, for printing or `--json` output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
     /// Connections accepted and handed to the service.
     pub connections_accepted: u64,
-    /// Connections accepted and closed at once because the server was full.
+    /// Connections accepted and closed at once because the server was full
+    /// ([`Rejection::MaxConnections`]; every reason: [`Snapshot::rejected`]).
     pub connections_rejected: u64,
+    /// Connections denied by the access list ([`Rejection::AccessList`]).
+    pub rejected_access_list: u64,
+    /// PROXY headers from an untrusted source ([`ProxyFailure::Untrusted`]).
+    pub rejected_proxy_untrusted: u64,
+    /// Trusted sources that sent no PROXY header ([`ProxyFailure::Missing`]).
+    pub rejected_proxy_missing: u64,
+    /// PROXY headers that did not parse ([`ProxyFailure::Malformed`]).
+    pub rejected_proxy_malformed: u64,
+    /// PROXY headers over the size cap ([`ProxyFailure::TooLarge`]).
+    pub rejected_proxy_too_large: u64,
+    /// PROXY headers not complete in time ([`ProxyFailure::Timeout`]).
+    pub rejected_proxy_timeout: u64,
+    /// Connections that failed while sending their PROXY header ([`ProxyFailure::Io`]).
+    pub rejected_proxy_io: u64,
     /// Connections open right now.
     pub connections_active: u64,
     /// Connections that have finished (any reason).
@@ -164,18 +247,6 @@ pub struct Snapshot {
     pub tls_failed_certificate: u64,
     /// TLS handshakes cut by the connection failing ([`HandshakeFailure::Io`]).
     pub tls_failed_io: u64,
-    /// Connections from a source outside the PROXY trusted list ([`ProxyFailure::Untrusted`]).
-    pub rejected_proxy_untrusted: u64,
-    /// Trusted sources that sent no PROXY header ([`ProxyFailure::Missing`]).
-    pub rejected_proxy_missing: u64,
-    /// PROXY headers that did not parse ([`ProxyFailure::Malformed`]).
-    pub rejected_proxy_malformed: u64,
-    /// PROXY headers over the size cap ([`ProxyFailure::TooLarge`]).
-    pub rejected_proxy_too_large: u64,
-    /// PROXY headers not complete in time ([`ProxyFailure::Timeout`]).
-    pub rejected_proxy_timeout: u64,
-    /// Connections that failed while sending their PROXY header ([`ProxyFailure::Io`]).
-    pub rejected_proxy_io: u64,
 }
 
 impl Metrics {
@@ -188,7 +259,14 @@ impl Metrics {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             connections_accepted: self.accepted.load(Relaxed),
-            connections_rejected: self.rejected.load(Relaxed),
+            connections_rejected: self.rejected_by(Rejection::MaxConnections),
+            rejected_access_list: self.rejected_by(Rejection::AccessList),
+            rejected_proxy_untrusted: self.rejected_by(Rejection::Proxy(ProxyFailure::Untrusted)),
+            rejected_proxy_missing: self.rejected_by(Rejection::Proxy(ProxyFailure::Missing)),
+            rejected_proxy_malformed: self.rejected_by(Rejection::Proxy(ProxyFailure::Malformed)),
+            rejected_proxy_too_large: self.rejected_by(Rejection::Proxy(ProxyFailure::TooLarge)),
+            rejected_proxy_timeout: self.rejected_by(Rejection::Proxy(ProxyFailure::Timeout)),
+            rejected_proxy_io: self.rejected_by(Rejection::Proxy(ProxyFailure::Io)),
             connections_active: self.active.load(Relaxed),
             connections_closed: self.closed.load(Relaxed),
             idle_timeouts: self.idle_timeouts.load(Relaxed),
@@ -201,17 +279,15 @@ impl Metrics {
             buffered_bytes: self.buffered_bytes.load(Relaxed),
             buffered_bytes_max: self.buffered_bytes_max.load(Relaxed),
             tls_handshakes: self.tls_handshakes.load(Relaxed),
-            tls_failed_timeout: self.tls_failed[0].load(Relaxed),
-            tls_failed_protocol: self.tls_failed[1].load(Relaxed),
-            tls_failed_certificate: self.tls_failed[2].load(Relaxed),
-            tls_failed_io: self.tls_failed[3].load(Relaxed),
-            rejected_proxy_untrusted: self.proxy_failed[0].load(Relaxed),
-            rejected_proxy_missing: self.proxy_failed[1].load(Relaxed),
-            rejected_proxy_malformed: self.proxy_failed[2].load(Relaxed),
-            rejected_proxy_too_large: self.proxy_failed[3].load(Relaxed),
-            rejected_proxy_timeout: self.proxy_failed[4].load(Relaxed),
-            rejected_proxy_io: self.proxy_failed[5].load(Relaxed),
+            tls_failed_timeout: self.rejected_by(Rejection::Tls(HandshakeFailure::Timeout)),
+            tls_failed_protocol: self.rejected_by(Rejection::Tls(HandshakeFailure::Protocol)),
+            tls_failed_certificate: self.rejected_by(Rejection::Tls(HandshakeFailure::Certificate)),
+            tls_failed_io: self.rejected_by(Rejection::Tls(HandshakeFailure::Io)),
         }
+    }
+
+    fn rejected_by(&self, why: Rejection) -> u64 {
+        self.rejected[why.index()].load(Relaxed)
     }
 
     /// A connection was accepted and is being served.
@@ -236,18 +312,19 @@ impl Metrics {
         self.bytes_out.fetch_add(bytes_out, Relaxed);
     }
 
-    /// A connection was accepted over the limit and closed at once.
+    /// A connection was accepted over the limit and closed at once
+    /// (the same as `rejected(Rejection::MaxConnections)`).
     pub fn connection_rejected(&self) {
-        self.rejected.fetch_add(1, Relaxed);
+        self.rejected(Rejection::MaxConnections);
     }
 
     /// A connection was turned away for `why`, before its service saw a
-    /// byte (counted only: one already opened is still closed with
-    /// [`Metrics::connection_closed`]).
+    /// byte. This counts the refusal only: a connection already counted by
+    /// [`Metrics::connection_opened`] (admission runs after the accept loop
+    /// gave it a slot) must still be closed with
+    /// [`Metrics::connection_closed`].
     pub fn rejected(&self, why: Rejection) {
-        match why {
-            Rejection::Proxy(p) => self.proxy_failed[p as usize].fetch_add(1, Relaxed),
-        };
+        self.rejected[why.index()].fetch_add(1, Relaxed);
     }
 
     /// A connection was closed by the idle timeout.
@@ -286,9 +363,10 @@ impl Metrics {
         self.tls_handshakes.fetch_add(1, Relaxed);
     }
 
-    /// A TLS handshake failed for `reason`.
+    /// A TLS handshake failed for `reason` (the same as
+    /// `rejected(Rejection::Tls(reason))`).
     pub fn tls_handshake_failed(&self, reason: HandshakeFailure) {
-        self.tls_failed[reason as usize].fetch_add(1, Relaxed);
+        self.rejected(Rejection::Tls(reason));
     }
 
     /// The server released `bytes` it held for a peer.
@@ -340,5 +418,24 @@ mod tests {
         assert!(json.contains("\"tls_failed_protocol\":2"), "{json}");
         assert!(json.contains("\"buffered_bytes_max\":15"), "{json}");
         assert!(json.contains("\"lingering_cut_off\":1"), "{json}");
+    }
+
+    #[test]
+    fn every_rejection_has_its_own_counter_and_label() {
+        let m = Metrics::new();
+        for (i, why) in Rejection::ALL.into_iter().enumerate() {
+            assert_eq!(why.index(), i, "{why}");
+            for _ in 0..=i {
+                m.rejected(why);
+            }
+        }
+        let s = m.snapshot();
+        let mut labels = std::collections::HashSet::new();
+        for (i, why) in Rejection::ALL.into_iter().enumerate() {
+            assert_eq!(s.rejected(why), i as u64 + 1, "{why}");
+            assert!(labels.insert(why.as_str()), "{why} twice");
+        }
+        assert_eq!(s.connections_rejected, 1);
+        assert_eq!(s.tls_failed_io, Rejection::COUNT as u64);
     }
 }

@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::{Error, Result};
-use crate::metrics::{HandshakeFailure, Metrics, Snapshot};
+use crate::metrics::{Metrics, Rejection, Snapshot};
 
 /// The `Content-Type` of the scrape answer (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -104,14 +104,19 @@ impl Collector for SnapshotCollector {
             s.connections_closed,
         )?;
         {
-            let c = ConstCounter::new(s.connections_rejected);
+            let c = ConstCounter::new(0u64);
             let mut family = e.encode_descriptor(
                 "tcpkit_connections_rejected",
-                "Connections accepted and closed at once, by reason.",
+                "Connections turned away before the service saw a byte, by reason: \
+                 max_connections (never accepted), access_list, proxy_* (PROXY header), \
+                 tls_* (TLS handshake).",
                 None,
                 c.metric_type(),
             )?;
-            c.encode(family.encode_family(&[("reason", "max_connections")])?)?;
+            for why in Rejection::ALL {
+                ConstCounter::new(s.rejected(why))
+                    .encode(family.encode_family(&[("reason", why.as_str())])?)?;
+            }
         }
         counter(
             e,
@@ -173,25 +178,6 @@ impl Collector for SnapshotCollector {
             "TLS handshakes completed.",
             s.tls_handshakes,
         )?;
-        {
-            let c = ConstCounter::new(0u64);
-            let mut family = e.encode_descriptor(
-                "tcpkit_tls_handshake_failures",
-                "TLS handshakes that failed, by reason.",
-                None,
-                c.metric_type(),
-            )?;
-            for reason in HandshakeFailure::ALL {
-                let n = match reason {
-                    HandshakeFailure::Timeout => s.tls_failed_timeout,
-                    HandshakeFailure::Protocol => s.tls_failed_protocol,
-                    HandshakeFailure::Certificate => s.tls_failed_certificate,
-                    HandshakeFailure::Io => s.tls_failed_io,
-                };
-                ConstCounter::new(n)
-                    .encode(family.encode_family(&[("reason", reason.as_str())])?)?;
-            }
-        }
         Ok(())
     }
 }
@@ -333,6 +319,7 @@ async fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::HandshakeFailure;
 
     #[test]
     fn scrape_reads_the_atomics() {
@@ -349,7 +336,7 @@ mod tests {
         assert!(text.contains("tcpkit_received_bytes_total 5\n"), "{text}");
         assert!(text.contains("tcpkit_sent_bytes_total 7\n"), "{text}");
         assert!(
-            text.contains("tcpkit_tls_handshake_failures_total{reason=\"certificate\"} 1\n"),
+            text.contains("tcpkit_connections_rejected_total{reason=\"tls_certificate\"} 1\n"),
             "{text}"
         );
         assert!(

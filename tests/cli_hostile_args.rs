@@ -56,6 +56,18 @@ const PINS: &[&str] = &[
     "#LONG_TEXT",
 ];
 const SNIS: &[&str] = &["", "not a name", "127.0.0.1", "#LONG_TEXT"];
+const CIDRS: &[&str] = &[
+    "",
+    "localhost",
+    "10.0.0.1/8",
+    "10.0.0.0/33",
+    "::1/129",
+    "10.0.0.0/-1",
+    "10.0.0.0/",
+    "/8",
+    "999.0.0.0/8",
+    "#LONG_TEXT",
+];
 const ALPNS: &[&str] = &["", ",", "h2,,x", "#LONG_TEXT"];
 const TLS_VERSIONS: &[&str] = &["1.1", "1.4", "", "x"];
 const ADDRS: &[&str] = &[
@@ -180,6 +192,14 @@ const CASES: &[Case] = &[
         &[],
     ),
     case("serve", "--tls-handshake-timeout", DURATIONS, &[]),
+    // Access lists: a CIDR or an address, never a name; host bits below the
+    // prefix, prefixes past the family's width, an empty value and long
+    // text are refused. Files are read as the flag is: missing, a
+    // directory, empty names, and a file of no CIDRs (this test's source).
+    case("serve", "--allow", CIDRS, &[]),
+    case("serve", "--deny", CIDRS, &[]),
+    case("serve", "--allow-file", TLS_FILES, &[]),
+    case("serve", "--deny-file", TLS_FILES, &[]),
     case(
         "serve",
         "--max-handshakes",

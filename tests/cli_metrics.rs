@@ -160,13 +160,10 @@ fn counts_known_traffic_exactly() {
     assert_eq!(value(&after, "tcpkit_idle_timeouts_total"), 0);
     assert_eq!(value(&after, "tcpkit_slow_consumer_drops_total"), 0);
     assert_eq!(value(&after, "tcpkit_tls_handshakes_total"), 0);
-    assert_eq!(
-        value(
-            &after,
-            "tcpkit_tls_handshake_failures_total{reason=\"timeout\"}"
-        ),
-        0
-    );
+    for reason in ["access_list", "proxy_untrusted", "tls_timeout"] {
+        let series = format!("tcpkit_connections_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(value(&after, &series), 0, "{after}");
+    }
     assert_eq!(
         value(
             &after,
@@ -242,13 +239,18 @@ fn counts_a_failed_tls_handshake_by_reason() {
     assert_eq!(
         value(
             &body,
-            "tcpkit_tls_handshake_failures_total{reason=\"protocol\"}"
+            "tcpkit_connections_rejected_total{reason=\"tls_protocol\"}"
         ),
         1
     );
     assert_eq!(value(&body, "tcpkit_tls_handshakes_total"), 0);
-    for reason in ["timeout", "certificate", "io"] {
-        let series = format!("tcpkit_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+    for reason in [
+        "tls_timeout",
+        "tls_certificate",
+        "tls_io",
+        "max_connections",
+    ] {
+        let series = format!("tcpkit_connections_rejected_total{{reason=\"{reason}\"}}");
         assert_eq!(value(&body, &series), 0, "{body}");
     }
 }

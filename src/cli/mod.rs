@@ -10,6 +10,7 @@ mod exit;
 mod listen;
 mod out;
 mod serve;
+mod serve_access;
 mod serve_proxy;
 #[cfg(target_os = "linux")]
 mod serve_restart;

@@ -3,9 +3,11 @@
 //!
 //! The first line on stdout is a contract other tools parse:
 //! `listening on <ENDPOINT> (<mode>, backlog <N>)`, with the endpoint actually
-//! bound, followed by ` (tls)` when serving TLS (flags in `serve_tls`; SIGHUP
-//! then reloads the certificate files). Signals are wired here, never in the library: the first
-//! SIGINT/SIGTERM drains, a second closes everything at once.
+//! bound, followed by ` (tls)` when serving TLS (flags in `serve_tls`). SIGHUP
+//! reloads the certificate files and the `--allow-file`/`--deny-file` access
+//! lists (flags in `serve_access`). Signals are wired here, never in the
+//! library: the first SIGINT/SIGTERM drains, a second closes everything at
+//! once.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -117,6 +119,8 @@ pub struct Args {
     #[cfg(target_os = "linux")]
     #[command(flatten)]
     restart: super::serve_restart::RestartArgs,
+    #[command(flatten)]
+    access: super::serve_access::AccessArgs,
 }
 
 fn invalid(msg: impl Into<String>) -> anyhow::Error {
@@ -226,6 +230,10 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         }
         builder = builder.tls(tls.config);
     }
+    let access = args.access.sources();
+    if let Some(sources) = &access {
+        builder = builder.access_list(sources.build()?);
+    }
     #[cfg(feature = "metrics")]
     let metrics_at = match &args.metrics {
         Some(text) => Some(values::first_address(
@@ -250,6 +258,14 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
                 Some(tokio::spawn(exporter.run()))
             }
             None => None,
+        };
+        // Before the `listening on` line (printed by `serve`), as every
+        // signal handler.
+        let access_reload = match (server.access_control(), access) {
+            (Some(control), Some(sources)) if sources.has_files() => {
+                Some(watch_access_reload(control, sources)?)
+            }
+            _ => None,
         };
         #[cfg(target_os = "linux")]
         let restart = Restart {
@@ -276,6 +292,9 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "metrics")]
         if let Some(exporter) = exporter {
             exporter.abort();
+        }
+        if let Some(reload) = access_reload {
+            reload.abort();
         }
         // The summary is a result (stdout), so -q, which quiets stderr, keeps it.
         if args.json {
@@ -417,6 +436,37 @@ fn watch_reload(reloader: tcpkit::tls::TlsReloader) -> anyhow::Result<tokio::tas
                 Err(e) => tracing::error!(
                     code = e.code(),
                     "SIGHUP: TLS reload failed, the certificates in force stay: {e}"
+                ),
+            }
+        }
+    }))
+}
+
+/// SIGHUP: read the --allow-file and --deny-file files again; the next
+/// connection is checked against the new list, open ones are untouched. A
+/// file that does not parse is logged (naming file:line) and the list in
+/// force stays. (With TLS, `watch_reload` reloads the certificates on the
+/// same signal: each handler gets every SIGHUP.)
+fn watch_access_reload(
+    control: std::sync::Arc<tcpkit::server::access::AccessControl>,
+    sources: super::serve_access::Sources,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| Error::io(e, "install SIGHUP handler"))?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match sources.build() {
+                Ok(list) => {
+                    tracing::info!(
+                        allow = list.allow_rules(),
+                        deny = list.deny_rules(),
+                        "SIGHUP: access lists reloaded; new connections are checked against them"
+                    );
+                    control.store(list);
+                }
+                Err(e) => tracing::error!(
+                    code = e.code(),
+                    "SIGHUP: access list reload failed, the list in force stays: {e}"
                 ),
             }
         }

@@ -54,6 +54,8 @@ pub(crate) struct AcceptLoop<'a, S> {
     /// PROXY protocol servers: untrusted sources are closed here, the
     /// header is read first in the connection's task.
     pub proxy: Option<Arc<super::proxy::ProxyAdmission>>,
+    /// Checked right after accept, before anything else.
+    pub access: Option<Arc<super::access::AccessControl>>,
 }
 
 impl<S: Service> AcceptLoop<'_, S> {
@@ -108,6 +110,19 @@ impl<S: Service> AcceptLoop<'_, S> {
                 drop(stream);
                 continue;
             }
+            // Refused addresses are closed here, before a task, a TLS
+            // handshake or a service byte: a denied flood costs an accept
+            // and a close each, and holds no connection slot. Behind a
+            // PROXY balancer the TCP peer is the balancer: the list is
+            // checked against the client its header carries, in the
+            // connection's task, instead.
+            if self.proxy.is_none()
+                && let Some(access) = &self.access
+                && !access.admit(addr.ip(), self.metrics)
+            {
+                drop(stream);
+                continue;
+            }
             // A connection may have closed while we waited in accept.
             match permit.or_else(|| permits.clone().try_acquire_owned().ok()) {
                 Some(permit) => {
@@ -119,6 +134,7 @@ impl<S: Service> AcceptLoop<'_, S> {
                         conns.spawn(super::proxy::task(
                             self.service.clone(),
                             proxy.clone(),
+                            self.access.clone(),
                             #[cfg(feature = "tls")]
                             self.tls.clone(),
                             conn,

@@ -210,6 +210,7 @@ pub struct ServerBuilder {
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
     proxy: Option<super::ProxyProtocol>,
+    access: Option<super::access::AccessList>,
 }
 
 impl ServerBuilder {
@@ -225,6 +226,7 @@ impl ServerBuilder {
             #[cfg(feature = "tls")]
             tls: None,
             proxy: None,
+            access: None,
         }
     }
 
@@ -235,6 +237,17 @@ impl ServerBuilder {
     /// source without a valid header within the deadline is closed.
     pub fn proxy_protocol(mut self, proxy: super::ProxyProtocol) -> Self {
         self.proxy = Some(proxy);
+        self
+    }
+
+    /// Checks every accepted client's address against `list` right after
+    /// accept, before the TLS handshake and before any service byte; a
+    /// refused client is closed at once, counted
+    /// (`Rejection::AccessList`: [`Snapshot::rejected_access_list`](crate::metrics::Snapshot::rejected_access_list))
+    /// and logged at most once a second per reason. Swap the list while the
+    /// server runs with [`Server::access_control`].
+    pub fn access_list(mut self, list: super::access::AccessList) -> Self {
+        self.access = Some(list);
         self
     }
 
@@ -344,6 +357,9 @@ impl ServerBuilder {
         server.proxy = self
             .proxy
             .map(|p| std::sync::Arc::new(super::proxy::ProxyAdmission::new(p)));
+        server.access = self
+            .access
+            .map(|list| std::sync::Arc::new(super::access::AccessControl::new(list)));
         #[cfg(feature = "tls")]
         {
             server.tls = tls.map(|live| std::sync::Arc::new(super::admit::TlsAdmission::new(live)));

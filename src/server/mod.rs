@@ -5,6 +5,8 @@
 //!   socket opens; [`Engine`] picks one listener shared by every worker, or
 //!   one `SO_REUSEPORT` listener and runtime per worker (a *lane* each).
 //! * `accept`: the accept loop (permit before accept, `EMFILE` backoff).
+//! * [`access`]: allow/deny CIDRs checked right after accept
+//!   ([`ServerBuilder::access_list`]), swappable while the server runs.
 //! * `admit` (feature `tls`): between accept and service, the TLS handshake
 //!   in the connection's own task, under a deadline and a cap
 //!   ([`ServerBuilder::tls`]).
@@ -29,6 +31,7 @@
 //! ```
 
 mod accept;
+pub mod access;
 #[cfg(feature = "tls")]
 mod admit;
 pub mod builder;
@@ -70,6 +73,8 @@ pub struct Server {
     tls: Option<Arc<admit::TlsAdmission>>,
     /// Set by [`ServerBuilder::proxy_protocol`]: read a header first.
     proxy: Option<Arc<proxy::ProxyAdmission>>,
+    /// Set by [`ServerBuilder::access_list`]: checked right after accept.
+    access: Option<Arc<access::AccessControl>>,
 }
 
 /// What a server did, printed by `tcpkit serve` at exit.
@@ -103,6 +108,26 @@ impl fmt::Display for Summary {
             s.bytes_out,
             self.duration.as_secs_f64()
         )?;
+        if s.rejected_access_list > 0 {
+            write!(f, "; {} refused by the access list", s.rejected_access_list)?;
+        }
+        let proxy = [
+            ("untrusted", s.rejected_proxy_untrusted),
+            ("missing", s.rejected_proxy_missing),
+            ("malformed", s.rejected_proxy_malformed),
+            ("too large", s.rejected_proxy_too_large),
+            ("timeout", s.rejected_proxy_timeout),
+            ("io", s.rejected_proxy_io),
+        ];
+        let refused: u64 = proxy.iter().map(|(_, n)| n).sum();
+        if refused > 0 {
+            let each: Vec<String> = proxy
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(why, n)| format!("{n} {why}"))
+                .collect();
+            write!(f, "; PROXY: {refused} refused ({})", each.join(", "))?;
+        }
         let failed = s.tls_failed_timeout
             + s.tls_failed_protocol
             + s.tls_failed_certificate
@@ -143,6 +168,7 @@ impl Server {
             #[cfg(feature = "tls")]
             tls: None,
             proxy: None,
+            access: None,
         })
     }
 
@@ -187,6 +213,13 @@ impl Server {
         })
     }
 
+    /// The live access list, to [`store`](access::AccessControl::store) a
+    /// new one while the server runs (`None` without
+    /// [`ServerBuilder::access_list`]). Take it before [`Server::run`].
+    pub fn access_control(&self) -> Option<Arc<access::AccessControl>> {
+        self.access.clone()
+    }
+
     /// The live counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -211,6 +244,7 @@ impl Server {
             #[cfg(feature = "tls")]
             tls,
             proxy,
+            access,
         } = self;
         let lanes = acceptors.len() as u64;
         let lane = |index: u64| Lane {
@@ -223,6 +257,7 @@ impl Server {
             #[cfg(feature = "tls")]
             tls: tls.clone(),
             proxy: proxy.clone(),
+            access: access.clone(),
         };
         let service = Arc::new(service);
         let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -303,6 +338,7 @@ struct Lane {
     #[cfg(feature = "tls")]
     tls: Option<Arc<admit::TlsAdmission>>,
     proxy: Option<Arc<proxy::ProxyAdmission>>,
+    access: Option<Arc<access::AccessControl>>,
 }
 
 impl Lane {
@@ -339,6 +375,7 @@ impl Lane {
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
             proxy: self.proxy.clone(),
+            access: self.access.clone(),
         }
         .run(&mut conns)
         .await;

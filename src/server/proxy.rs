@@ -167,12 +167,14 @@ impl ProxyAdmission {
 }
 
 /// The task for one accepted connection from a trusted source: the header,
-/// then (with TLS) the handshake, then the service, as
+/// then the access list (on the carried client), then (with TLS) the
+/// handshake, then the service, as
 /// [`connection::run`]. A refused header closes the connection and counts
 /// it, touching no one else.
 pub(crate) fn task<S: Service>(
     service: Arc<S>,
     admission: Arc<ProxyAdmission>,
+    access: Option<Arc<super::access::AccessControl>>,
     #[cfg(feature = "tls")] tls: Option<Arc<super::admit::TlsAdmission>>,
     conn: Connection,
     permit: OwnedSemaphorePermit,
@@ -181,6 +183,15 @@ pub(crate) fn task<S: Service>(
     // futures are freed when it is read, not kept for the connection's life.
     let admitting = Box::pin(async move {
         let conn = admit(&admission, conn).await?;
+        // The access list judges the client the header carried (a LOCAL
+        // header's sender is judged as itself), before any TLS or service
+        // byte.
+        if let Some(access) = access
+            && !access.admit(conn.peer.ip(), &conn.metrics)
+        {
+            conn.metrics.connection_closed(0, 0);
+            return None;
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = tls {
             return super::admit::admit(tls, conn).await;
