@@ -405,14 +405,17 @@ PY
   echo "   then $(field "$r" messages) new connections, 0 failed"
 
   echo "== $kind: $c handed over to a new process mid-run"
-  run_bench "$kind-echo" "$lb" -c "$conns" -d 6s
+  run_bench "$kind-echo" "$lb" -c "$conns" -d 8s
   local echo_run=$bench_pid
-  run_bench "$kind-conn" "$lb" -m connect -c 4 --rate 200 -d 6s
+  run_bench "$kind-conn" "$lb" -m connect -c 4 --rate 200 -d 8s
   local conn_run=$bench_pid
   wait_until 20 "$conns echo connections echoing" all_bench_sockets_echoed "$lb" "$conns"
   local old
   old=$(eval echo "\$pid_$c")
   start_instance "${c}new" --upgrade-from "$work/$c.pid"
+  # Mid-run: both benches still going once the new process serves.
+  kill -0 "$echo_run" 2>/dev/null && kill -0 "$conn_run" 2>/dev/null ||
+    fail "the handover of $c outlasted the benches: not tested under load"
   echo "   ${c}new (pid $(eval echo "\$pid_${c}new")) took over 127.0.0.1:$port from pid $old"
   finish_bench "$kind-echo" "$echo_run" 0
   finish_bench "$kind-conn" "$conn_run" 0
