@@ -49,6 +49,13 @@ pub mod code {
     /// A certificate or key file that is not what it should be (no PEM
     /// block of the right kind, a key that does not match the certificate).
     pub const BAD_CERTIFICATE_FILE: i32 = 1013;
+    /// A PROXY protocol header expected and not there: the first bytes are
+    /// not one (`tcpkit::proxy`).
+    pub const PROXY_HEADER_MISSING: i32 = 1014;
+    /// A PROXY protocol header longer than its cap.
+    pub const PROXY_HEADER_TOO_LARGE: i32 = 1015;
+    /// A PROXY protocol header that does not parse.
+    pub const PROXY_HEADER_MALFORMED: i32 = 1016;
 }
 
 /// What went wrong, for matching. New kinds may be added.
@@ -97,6 +104,10 @@ pub enum ErrorKind {
     Certificate,
     /// A certificate or key file is unusable ([`code::BAD_CERTIFICATE_FILE`]).
     BadCertificateFile,
+    /// A PROXY protocol header missing, over its cap or malformed
+    /// ([`code::PROXY_HEADER_MISSING`], [`code::PROXY_HEADER_TOO_LARGE`],
+    /// [`code::PROXY_HEADER_MALFORMED`]).
+    ProxyHeader,
     /// Any other I/O failure; see [`Error::code`] for the errno.
     Io,
 }
@@ -211,7 +222,9 @@ impl From<Error> for io::Error {
             | ErrorKind::MissingPort
             | ErrorKind::InvalidConfig
             | ErrorKind::BadCertificateFile => io::ErrorKind::InvalidInput,
-            ErrorKind::Tls | ErrorKind::Certificate => io::ErrorKind::InvalidData,
+            ErrorKind::Tls | ErrorKind::Certificate | ErrorKind::ProxyHeader => {
+                io::ErrorKind::InvalidData
+            }
             ErrorKind::LineTooLong | ErrorKind::FrameTooLarge | ErrorKind::Verification => {
                 io::ErrorKind::InvalidData
             }

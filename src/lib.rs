@@ -56,6 +56,9 @@
 //!   socket or any other stream ([`service::Stream`]).
 //! * [`client`]: connecting over every resolved address, and stdin/stdout piping.
 //! * [`bench`](mod@bench): the load generator and its histograms.
+//! * [`proxy`]: PROXY protocol v1/v2 headers, I/O-free (frame, parse,
+//!   encode), read by the server before the service and sent by the client
+//!   and the bench.
 //! * [`metrics`]: counters shared by the server, the bench and progress output.
 //! * `tls` (feature `tls`): rustls configurations and the TLS layer over a
 //!   connected stream, for the server, the client and the bench.
@@ -83,6 +86,7 @@ pub mod metrics;
 pub mod net;
 #[cfg(feature = "metrics")]
 pub mod prometheus;
+pub mod proxy;
 pub mod server;
 pub mod service;
 #[cfg(feature = "tls")]

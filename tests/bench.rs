@@ -25,6 +25,9 @@ enum Fault {
     Drop,
     /// Swap the bytes at stream offsets 100 and 101.
     Reorder,
+    /// Echo up to stream offset 100, then reset the connection (`SO_LINGER`
+    /// 0 and close: an RST, as from a server killed mid-run).
+    Reset,
 }
 
 const FAULT_OFFSET: usize = 100;
@@ -37,6 +40,8 @@ struct EchoServer {
     accepted: Arc<AtomicUsize>,
     /// The most connections open at once.
     peak_open: Arc<AtomicUsize>,
+    /// The client address of the connection the fault hit.
+    faulted_peer: Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -50,13 +55,18 @@ impl EchoServer {
         let accepted = Arc::new(AtomicUsize::new(0));
         let peak_open = Arc::new(AtomicUsize::new(0));
         let (accepted2, peak2) = (accepted.clone(), peak_open.clone());
+        let faulted_peer = Arc::new(std::sync::Mutex::new(None));
+        let faulted2 = faulted_peer.clone();
         let open = Arc::new(AtomicUsize::new(0));
         let acceptor = std::thread::spawn(move || {
             let mut conns = Vec::new();
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
                         let n = accepted2.fetch_add(1, Ordering::Relaxed);
+                        if n == 0 {
+                            *faulted2.lock().unwrap() = Some(peer);
+                        }
                         let now_open = open.fetch_add(1, Ordering::Relaxed) + 1;
                         peak2.fetch_max(now_open, Ordering::Relaxed);
                         let fault = if n == 0 { fault } else { Fault::None };
@@ -78,6 +88,7 @@ impl EchoServer {
             stop,
             accepted,
             peak_open,
+            faulted_peer,
             acceptor: Some(acceptor),
         }
     }
@@ -127,6 +138,11 @@ fn echo(mut stream: TcpStream, fault: Fault, stop: &AtomicBool) {
             match fault {
                 Fault::Corrupt if at == FAULT_OFFSET => out.push(b ^ 0x01),
                 Fault::Drop if at == FAULT_OFFSET => {}
+                Fault::Reset if at == FAULT_OFFSET => {
+                    let _ = stream.write_all(&out);
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    return;
+                }
                 Fault::Reorder if at == FAULT_OFFSET => pending_swap = Some(b),
                 Fault::Reorder if at == FAULT_OFFSET + 1 => {
                     out.push(b);
@@ -196,6 +212,59 @@ fn reordered_bytes_fail_verification() {
     assert_verification_failure(Fault::Reorder);
 }
 
+/// One of four connections reset mid-run: the other three run to the end,
+/// and the report names exactly the broken one by the local address the
+/// server saw, with the bytes verified before it broke; exit 6 unless
+/// `--allow-broken`.
+#[test]
+fn a_reset_connection_is_reported_alone_with_its_local_address() {
+    let server = EchoServer::start(Fault::Reset);
+    let addr = server.addr();
+    let mut args = vec!["--target", &addr, "-c", "4", "--threads", "1", "--json"];
+    args.extend(SHORT);
+    let out = bench(&args);
+    assert_eq!(out.status.code(), Some(6), "exit 6: a connection broke");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 connection(s) broke mid-run"), "{stderr}");
+    let v = json(&out);
+    let peer = server
+        .faulted_peer
+        .lock()
+        .unwrap()
+        .expect("a connection was accepted");
+    assert_eq!(v["broken_connections"], 1, "{v}");
+    let broken = v["broken"].as_array().expect("a list");
+    assert_eq!(broken.len(), 1, "{v}");
+    assert_eq!(broken[0]["local"], peer.to_string(), "{v}");
+    // One 64-byte message echoed whole; the next up to offset 100 at most.
+    let verified = broken[0]["verified_bytes"].as_u64().unwrap();
+    assert!((64..=FAULT_OFFSET as u64).contains(&verified), "{v}");
+    assert!(broken[0]["error"].as_str().unwrap().contains(&addr), "{v}");
+    assert_eq!(v["errors"], 1, "{v}");
+    assert_eq!(v["verification_failures"], 0, "{v}");
+    assert_eq!(v["connections_established"], 4, "{v}");
+    assert!(v["messages"].as_u64().unwrap() > 0, "{v}");
+    // The table names it too; --allow-broken makes the same run exit 0.
+    let server = EchoServer::start(Fault::Reset);
+    let addr = server.addr();
+    let mut args = vec![
+        "--target",
+        &addr,
+        "-c",
+        "4",
+        "--threads",
+        "1",
+        "--allow-broken",
+    ];
+    args.extend(SHORT);
+    let out = bench(&args);
+    assert_eq!(out.status.code(), Some(0));
+    let peer = server.faulted_peer.lock().unwrap().expect("accepted");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("broken       1: "), "{table}");
+    assert!(table.contains(&format!(" from {peer}")), "{table}");
+}
+
 #[test]
 fn json_has_every_field() {
     let server = EchoServer::start(Fault::None);
@@ -230,6 +299,8 @@ fn json_has_every_field() {
         "verification_failures",
         "error_samples",
         "first_verification_failure",
+        "broken_connections",
+        "broken",
         "server_pid",
         "server_cpu_us_per_msg",
         "server_cpu_pct",

@@ -27,6 +27,17 @@ const DURATIONS: &[&str] = &[
     "soon",
     "",
 ];
+/// A zero deadline would refuse every header.
+const DURATIONS_ABOVE_ZERO: &[&str] = &[
+    "300000000000y",
+    "366d",
+    "18446744073709551616s",
+    "-1s",
+    "soon",
+    "",
+    "0",
+    "0s",
+];
 const PATHS: &[&str] = &["/nonexistent/dir/file", "/", ""];
 const TLS_FILES: &[&str] = &["/nonexistent/dir/file", "/", "", file!()];
 const CPUS: &[&str] = &[
@@ -69,6 +80,22 @@ const ADDRS: &[&str] = &[
     "",
 ];
 
+/// `serve --listen`: addresses, and the inherited forms (`systemd` with no
+/// LISTEN_PID in the environment; descriptors that are not numbers >= 3).
+const SERVE_LISTEN: &[&str] = &[
+    ":3333",
+    "999.1.1.1:1",
+    "[::1",
+    "70000",
+    "",
+    "systemd",
+    "fd:",
+    "fd:x",
+    "fd:2",
+    "fd:-1",
+    "fd:99999999999",
+];
+
 /// One flag (or positional argument, as `--help` shows it: `<HOST:PORT>`,
 /// `[ADDR]`) of one subcommand, its invalid values (each must exit 2), and
 /// extreme values that are valid (each must end without a panic, with any
@@ -109,7 +136,14 @@ const CASES: &[Case] = &[
     ),
     // Free text: any value is valid; the longest one argument can be.
     case("demo", "--message", &[], &["", "#LONG_TEXT"]),
-    case("serve", "--listen", ADDRS, &[]),
+    case(
+        "serve",
+        "--listen",
+        SERVE_LISTEN,
+        &["fd:1000000", "fd:2147483647"],
+    ),
+    case("serve", "--pidfile", PATHS, &[]),
+    case("serve", "--upgrade-from", PATHS, &[]),
     case("serve", "--mode", ENUM, &[]),
     case("serve", "--backlog", &["0", "4294967296", "-1"], &[]),
     case(
@@ -133,6 +167,20 @@ const CASES: &[Case] = &[
     case("serve", "--metrics", ADDRS, &[]),
     // Files are read and parsed as the flag is: missing, a directory, empty
     // names, and a file that is not PEM (this test's own source).
+    case(
+        "serve",
+        "--proxy-trusted",
+        &[
+            "",
+            "10.0.0.0/33",
+            "localhost",
+            "10.0.0.0/",
+            "1.2.3",
+            "#LONG_TEXT",
+        ],
+        &[],
+    ),
+    case("serve", "--proxy-timeout", DURATIONS_ABOVE_ZERO, &[]),
     case("serve", "--tls-cert", TLS_FILES, &[]),
     case("serve", "--tls-key", TLS_FILES, &[]),
     case("serve", "--tls-client-ca", TLS_FILES, &[]),
@@ -195,6 +243,7 @@ const CASES: &[Case] = &[
         &["4294967295"],
     ),
     case("connect", "--idle-timeout", DURATIONS, &["0"]),
+    case("connect", "--send-proxy", &["bogus", "", "v3", "V2 "], &[]),
     case("connect", "--output", PATHS, &[]),
     case("connect", "--hex-dump", PATHS, &[]),
     case("connect", "--ca", PATHS, &[]),
@@ -256,6 +305,7 @@ const CASES: &[Case] = &[
         &[],
     ),
     case("bench", "--connect-timeout", DURATIONS, &[]),
+    case("bench", "--send-proxy", &["bogus", "", "v3"], &[]),
     case("bench", "--histogram", PATHS, &[]),
     case("bench", "--plot", PATHS, &[]),
     case("bench", "--ca", PATHS, &[]),

@@ -35,7 +35,8 @@ use serde::Serialize;
 pub use histogram::{LatencyHistogram, LatencySummary};
 pub use progress::Tick;
 pub use report::BenchReport;
-pub use worker::MAX_ERROR_SAMPLES;
+pub use report::BrokenConnection;
+pub use worker::{MAX_BROKEN_LISTED, MAX_ERROR_SAMPLES};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result, code};
@@ -116,6 +117,10 @@ pub struct BenchConfig {
     /// one byte (verified) and then held silent until the run ends; not
     /// counted as messages (issue 6's "10,000 connections, 1 % active").
     pub idle_connections: usize,
+    /// Every connection first sends a PROXY protocol header with its own
+    /// source and destination (before TLS), for a server behind which no
+    /// balancer stands (`serve --proxy-protocol`).
+    pub send_proxy: Option<crate::proxy::Version>,
     /// TLS over every connection: the handshake right after the connect
     /// (sessions resumed if the connector resumes), the workload on the
     /// decrypted stream; handshakes counted and timed in the report.
@@ -156,6 +161,7 @@ impl BenchConfig {
             connect_timeout: Duration::from_secs(5),
             server_pid: None,
             idle_connections: 0,
+            send_proxy: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -337,12 +343,18 @@ fn merge(total: &mut worker::ThreadStats, s: worker::ThreadStats) {
     total.established += s.established;
     total.connect_failures += s.connect_failures;
     total.errors += s.errors;
+    total.resets += s.resets;
     total.verification_failures += s.verification_failures;
     for e in s.error_samples {
         if total.error_samples.len() < MAX_ERROR_SAMPLES {
             total.error_samples.push(e);
         }
     }
+    total.broken += s.broken;
+    let room = MAX_BROKEN_LISTED.saturating_sub(total.broken_list.len());
+    total
+        .broken_list
+        .extend(s.broken_list.into_iter().take(room));
     if total.first_mismatch.is_none() {
         total.first_mismatch = s.first_mismatch;
     }
@@ -465,9 +477,12 @@ fn build_report(
         connections_established: total.established,
         connect_failures: total.connect_failures,
         errors: total.errors,
+        connection_resets: total.resets,
         verification_failures: total.verification_failures,
         error_samples: total.error_samples,
         first_verification_failure: total.first_mismatch,
+        broken_connections: total.broken,
+        broken: total.broken_list,
         server_pid: config.server_pid,
         server_cpu_us_per_msg: server_cpu.map(per_msg),
         server_cpu_pct: server_cpu.map(|c| c.as_secs_f64() / wall * 100.0),

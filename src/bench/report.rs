@@ -58,12 +58,24 @@ pub struct BenchReport {
     pub connect_failures: u64,
     /// Connections that stopped on an error (including verification).
     pub errors: u64,
+    /// Of `errors`: connections reset by the peer after they connected
+    /// (`ECONNRESET`, `EPIPE`, `ECONNABORTED`), apart from connects that failed.
+    pub connection_resets: u64,
     /// Connections whose echo differed from what was sent.
     pub verification_failures: u64,
     /// The first few errors, naming connection and offset.
     pub error_samples: Vec<String>,
     /// The first verification failure, naming connection and offset.
     pub first_verification_failure: Option<String>,
+    /// Connections that broke after they opened: reset, closed or timed
+    /// out mid-stream (the other connections run on; a verification
+    /// failure is counted apart).
+    pub broken_connections: u64,
+    /// Each of them (the first [`MAX_BROKEN_LISTED`]), with the local
+    /// address a balancer in between passes on as the client's.
+    ///
+    /// [`MAX_BROKEN_LISTED`]: super::MAX_BROKEN_LISTED
+    pub broken: Vec<BrokenConnection>,
     /// The server's PID when known (embedded server or `--server-pid`).
     pub server_pid: Option<u32>,
     /// Server user+system CPU over the window ÷ messages, in µs: the PID,
@@ -116,6 +128,25 @@ pub struct BenchReport {
     /// (each with its connection's accept, one echo and close).
     pub server_cpu_us_per_handshake: Option<f64>,
 }
+
+/// One connection that broke mid-run, as `--json` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenConnection {
+    /// The bench's connection id (also in each message's header).
+    pub id: u32,
+    /// Its local address (`getsockname(2)`), when the connect got that far.
+    pub local: Option<std::net::SocketAddr>,
+    /// Bytes echoed and verified on it before it broke.
+    pub verified_bytes: u64,
+    /// What broke it, naming the target.
+    pub error: String,
+    /// The error's code (an errno, or a tcpkit code such as
+    /// `UNEXPECTED_EOF`).
+    pub code: i32,
+}
+
+/// How many broken connections the table names (`--json` lists them all).
+const BROKEN_IN_TABLE: usize = 5;
 
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
@@ -221,12 +252,35 @@ impl BenchReport {
         rows.push((
             "errors",
             format!(
-                "{} ({} verification)",
-                self.errors, self.verification_failures
+                "{} ({} verification{})",
+                self.errors,
+                self.verification_failures,
+                match self.connection_resets {
+                    0 => String::new(),
+                    n => format!(", {n} resets"),
+                }
             ),
         ));
         for e in &self.error_samples {
             rows.push(("", e.clone()));
+        }
+        if self.broken_connections > 0 {
+            let mut named: Vec<String> = self
+                .broken
+                .iter()
+                .take(BROKEN_IN_TABLE)
+                .map(|b| match b.local {
+                    Some(local) => format!("{} from {local}", b.id),
+                    None => b.id.to_string(),
+                })
+                .collect();
+            if self.broken_connections > named.len() as u64 {
+                named.push("...".into());
+            }
+            rows.push((
+                "broken",
+                format!("{}: {}", self.broken_connections, named.join(", ")),
+            ));
         }
         if let Some(pid) = self.server_pid {
             rows.push(("server", self.server_line(pid)));
@@ -327,9 +381,12 @@ mod tests {
             connections_established: 50,
             connect_failures: 0,
             errors: 1,
+            connection_resets: 0,
             verification_failures: 1,
             error_samples: vec!["connection 3: byte at stream offset 94 ...".into()],
             first_verification_failure: Some("connection 3: byte at stream offset 94 ...".into()),
+            broken_connections: 0,
+            broken: Vec::new(),
             server_pid: Some(42),
             server_cpu_us_per_msg: Some(4.83),
             server_cpu_pct: Some(96.6),
@@ -400,6 +457,37 @@ server CPU   4.83 µs/msg, 97% busy
 client CPU   4.90 µs/msg, 98% busy
 ";
         assert_eq!(table, expected, "\n{table}");
+    }
+
+    #[test]
+    fn broken_connections_are_named_by_local_address_up_to_five() {
+        let mut r = fixed_report();
+        r.broken_connections = 7;
+        r.broken = (0..7)
+            .map(|i| BrokenConnection {
+                id: i,
+                local: Some(std::net::SocketAddr::from((
+                    [127, 0, 0, 1],
+                    40_000 + i as u16,
+                ))),
+                verified_bytes: 640,
+                error: "127.0.0.1:3333 closed the connection".into(),
+                code: 1,
+            })
+            .collect();
+        let table = r.render_table();
+        assert!(
+            table.contains(
+                "broken       7: 0 from 127.0.0.1:40000, 1 from 127.0.0.1:40001, \
+                 2 from 127.0.0.1:40002, 3 from 127.0.0.1:40003, 4 from 127.0.0.1:40004, ...\n"
+            ),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["broken"][6]["local"], "127.0.0.1:40006");
+        assert_eq!(json["broken"][6]["verified_bytes"], 640);
+        // None broken: no row.
+        assert!(!fixed_report().render_table().contains("broken"));
     }
 
     #[test]

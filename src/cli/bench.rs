@@ -111,12 +111,23 @@ struct Options {
     /// Print one JSON object with every field instead of the table.
     #[arg(long)]
     json: bool,
+    /// Exit 0 even if connections broke mid-run (reset, closed, timed out):
+    /// for runs that measure breakage. Either way the others run on, and
+    /// the report counts and lists each broken one.
+    #[arg(long)]
+    allow_broken: bool,
     /// Write the latency percentile distribution (HdrHistogram text format) to FILE.
     #[arg(long, value_name = "FILE")]
     histogram: Option<PathBuf>,
     /// Write latency by percentile as an SVG plot to FILE.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Every connection first sends a PROXY protocol header (v1 or v2, as
+    /// HAProxy's send-proxy / send-proxy-v2) with its real source and
+    /// destination. Without --target the embedded server runs with
+    /// --proxy-protocol --proxy-trusted 127.0.0.0/8.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    send_proxy: Option<SendProxy>,
     /// Every connection speaks TLS (each flag of this group implies it):
     /// echo shakes hands once per connection, connect mode once per
     /// connection (full handshakes unless --tls-resume), idle holds TLS
@@ -155,7 +166,10 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         }
         None => {
             let workers = args.server_workers.or(args.server_cpu.map(|_| 1));
-            let cmd = serve_command(config.mode, workers, args.server_engine)?;
+            let mut cmd = serve_command(config.mode, workers, args.server_engine)?;
+            if args.send_proxy.is_some() {
+                cmd.args(["--proxy-protocol", "--proxy-trusted", "127.0.0.0/8"]);
+            }
             #[cfg(feature = "tls")]
             let s = match tls {
                 Some(tls) => {
@@ -194,7 +208,25 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     }
     let report = result?;
     output(&args, &report)?;
-    verdict(&report)
+    verdict(&report, args.allow_broken)
+}
+
+/// `--send-proxy`'s versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SendProxy {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl From<SendProxy> for tcpkit::proxy::Version {
+    fn from(v: SendProxy) -> Self {
+        match v {
+            SendProxy::V1 => tcpkit::proxy::Version::V1,
+            SendProxy::V2 => tcpkit::proxy::Version::V2,
+        }
+    }
 }
 
 /// What `BenchConfig::validate` cannot see: CPUs that exist, output files
@@ -255,14 +287,16 @@ fn config_from(args: &Options, target: Endpoint) -> BenchConfig {
         connect_timeout: args.connect_timeout,
         server_pid: args.server_pid,
         idle_connections: args.idle_connections,
+        send_proxy: args.send_proxy.map(Into::into),
         #[cfg(feature = "tls")]
         tls: None,
     }
 }
 
 /// Exit 8 if any byte failed verification; the connect error's exit code if
-/// no connection opened at all.
-fn verdict(report: &BenchReport) -> anyhow::Result<ExitCode> {
+/// no connection opened at all; exit 6 if a connection broke mid-run
+/// (unless `allow_broken`).
+fn verdict(report: &BenchReport, allow_broken: bool) -> anyhow::Result<ExitCode> {
     if report.verification_failures > 0 {
         let first = report
             .first_verification_failure
@@ -288,6 +322,23 @@ fn verdict(report: &BenchReport) -> anyhow::Result<ExitCode> {
             report.target
         );
         return Err(anyhow::Error::new(Error::new(kind, code, message)));
+    }
+    if report.broken_connections > 0 && !allow_broken {
+        let first = report.broken.first().map_or_else(String::new, |b| {
+            let from = b.local.map_or_else(String::new, |a| format!(" from {a}"));
+            format!(
+                "; first: connection {}{from} after {} verified bytes: {}",
+                b.id, b.verified_bytes, b.error
+            )
+        });
+        let message = format!(
+            "{} connection(s) broke mid-run{first} (the report lists each; --allow-broken exits 0)",
+            report.broken_connections
+        );
+        // Exit 6 (I/O mid-stream) whatever broke the first one; its code
+        // (an errno or tcpkit's) is the one printed.
+        let code = report.broken.first().map_or(libc::EIO, |b| b.code);
+        return Err(anyhow::Error::new(Error::new(ErrorKind::Io, code, message)));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -71,6 +71,11 @@ pub struct Args {
         conflicts_with_all = ["send", "lines", "idle_timeout", "no_shutdown", "output", "hex_dump"]
     )]
     zero_io: bool,
+    /// Send a PROXY protocol header first (before TLS and any data),
+    /// announcing this connection's own source and destination, as a
+    /// balancer would to a `serve --proxy-protocol`.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    send_proxy: Option<ProxyVersion>,
     #[command(flatten)]
     session: SessionArgs,
     /// Boxed: clippy's `large_enum_variant` on the `Command` enum.
@@ -214,6 +219,10 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             eprintln!("resolved {target} to {}", list.join(", "));
             eprintln!("connected to {} from {}", conn.peer, conn.local);
         }
+        let mut conn = conn;
+        if let Some(version) = args.send_proxy {
+            send_proxy(&mut conn.stream, version.into(), conn.local, conn.peer).await?;
+        }
         let mut input: Box<dyn AsyncRead + Unpin + Send> = match &args.send {
             Some(text) => Box::new(std::io::Cursor::new(format!("{text}\n").into_bytes())),
             None => Box::new(tokio::io::stdin()),
@@ -266,6 +275,40 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         }
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `--send-proxy`: which PROXY protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyVersion {
+    /// The text header (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header (HAProxy's `send-proxy-v2`).
+    V2,
+}
+
+impl From<ProxyVersion> for tcpkit::proxy::Version {
+    fn from(v: ProxyVersion) -> Self {
+        match v {
+            ProxyVersion::V1 => tcpkit::proxy::Version::V1,
+            ProxyVersion::V2 => tcpkit::proxy::Version::V2,
+        }
+    }
+}
+
+/// Writes the header for a connection from `local` to `peer`.
+async fn send_proxy(
+    stream: &mut tokio::net::TcpStream,
+    version: tcpkit::proxy::Version,
+    local: tcpkit::Endpoint,
+    peer: tcpkit::Endpoint,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let header = tcpkit::proxy::encode(version, local.socket_addr(), peer.socket_addr());
+    stream
+        .write_all(&header)
+        .await
+        .map_err(|e| tcpkit::Error::io(e, format_args!("send the PROXY header to {peer}")))?;
+    Ok(())
 }
 
 /// The TLS handshake over a connected stream, named as the target's host

@@ -56,7 +56,10 @@ pub enum EngineArg {
 pub struct Args {
     /// Endpoint to listen on: a PORT alone (every interface), 127.0.0.1:0,
     /// [::1]:4000, localhost:4000 (its first address) [default: [::]:3333
-    /// dual-stack, 0.0.0.0:3333 without IPv6]
+    /// dual-stack, 0.0.0.0:3333 without IPv6]. On Linux also `systemd`
+    /// (the sockets of systemd socket activation: LISTEN_PID, LISTEN_FDS,
+    /// LISTEN_FDNAMES) or fd:N (a listening descriptor this process
+    /// inherited)
     #[arg(short, long, value_name = "ADDR")]
     listen: Option<String>,
     /// What each connection gets.
@@ -108,9 +111,14 @@ pub struct Args {
     #[cfg(feature = "metrics")]
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    #[command(flatten)]
+    proxy: super::serve_proxy::ProxyArgs,
     #[cfg(feature = "tls")]
     #[command(flatten)]
     tls: super::serve_tls::TlsArgs,
+    #[cfg(target_os = "linux")]
+    #[command(flatten)]
+    restart: super::serve_restart::RestartArgs,
     #[command(flatten)]
     access: super::serve_access::AccessArgs,
 }
@@ -128,6 +136,10 @@ fn invalid(msg: impl Into<String>) -> anyhow::Error {
 /// interface (dual-stack); a name is resolved within
 /// [`tcpkit::endpoint::RESOLVE_TIMEOUT`] and its first address used.
 fn listen_at(text: &str) -> anyhow::Result<Listen> {
+    #[cfg(target_os = "linux")]
+    if let Some(inherited) = super::serve_restart::inherited_listen(text) {
+        return inherited;
+    }
     let place = values::host_port("--listen", text)?;
     let ep = match place.host() {
         Host::Unspecified => return Ok(Listen::Any(place.port())),
@@ -172,6 +184,10 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     // Linux only (elsewhere the kernel has no TCP_DEFER_ACCEPT).
     config.defer_accept =
         cfg!(target_os = "linux") && args.mode != Mode::Chat && !args.no_defer_accept;
+    #[cfg(target_os = "linux")]
+    if let Some(pidfile) = &args.restart.pidfile {
+        values::check_output_file("--pidfile", pidfile)?;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -180,8 +196,28 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let quiet = globals.quiet;
     // Before sizing the default connection limit from it.
     tcpkit::net::raise_open_file_limit();
-    let config = config(&args)?;
+    #[allow(unused_mut)]
+    let mut config = config(&args)?;
+    #[cfg(target_os = "linux")]
+    if args.listen.as_deref() == Some("systemd") {
+        super::serve_restart::forget_activation_env();
+    }
+    // Taken before the runtime starts (blocking, bounded by the handover
+    // timeout); the predecessor serves on until we confirm.
+    #[cfg(target_os = "linux")]
+    let taken = match &args.restart.upgrade_from {
+        Some(pidfile) => {
+            let taken = super::serve_restart::take_over(pidfile)?;
+            config.listen = Listen::Inherited(taken.inherited.clone());
+            Some(taken)
+        }
+        None => None,
+    };
+    #[allow(unused_mut)]
     let mut builder = ServerBuilder::from_config(config.clone());
+    if let Some(proxy) = args.proxy.config() {
+        builder = builder.proxy_protocol(proxy);
+    }
     #[cfg(feature = "tls")]
     if let Some(tls) = args.tls.config(&config.listen, args.listen.as_deref())? {
         if let Some(fp) = &tls.self_signed_fingerprint
@@ -231,11 +267,28 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             }
             _ => None,
         };
-        let summary = match args.mode {
-            Mode::Echo => serve(server, Echo, quiet).await?,
-            Mode::Discard => serve(server, Discard, quiet).await?,
-            Mode::Chat => serve(server, Chat::new().with_history(args.history), quiet).await?,
+        #[cfg(target_os = "linux")]
+        let restart = Restart {
+            offer: match &args.restart.pidfile {
+                Some(pidfile) => Some(super::serve_restart::publish(&server, pidfile)?),
+                None => None,
+            },
+            taken,
         };
+        #[cfg(not(target_os = "linux"))]
+        let restart = Restart {};
+        let summary = match args.mode {
+            Mode::Echo => serve(server, Echo, quiet, restart).await?,
+            Mode::Discard => serve(server, Discard, quiet, restart).await?,
+            Mode::Chat => {
+                let chat = Chat::new().with_history(args.history);
+                serve(server, chat, quiet, restart).await?
+            }
+        };
+        #[cfg(target_os = "linux")]
+        if let Some(pidfile) = &args.restart.pidfile {
+            super::serve_restart::unpublish(pidfile);
+        }
         #[cfg(feature = "metrics")]
         if let Some(exporter) = exporter {
             exporter.abort();
@@ -254,7 +307,22 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn serve<S: Service>(server: Server, service: S, quiet: bool) -> anyhow::Result<Summary> {
+/// What a restart hands to [`serve`]: the sockets offered to a successor
+/// (`--pidfile`), and those taken from a predecessor, to confirm once we
+/// serve them (`--upgrade-from`).
+struct Restart {
+    #[cfg(target_os = "linux")]
+    offer: Option<tcpkit::server::handover::Offer>,
+    #[cfg(target_os = "linux")]
+    taken: Option<tcpkit::server::handover::Taken>,
+}
+
+async fn serve<S: Service>(
+    server: Server,
+    service: S,
+    quiet: bool,
+    restart: Restart,
+) -> anyhow::Result<Summary> {
     let requested = server.config().backlog;
     let granted = server.effective_backlog();
     if granted < requested {
@@ -283,7 +351,26 @@ async fn serve<S: Service>(server: Server, service: S, quiet: bool) -> anyhow::R
         service.name(),
         if server.is_tls() { " (tls)" } else { "" }
     )?;
+    #[cfg(target_os = "linux")]
+    let offering = restart
+        .offer
+        .map(|offer| tokio::spawn(offer.serve(server.handle())));
+    #[cfg(target_os = "linux")]
+    if let Some(taken) = restart.taken {
+        // Confirmed before `run` polls the listener: harmless, since the
+        // predecessor's listener and ours are one kernel socket with one
+        // queue; a client arriving between its last accept and our first
+        // waits there, it is not refused.
+        taken.confirm()?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = restart;
     let summary = server.run(service).await?;
+    #[cfg(target_os = "linux")]
+    if let Some(offering) = offering {
+        // It ends when shutdown starts; awaited so its socket file is gone.
+        let _ = offering.await;
+    }
     signals.abort();
     #[cfg(feature = "tls")]
     if let Some(reload) = reload {

@@ -103,6 +103,11 @@ impl Acceptor {
         }
     }
 
+    /// Wraps a socket already checked to be a listening one of `protocol`.
+    pub(crate) fn from_socket2(inner: socket2::Socket, protocol: Protocol) -> Acceptor {
+        Acceptor { inner, protocol }
+    }
+
     /// The protocol the acceptor was opened with.
     pub fn protocol(&self) -> Protocol {
         self.protocol

@@ -9,15 +9,20 @@
 //! Both hand over to tokio with `into_tokio()` (a client socket with
 //! [`Socket::connect_async`]), so the async server, client and bench are
 //! built on the same lifecycle. [`raise_open_file_limit`]: every socket is a
-//! descriptor.
+//! descriptor. [`Inherited`] (Linux): listening sockets handed to the
+//! process (systemd socket activation, a predecessor's handover).
 
 mod acceptor;
 mod fd_limit;
+#[cfg(target_os = "linux")]
+mod inherit;
 mod protocol;
 mod socket;
 
 pub use acceptor::{Acceptor, DEFAULT_BACKLOG};
 pub use fd_limit::{open_file_limit, raise_open_file_limit};
+#[cfg(target_os = "linux")]
+pub use inherit::{Inherited, LISTEN_FDS_START, ListenFds, MAX_LISTEN_FDS};
 pub use protocol::Protocol;
 pub use socket::Socket;
 

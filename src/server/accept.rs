@@ -51,6 +51,9 @@ pub(crate) struct AcceptLoop<'a, S> {
     /// TLS servers: the handshake comes first, in the connection's task.
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<super::admit::TlsAdmission>>,
+    /// PROXY protocol servers: untrusted sources are closed here, the
+    /// header is read first in the connection's task.
+    pub proxy: Option<Arc<super::proxy::ProxyAdmission>>,
     /// Checked right after accept, before anything else.
     pub access: Option<Arc<super::access::AccessControl>>,
 }
@@ -98,10 +101,23 @@ impl<S: Service> AcceptLoop<'_, S> {
                     continue;
                 }
             };
+            // Untrusted sources on a PROXY listener: closed with nothing
+            // read, no task and no slot (a flood costs an accept each).
+            if let Some(proxy) = &self.proxy
+                && !proxy.trusts(addr)
+            {
+                proxy.untrusted(self.metrics, addr);
+                drop(stream);
+                continue;
+            }
             // Refused addresses are closed here, before a task, a TLS
             // handshake or a service byte: a denied flood costs an accept
-            // and a close each, and holds no connection slot.
-            if let Some(access) = &self.access
+            // and a close each, and holds no connection slot. Behind a
+            // PROXY balancer the TCP peer is the balancer: the list is
+            // checked against the client its header carries, in the
+            // connection's task, instead.
+            if self.proxy.is_none()
+                && let Some(access) = &self.access
                 && !access.admit(addr.ip(), self.metrics)
             {
                 drop(stream);
@@ -114,6 +130,18 @@ impl<S: Service> AcceptLoop<'_, S> {
                     next_id += self.id_step;
                     let conn = self.connection(stream, addr, id, per_conn);
                     self.metrics.connection_opened();
+                    if let Some(proxy) = &self.proxy {
+                        conns.spawn(super::proxy::task(
+                            self.service.clone(),
+                            proxy.clone(),
+                            self.access.clone(),
+                            #[cfg(feature = "tls")]
+                            self.tls.clone(),
+                            conn,
+                            permit,
+                        ));
+                        continue;
+                    }
                     #[cfg(feature = "tls")]
                     if let Some(tls) = &self.tls {
                         conns.spawn(super::admit::tls(
@@ -151,6 +179,7 @@ impl<S: Service> AcceptLoop<'_, S> {
             local,
             stream: stream.into(),
             peer: Endpoint::from(addr),
+            tcp_peer: Endpoint::from(addr),
             id,
             shutdown: self.shutdown.clone(),
             idle_timeout: self.config.idle_timeout,

@@ -90,7 +90,10 @@ pub(crate) fn tls<S: Service>(
 
 /// The handshake under its deadline: the connection over TLS, or `None`
 /// (closed, counted and logged).
-async fn admit(admission: Arc<TlsAdmission>, mut conn: Connection) -> Option<Connection> {
+pub(super) async fn admit(
+    admission: Arc<TlsAdmission>,
+    mut conn: Connection,
+) -> Option<Connection> {
     let metrics = conn.metrics.clone();
     let Some(tcp) = take_tcp(&mut conn.stream) else {
         metrics.connection_closed(0, 0);

@@ -34,13 +34,22 @@ pub const DEFER_ACCEPT_SECS: u32 = 1;
 const RESERVED_FDS: u64 = 32;
 
 /// Where to listen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
     /// `[::]:port` dual-stack, falling back to `0.0.0.0:port` on hosts
     /// without IPv6 ([`Acceptor::bind_listen_any`]).
     Any(u16),
     /// Exactly this endpoint (port 0 lets the kernel choose).
     At(Endpoint),
+    /// Sockets already listening, opened by someone else: systemd socket
+    /// activation ([`ListenFds`](crate::net::ListenFds)), a predecessor's
+    /// handover ([`handover`](super::handover)), or the caller's own
+    /// `TcpListener` ([`ServerBuilder::listener`]). One lane per socket
+    /// with either engine: [`Engine::PerCore`] gets no more lanes than
+    /// sockets (one inherited socket is one worker thread), since a
+    /// listener of our own beside them would lose its queue at exit.
+    #[cfg(target_os = "linux")]
+    Inherited(crate::net::Inherited),
 }
 
 /// How a server spreads connections over its [`ServerConfig::workers`]
@@ -141,6 +150,39 @@ impl ServerConfig {
     }
 }
 
+/// Opens the server's listeners: one, or one per worker with
+/// [`Engine::PerCore`], all on the port the first one got; or takes the
+/// inherited ones.
+fn listeners(config: &ServerConfig) -> Result<Vec<Acceptor>> {
+    let backlog = config.backlog;
+    let first = match (&config.listen, config.engine) {
+        (Listen::Any(port), Engine::Shared) => Acceptor::bind_listen_any(*port, backlog)?,
+        (Listen::At(ep), Engine::Shared) => Acceptor::bind_listen(ep, backlog)?,
+        (Listen::Any(port), Engine::PerCore) => Acceptor::bind_listen_any_shared(*port, backlog)?,
+        (Listen::At(ep), Engine::PerCore) => Acceptor::bind_listen_shared(ep, backlog)?,
+        #[cfg(target_os = "linux")]
+        (Listen::Inherited(inherited), engine) => {
+            let acceptors = inherited.take()?;
+            if engine == Engine::PerCore && acceptors.len() < config.workers {
+                tracing::warn!(
+                    listeners = acceptors.len(),
+                    workers = config.workers,
+                    "per-core engine on inherited listeners: one worker per listener"
+                );
+            }
+            return Ok(acceptors);
+        }
+    };
+    let mut acceptors = vec![first];
+    if config.engine == Engine::PerCore {
+        let bound = acceptors[0].local_endpoint()?;
+        for _ in 1..config.workers {
+            acceptors.push(Acceptor::bind_listen_shared(&bound, backlog)?);
+        }
+    }
+    Ok(acceptors)
+}
+
 /// The connection limit the process's descriptor limit allows: the soft
 /// `RLIMIT_NOFILE` minus a few descriptors the server itself needs.
 pub fn default_max_connections() -> usize {
@@ -167,6 +209,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
+    proxy: Option<super::ProxyProtocol>,
     access: Option<super::access::AccessList>,
 }
 
@@ -182,8 +225,19 @@ impl ServerBuilder {
             config,
             #[cfg(feature = "tls")]
             tls: None,
+            proxy: None,
             access: None,
         }
+    }
+
+    /// Reads a PROXY protocol header (v1 or v2) on every connection before
+    /// anything else, TLS included: the client it carries becomes the
+    /// connection's `peer` (the socket's stays in `tcp_peer`). Sources
+    /// outside [`ProxyProtocol::trusted`] are refused at accept; a trusted
+    /// source without a valid header within the deadline is closed.
+    pub fn proxy_protocol(mut self, proxy: super::ProxyProtocol) -> Self {
+        self.proxy = Some(proxy);
+        self
     }
 
     /// Checks every accepted client's address against `list` right after
@@ -214,6 +268,14 @@ impl ServerBuilder {
         } else {
             Listen::At(endpoint)
         };
+        self
+    }
+
+    /// Serves on a listener the caller opened (bound and listening, e.g.
+    /// from a supervisor): [`Listen::Inherited`].
+    #[cfg(target_os = "linux")]
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.config.listen = Listen::Inherited(crate::net::Inherited::from_listener(listener));
         self
     }
 
@@ -276,34 +338,25 @@ impl ServerBuilder {
     /// the first one got.
     pub fn bind(self) -> Result<Server> {
         self.config.validate()?;
+        if let Some(proxy) = &self.proxy {
+            proxy.validate()?;
+        }
         // Built before any socket opens: a bad configuration binds nothing.
         #[cfg(feature = "tls")]
         let tls = match self.tls {
             Some(tls) => Some(std::sync::Arc::new(crate::tls::Live::new(tls)?)),
             None => None,
         };
-        let backlog = self.config.backlog;
-        let first = match (self.config.listen, self.config.engine) {
-            (Listen::Any(port), Engine::Shared) => Acceptor::bind_listen_any(port, backlog)?,
-            (Listen::At(ep), Engine::Shared) => Acceptor::bind_listen(&ep, backlog)?,
-            (Listen::Any(port), Engine::PerCore) => {
-                Acceptor::bind_listen_any_shared(port, backlog)?
-            }
-            (Listen::At(ep), Engine::PerCore) => Acceptor::bind_listen_shared(&ep, backlog)?,
-        };
-        let mut acceptors = vec![first];
-        if self.config.engine == Engine::PerCore {
-            let bound = acceptors[0].local_endpoint()?;
-            for _ in 1..self.config.workers {
-                acceptors.push(Acceptor::bind_listen_shared(&bound, backlog)?);
-            }
-        }
+        let acceptors = listeners(&self.config)?;
         if self.config.defer_accept {
             for acceptor in &acceptors {
                 acceptor.set_defer_accept(DEFER_ACCEPT_SECS)?;
             }
         }
         let mut server = Server::new(acceptors, self.config)?;
+        server.proxy = self
+            .proxy
+            .map(|p| std::sync::Arc::new(super::proxy::ProxyAdmission::new(p)));
         server.access = self
             .access
             .map(|list| std::sync::Arc::new(super::access::AccessControl::new(list)));
@@ -352,6 +405,23 @@ mod tests {
             .bind()
             .unwrap();
         assert_eq!(server.acceptors.len(), 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn inherited_listeners_are_served_as_they_are_with_either_engine() {
+        for engine in [Engine::Shared, Engine::PerCore] {
+            let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let at = std.local_addr().unwrap();
+            let builder = ServerBuilder::new().listener(std).workers(3).engine(engine);
+            let again = builder.clone();
+            let server = builder.bind().unwrap();
+            // Per-core opens no listener of its own beside the inherited one.
+            assert_eq!(server.acceptors.len(), 1, "{engine:?}");
+            assert_eq!(server.local_endpoint().socket_addr(), at);
+            // A clone of the builder cannot take the same descriptor twice.
+            assert_eq!(again.bind().unwrap_err().kind(), ErrorKind::InvalidConfig);
+        }
     }
 
     #[test]

@@ -10,9 +10,13 @@
 //! * `admit` (feature `tls`): between accept and service, the TLS handshake
 //!   in the connection's own task, under a deadline and a cap
 //!   ([`ServerBuilder::tls`]).
+//! * [`proxy`]: the PROXY protocol header read before TLS and the
+//!   service, from trusted sources only ([`ServerBuilder::proxy_protocol`]).
 //! * [`connection`]: the task that runs a service on one
 //!   [`Connection`](crate::service::Connection) and accounts for it.
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
+//! * [`handover`] (Linux): restart without losing a connection, the
+//!   listening sockets passed to a successor over a UNIX socket.
 //!
 //! ```
 //! use tcpkit::{Endpoint, server::ServerBuilder, service::Echo};
@@ -32,6 +36,9 @@ pub mod access;
 mod admit;
 pub mod builder;
 pub mod connection;
+#[cfg(target_os = "linux")]
+pub mod handover;
+pub mod proxy;
 pub mod shutdown;
 
 use std::fmt;
@@ -43,6 +50,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 pub use builder::{Engine, Listen, ServerBuilder, ServerConfig};
+pub use proxy::ProxyProtocol;
 pub use shutdown::ShutdownHandle;
 
 use crate::endpoint::Endpoint;
@@ -63,6 +71,8 @@ pub struct Server {
     /// Set by [`ServerBuilder::tls`]: handshake every connection first.
     #[cfg(feature = "tls")]
     tls: Option<Arc<admit::TlsAdmission>>,
+    /// Set by [`ServerBuilder::proxy_protocol`]: read a header first.
+    proxy: Option<Arc<proxy::ProxyAdmission>>,
     /// Set by [`ServerBuilder::access_list`]: checked right after accept.
     access: Option<Arc<access::AccessControl>>,
 }
@@ -100,6 +110,23 @@ impl fmt::Display for Summary {
         )?;
         if s.rejected_access_list > 0 {
             write!(f, "; {} refused by the access list", s.rejected_access_list)?;
+        }
+        let proxy = [
+            ("untrusted", s.rejected_proxy_untrusted),
+            ("missing", s.rejected_proxy_missing),
+            ("malformed", s.rejected_proxy_malformed),
+            ("too large", s.rejected_proxy_too_large),
+            ("timeout", s.rejected_proxy_timeout),
+            ("io", s.rejected_proxy_io),
+        ];
+        let refused: u64 = proxy.iter().map(|(_, n)| n).sum();
+        if refused > 0 {
+            let each: Vec<String> = proxy
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(why, n)| format!("{n} {why}"))
+                .collect();
+            write!(f, "; PROXY: {refused} refused ({})", each.join(", "))?;
         }
         let failed = s.tls_failed_timeout
             + s.tls_failed_protocol
@@ -140,6 +167,7 @@ impl Server {
             handle: ShutdownHandle::new(),
             #[cfg(feature = "tls")]
             tls: None,
+            proxy: None,
             access: None,
         })
     }
@@ -215,6 +243,7 @@ impl Server {
             handle,
             #[cfg(feature = "tls")]
             tls,
+            proxy,
             access,
         } = self;
         let lanes = acceptors.len() as u64;
@@ -227,6 +256,7 @@ impl Server {
             handle: handle.clone(),
             #[cfg(feature = "tls")]
             tls: tls.clone(),
+            proxy: proxy.clone(),
             access: access.clone(),
         };
         let service = Arc::new(service);
@@ -307,6 +337,7 @@ struct Lane {
     handle: ShutdownHandle,
     #[cfg(feature = "tls")]
     tls: Option<Arc<admit::TlsAdmission>>,
+    proxy: Option<Arc<proxy::ProxyAdmission>>,
     access: Option<Arc<access::AccessControl>>,
 }
 
@@ -343,6 +374,7 @@ impl Lane {
             id_step: self.lanes,
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
+            proxy: self.proxy.clone(),
             access: self.access.clone(),
         }
         .run(&mut conns)

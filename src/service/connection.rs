@@ -35,8 +35,13 @@ pub(crate) const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 pub struct Connection {
     /// The connected stream (an accepted TCP socket has `TCP_NODELAY` set).
     pub stream: Stream,
-    /// The client's endpoint.
+    /// The client's endpoint: the one a PROXY protocol header carried
+    /// (`ServerBuilder::proxy_protocol`), or else the TCP peer. This is the
+    /// address logged, counted and checked against access lists.
     pub peer: Endpoint,
+    /// The socket's own peer (`getpeername(2)`): the balancer when a PROXY
+    /// header named someone else, otherwise the same as `peer`.
+    pub tcp_peer: Endpoint,
     /// The local endpoint the client reached.
     pub local: Endpoint,
     /// A number unique within the server, from 1 (chat's default `user<N>`).
@@ -93,6 +98,7 @@ impl Connection {
         Connection {
             stream: stream.into(),
             peer,
+            tcp_peer: peer,
             local,
             id: 1,
             shutdown: CancellationToken::new(),

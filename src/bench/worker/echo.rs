@@ -92,6 +92,7 @@ async fn echo_closed<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(eof(ctx, offset));
             }
             due = verifier.check(&recv[..n]).map_err(ConnError::Verify)?;
+            ctx.verified_bytes.set(verifier.offset());
         }
         // The server has answered: let the next connect of this thread go.
         permit.take();
@@ -177,6 +178,7 @@ where
                 return Err(eof(ctx, offset));
             }
             let done = verifier.check(&recv[..n]).map_err(ConnError::Verify)?;
+            ctx.verified_bytes.set(verifier.offset());
             let now = Instant::now();
             let first = verifier.messages_done() - done;
             for seq in first..first + done {

@@ -23,6 +23,7 @@ pub(crate) use stream::BenchStream;
 
 use super::histogram::LatencyHistogram;
 use super::message::Mismatch;
+use super::report::BrokenConnection;
 use super::{BenchConfig, Mode};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
@@ -30,6 +31,12 @@ use crate::net::{Protocol, Socket};
 
 /// How many error descriptions a run keeps (the rest are only counted).
 pub const MAX_ERROR_SAMPLES: usize = 5;
+
+/// How many broken connections a run lists one by one (the rest are only
+/// counted): every one of echo mode's connections up to this many, while
+/// connect mode's endless reconnects during an outage cannot grow the
+/// report without bound.
+pub const MAX_BROKEN_LISTED: usize = 10_000;
 
 /// Connects in flight per thread: a burst of thousands of SYNs would overflow
 /// the server's accept queue and cost 1 s SYN retransmits.
@@ -72,8 +79,14 @@ pub(crate) struct ThreadStats {
     pub established: u64,
     pub connect_failures: u64,
     pub errors: u64,
+    /// Of `errors`: connections the server reset after they connected.
+    pub resets: u64,
     pub verification_failures: u64,
     pub error_samples: Vec<String>,
+    /// Connections that broke after they opened (reset, closed, timed out).
+    pub broken: u64,
+    /// The first [`MAX_BROKEN_LISTED`] of them, each with its local address.
+    pub broken_list: Vec<BrokenConnection>,
     /// The first verification failure, kept whole for the exit error.
     pub first_mismatch: Option<String>,
     /// Kind and code of the first failed connect, for the exit status.
@@ -113,6 +126,11 @@ pub(super) struct Ctx {
     gate: Rc<Semaphore>,
     /// Connects made, to rotate source addresses (connect mode).
     connects: std::cell::Cell<u32>,
+    /// The local address of the last connection opened: what a balancer
+    /// in between reports as the client (`Ctx::fail` lists it).
+    local: std::cell::Cell<Option<std::net::SocketAddr>>,
+    /// Bytes verified on the current connection (set by the echo loops).
+    pub(super) verified_bytes: std::cell::Cell<u64>,
 }
 
 impl Ctx {
@@ -156,7 +174,19 @@ impl Ctx {
             }
             ConnError::Io { offset, err } => {
                 s.errors += 1;
+                let reset = [libc::ECONNRESET, libc::EPIPE, libc::ECONNABORTED];
+                s.resets += u64::from(err.os_code().is_some_and(|c| reset.contains(&c)));
                 s.sample(format!("connection {id} at stream offset {offset}: {err}"));
+                s.broken += 1;
+                if s.broken_list.len() < MAX_BROKEN_LISTED {
+                    s.broken_list.push(BrokenConnection {
+                        id,
+                        local: self.local.get(),
+                        verified_bytes: self.verified_bytes.get(),
+                        error: err.to_string(),
+                        code: err.code(),
+                    });
+                }
             }
         }
     }
@@ -186,6 +216,13 @@ impl Ctx {
         stream.set_nodelay(true).map_err(|e| {
             ConnError::Connect(Error::io(e, format_args!("set TCP_NODELAY on {target}")))
         })?;
+        self.local.set(stream.local_addr().ok());
+        self.verified_bytes.set(0);
+        if let Some(version) = self.config.send_proxy {
+            send_proxy(&stream, version, target)
+                .await
+                .map_err(ConnError::Connect)?;
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.config.tls {
             return Ok((self.handshake(tls, stream).await?, permit));
@@ -219,6 +256,30 @@ impl Ctx {
         }
         Ok(BenchStream::Tls(Box::new(stream)))
     }
+}
+
+/// The PROXY header for this connection's real source and destination.
+/// A fresh socket's send buffer is empty, so the write completes at once;
+/// a failure counts as a failed connect.
+async fn send_proxy(
+    stream: &TcpStream,
+    version: crate::proxy::Version,
+    target: Endpoint,
+) -> Result<()> {
+    let fail = |e| Error::io(e, format_args!("send the PROXY header to {target}"));
+    let local = stream.local_addr().map_err(fail)?;
+    let peer = stream.peer_addr().map_err(fail)?;
+    let header = crate::proxy::encode(version, local, peer);
+    let mut written = 0;
+    while written < header.len() {
+        stream.writable().await.map_err(fail)?;
+        match stream.try_write(&header[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Ok(())
 }
 
 impl Ctx {
@@ -285,6 +346,8 @@ pub(crate) fn open_idle(
                 stats: stats.clone(),
                 gate: gate.clone(),
                 connects: std::cell::Cell::new(0),
+                local: std::cell::Cell::new(None),
+                verified_bytes: std::cell::Cell::new(0),
             };
             tasks.push(tokio::task::spawn_local(async move {
                 // The connect has its own deadline; this one bounds the echo.
@@ -346,6 +409,8 @@ pub(crate) fn run_thread(
                 stats: stats.clone(),
                 gate: gate.clone(),
                 connects: std::cell::Cell::new(0),
+                local: std::cell::Cell::new(None),
+                verified_bytes: std::cell::Cell::new(0),
             };
             tasks.push(tokio::task::spawn_local(connection(ctx)));
         }
