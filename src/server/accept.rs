@@ -88,6 +88,7 @@ impl<S: Service> AcceptLoop<'_, S> {
                     // once. Anything else (EMFILE, ENFILE, ENOBUFS) would
                     // fail again immediately, so back off.
                     if err.kind() != ErrorKind::ConnectionAborted {
+                        self.metrics.accept_backoff();
                         tokio::select! {
                             _ = self.shutdown.cancelled() => return,
                             _ = tokio::time::sleep(EMFILE_BACKOFF) => {}
