@@ -189,6 +189,31 @@ fn text_close_line_at_v_and_none_without() {
 }
 
 #[test]
+fn a_client_over_the_limit_gets_a_close_line_too() {
+    let serve = Serve::start(&["-v", "--log-format", "json", "--max-connections", "1"]);
+    let mut held = TcpStream::connect(&serve.service).expect("connect");
+    held.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    // Its echo shows the server took it (and its one slot).
+    held.write_all(b"x").expect("send");
+    let mut one = [0u8; 1];
+    held.read_exact(&mut one).expect("echo");
+    let mut over = TcpStream::connect(&serve.service).expect("connect");
+    over.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let peer = over.local_addr().expect("addr").to_string();
+    over.write_all(b"y").expect("send");
+    let mut rest = Vec::new();
+    let _ = over.read_to_end(&mut rest);
+    let mut seen = Vec::new();
+    let close = serve.wait_for(&mut seen, |l| {
+        json(l)["message"] == "connection closed" && json(l)["peer"] == peer.as_str()
+    });
+    let close = json(&close);
+    assert_eq!(close["close"], "rejected", "{close}");
+    let reason = close["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("max_connections"), "{reason}");
+}
+
+#[test]
 fn a_failed_start_is_one_json_error_line() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let at = taken.local_addr().expect("addr").to_string();
