@@ -234,9 +234,16 @@ fn promtool_accepts_the_output() {
     if !common::have_program("promtool") {
         return;
     }
-    let (_server, service, metrics) = start(&[]);
-    drop(echo_round(&service, 10));
-    let body = scrape(&metrics);
+    // Samples in every shape: a timed close in the histogram, a refusal,
+    // labelled counters above zero.
+    let (_server, service, metrics) = start(&["--max-connections", "1"]);
+    let held = echo_round(&service, 10);
+    let mut over = TcpStream::connect(&service).expect("connect over the limit");
+    over.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    read_until_closed(&mut over);
+    held.shutdown(Shutdown::Write).expect("shutdown");
+    let body = scrape_until_total(&metrics, "tcpkit_connections_closed_total", 1);
+    assert_eq!(value(&body, "tcpkit_connection_duration_seconds_count"), 1);
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
