@@ -142,6 +142,12 @@ const CASES: &[Case] = &[
     case("serve", "--shutdown-grace", DURATIONS, &[]),
     #[cfg(feature = "metrics")]
     case("serve", "--metrics", ADDRS, &[]),
+    case(
+        "serve",
+        "--log-format",
+        &["bogus", "", "xml", "json,text"],
+        &[],
+    ),
     // Files are read and parsed as the flag is: missing, a directory, empty
     // names, and a file that is not PEM (this test's own source).
     case(

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use super::connection;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result, code};
-use crate::metrics::{Metrics, ProxyFailure, Rejection};
+use crate::metrics::{Close, Metrics, ProxyFailure, Rejection};
 use crate::proxy::{Frame, Header, Invalid, MAX_HEADER_BYTES};
 use crate::service::{Connection, Service, Stream};
 
@@ -145,11 +145,13 @@ impl ProxyAdmission {
             code::INVALID_CONFIG,
             format!("from {addr}: not in the PROXY trusted sources"),
         );
-        self.refuse(metrics, ProxyFailure::Untrusted, Endpoint::from(addr), &err);
+        metrics.rejected(Rejection::Proxy(ProxyFailure::Untrusted));
+        self.log(ProxyFailure::Untrusted, Endpoint::from(addr), &err);
     }
 
-    fn refuse(&self, metrics: &Metrics, reason: ProxyFailure, peer: Endpoint, err: &Error) {
-        metrics.rejected(Rejection::Proxy(reason));
+    /// Logs a refusal at warn, at most once a second per reason, saying
+    /// how many went unlogged since.
+    fn log(&self, reason: ProxyFailure, peer: Endpoint, err: &Error) {
         let i = reason as usize;
         let skipped = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -208,6 +210,7 @@ pub(crate) fn task<S: Service>(
 /// The header under its deadline: the connection with the carried client
 /// as its peer, or `None` (closed, counted and logged).
 async fn admit(admission: &ProxyAdmission, mut conn: Connection) -> Option<Connection> {
+    let started = std::time::Instant::now();
     let metrics = conn.metrics.clone();
     let Stream::Tcp(tcp) = &mut conn.stream else {
         // Only the accept loop builds these, always over TCP.
@@ -216,8 +219,14 @@ async fn admit(admission: &ProxyAdmission, mut conn: Connection) -> Option<Conne
     };
     let timeout = admission.config.header_timeout;
     let read = tokio::select! {
+        // Shutdown does not wait for headers: no data is in flight yet.
         _ = conn.shutdown.cancelled() => {
-            metrics.connection_closed(0, 0);
+            metrics.closed(Close::Shutdown, 0, 0, None);
+            tracing::info!(
+                peer = %conn.peer, id = conn.id, duration_s = started.elapsed().as_secs_f64(),
+                bytes_in = 0u64, bytes_out = 0u64, close = Close::Shutdown.as_str(),
+                reason = "server shutdown while waiting for the PROXY header", "connection closed"
+            );
             return None;
         }
         read = tokio::time::timeout(timeout, read_header(tcp)) => read,
@@ -240,18 +249,15 @@ async fn admit(admission: &ProxyAdmission, mut conn: Connection) -> Option<Conne
                 Some(Invalid::Malformed) => ProxyFailure::Malformed,
                 None => ProxyFailure::Io,
             };
-            (
-                reason,
-                e.context(format_args!("PROXY header from {}", conn.tcp_peer)),
-            )
+            (reason, e.context(format_args!("from {}", conn.tcp_peer)))
         }
         Err(_) => (
             ProxyFailure::Timeout,
             Error::timed_out(format_args!("PROXY header from {}", conn.tcp_peer), timeout),
         ),
     };
-    metrics.connection_closed(0, 0);
-    admission.refuse(&metrics, failure.0, conn.tcp_peer, &failure.1);
+    connection::refused(&conn, started, Rejection::Proxy(failure.0), &failure.1);
+    admission.log(failure.0, conn.tcp_peer, &failure.1);
     None
 }
 
