@@ -456,6 +456,19 @@ impl Serve {
     }
 }
 
+/// The `/metrics` text from `addr`.
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("send request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
 fn tcpkit(args: &[&str]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
         .args(args)
@@ -477,7 +490,18 @@ fn tcpkit(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn serve_logs_and_counts_the_carried_client() {
-    let serve = Serve::start(&["--proxy-protocol", "--proxy-trusted", "127.0.0.1"]);
+    let serve = Serve::start(&[
+        "--proxy-protocol",
+        "--proxy-trusted",
+        "127.0.0.1",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics_at = serve.wait_log(|l| l.starts_with("metrics on http://"));
+    let metrics_at = metrics_at
+        .trim_start_matches("metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
     let target = serve.addr.to_string();
     for version in ["v1", "v2"] {
         let out = tcpkit(&[
@@ -516,6 +540,11 @@ fn serve_logs_and_counts_the_carried_client() {
         serve.wait_log(|l| l.contains("connection refused") && l.contains("proxy_missing"));
     assert!(refused.contains("127.0.0.1"), "{refused}");
     serve.wait_log(|l| l.contains("connection refused") && l.contains("proxy_untrusted"));
+    let body = scrape(&metrics_at);
+    for reason in ["proxy_untrusted", "proxy_missing"] {
+        let series = format!("tcpkit_connections_rejected_total{{reason=\"{reason}\"}} 1");
+        assert!(body.lines().any(|l| l == series), "no {series} in:\n{body}");
+    }
     let summary = serve.stop();
     assert_eq!(summary["rejected_proxy_untrusted"], 1, "{summary}");
     assert_eq!(summary["rejected_proxy_missing"], 1, "{summary}");
