@@ -663,3 +663,23 @@ fn bench_send_proxy_v2_verifies_every_byte() {
     .sum();
     assert_eq!(refused, 0, "{summary}");
 }
+
+#[test]
+fn chat_greets_only_after_the_header() {
+    // Chat speaks first: behind a balancer the welcome must wait for the
+    // header (or the header would be read as the client's first line).
+    let server = start(trusting(&["127.0.0.1/32"]), tcpkit::service::Chat::new());
+    let mut s = connect(server.addr);
+    s.write_all(&proxy::encode(
+        Version::V1,
+        addr("203.0.113.7:1"),
+        server.addr,
+    ))
+    .expect("write");
+    let welcome = read_line(&mut s);
+    assert!(welcome.starts_with("* welcome user1,"), "{welcome:?}");
+    s.write_all(b"/who\n").expect("write");
+    let who = read_line(&mut s);
+    assert!(who.contains("user1"), "{who:?}");
+    assert_eq!(server.metrics.snapshot().rejected_proxy_missing, 0);
+}
