@@ -191,7 +191,14 @@ pub(crate) fn task<S: Service>(
         if let Some(access) = access
             && !access.admit(conn.peer.ip(), &conn.metrics)
         {
+            // Counted as refused by `admit`; closed and logged here like
+            // every other close.
             conn.metrics.connection_closed(0, 0);
+            tracing::info!(
+                peer = %conn.peer, tcp_peer = %conn.tcp_peer, id = conn.id,
+                bytes_in = 0u64, bytes_out = 0u64, close = Close::Rejected.as_str(),
+                reason = %Rejection::AccessList, "connection closed"
+            );
             return None;
         }
         #[cfg(feature = "tls")]
