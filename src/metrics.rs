@@ -3,13 +3,20 @@
 //! [`Metrics`] is a set of atomics a server updates and anyone may read;
 //! [`Snapshot`] is a plain, serializable copy taken at one moment. The
 //! per-message path never touches these: a connection keeps its own byte
-//! counts in local integers and adds them here once, when it closes. The one
+//! counts in local integers and adds them here once, when it closes, with
+//! its reason ([`Close`]) and how long it lived ([`Durations`]). The one
 //! exception is the backpressure gauge ([`Snapshot::buffered_bytes`]), updated
 //! only when a peer stops reading and the server has to hold bytes for it.
+//! Chat's room and member gauges ([`ChatGauges`]) change on joins and
+//! leaves, never on a message.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::error::ErrorKind;
 
 /// Live counters. Cheap to share behind an `Arc`; every field is an atomic.
 #[derive(Debug, Default)]
@@ -17,10 +24,13 @@ pub struct Metrics {
     accepted: AtomicU64,
     rejected: [AtomicU64; Rejection::COUNT],
     active: AtomicU64,
-    closed: AtomicU64,
-    idle_timeouts: AtomicU64,
+    closed: [AtomicU64; Close::REASONS.len()],
+    close_errors: [AtomicU64; Close::ERROR_KINDS.len()],
+    durations: [AtomicU64; Durations::BUCKETS],
+    durations_sum_us: AtomicU64,
     slow_consumers: AtomicU64,
     accept_errors: AtomicU64,
+    accept_backoffs: AtomicU64,
     lingering_closes: AtomicU64,
     lingering_cut_off: AtomicU64,
     bytes_in: AtomicU64,
@@ -28,6 +38,165 @@ pub struct Metrics {
     buffered_bytes: AtomicU64,
     buffered_bytes_max: AtomicU64,
     tls_handshakes: AtomicU64,
+    chat: OnceLock<Arc<ChatGauges>>,
+}
+
+/// Why a connection ended, as counted by [`Metrics::closed`] and exported
+/// as `tcpkit_connections_closed_total{reason}` (errors also by kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Close {
+    /// The client closed (EOF).
+    PeerClosed,
+    /// The service finished on its own (chat's `/quit`).
+    Done,
+    /// No traffic for the idle timeout.
+    IdleTimeout,
+    /// Over a limit: a line over the maximum.
+    LineTooLong,
+    /// Over a limit: a client that fell behind (chat).
+    SlowConsumer,
+    /// The server was shutting down.
+    Shutdown,
+    /// Refused at admission (PROXY header, access list, TLS handshake)
+    /// after the accept loop gave it a slot; see [`Rejection`].
+    Rejected,
+    /// An error, by kind (reset, write deadline, ...).
+    Error(ErrorKind),
+}
+
+impl Close {
+    /// The `reason` labels, in counter order.
+    pub const REASONS: [&'static str; 8] = [
+        "peer_closed",
+        "done",
+        "idle_timeout",
+        "line_too_long",
+        "slow_consumer",
+        "shutdown",
+        "rejected",
+        "error",
+    ];
+
+    /// The `kind` labels of [`Close::Error`], in counter order; kinds not
+    /// named here count as `other`.
+    pub const ERROR_KINDS: [&'static str; 7] = [
+        "connection_reset",
+        "timed_out",
+        "unexpected_eof",
+        "tls",
+        "certificate",
+        "io",
+        "other",
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Close::PeerClosed => 0,
+            Close::Done => 1,
+            Close::IdleTimeout => 2,
+            Close::LineTooLong => 3,
+            Close::SlowConsumer => 4,
+            Close::Shutdown => 5,
+            Close::Rejected => 6,
+            Close::Error(_) => 7,
+        }
+    }
+
+    fn error_index(kind: ErrorKind) -> usize {
+        match kind {
+            ErrorKind::ConnectionReset => 0,
+            ErrorKind::TimedOut => 1,
+            ErrorKind::UnexpectedEof => 2,
+            ErrorKind::Tls => 3,
+            ErrorKind::Certificate => 4,
+            ErrorKind::Io => 5,
+            _ => 6,
+        }
+    }
+
+    /// The `reason` label (`error` for every error kind).
+    pub fn as_str(self) -> &'static str {
+        Close::REASONS[self.index()]
+    }
+}
+
+/// Connection lifetimes in fixed buckets (a Prometheus histogram,
+/// `tcpkit_connection_duration_seconds`): one counter per bucket, added to
+/// once per timed close, never per message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Durations {
+    /// Closes per bucket (not cumulative): the `i`th counts lifetimes up
+    /// to [`Durations::BOUNDS`]`[i]` seconds and above the bound before it;
+    /// the last, everything longer than the last bound.
+    pub buckets: [u64; Durations::BUCKETS],
+    /// Every timed lifetime added up, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Durations {
+    /// Upper bounds of the buckets, in seconds (then `+Inf`): from a
+    /// bench's millisecond connections to a chat client's hours.
+    pub const BOUNDS: [f64; 12] = [
+        0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+    ];
+
+    /// Buckets, `+Inf` included.
+    pub const BUCKETS: usize = Durations::BOUNDS.len() + 1;
+
+    const BOUNDS_US: [u64; 12] = [
+        1_000,
+        10_000,
+        100_000,
+        500_000,
+        1_000_000,
+        5_000_000,
+        10_000_000,
+        30_000_000,
+        60_000_000,
+        300_000_000,
+        1_800_000_000,
+        3_600_000_000,
+    ];
+
+    /// The bucket a lifetime of `us` microseconds falls in.
+    fn bucket(us: u64) -> usize {
+        Durations::BOUNDS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(Durations::BOUNDS.len())
+    }
+
+    /// How many lifetimes were recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// Chat's gauges: rooms that exist and members in them. A chat's hub
+/// updates them under its own lock when someone joins or leaves (never on
+/// a message); [`Metrics::watch_chat`] makes a server's snapshot read them.
+#[derive(Debug, Default)]
+pub struct ChatGauges {
+    rooms: AtomicU64,
+    members: AtomicU64,
+}
+
+impl ChatGauges {
+    /// Sets the number of rooms and adds `members` (which may be negative).
+    pub fn changed(&self, rooms: usize, members: i64) {
+        self.rooms.store(rooms as u64, Relaxed);
+        if members >= 0 {
+            self.members.fetch_add(members.unsigned_abs(), Relaxed);
+        } else {
+            self.members.fetch_sub(members.unsigned_abs(), Relaxed);
+        }
+    }
+
+    /// Rooms and members right now.
+    pub fn get(&self) -> (u64, u64) {
+        (self.rooms.load(Relaxed), self.members.load(Relaxed))
+    }
 }
 
 /// Why a connection was turned away before its service saw a byte, as
@@ -169,6 +338,48 @@ impl HandshakeFailure {
     }
 }
 
+/// Closes by reason, for [`Snapshot`] (see [`Close`]). In JSON, an object
+/// keyed by reason label, with `errors` keyed by kind label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Closes {
+    /// Counts by [`Close::REASONS`] label, in that order.
+    pub by_reason: [u64; Close::REASONS.len()],
+    /// [`Close::Error`] closes by [`Close::ERROR_KINDS`] label, in that order.
+    pub errors_by_kind: [u64; Close::ERROR_KINDS.len()],
+}
+
+impl Serialize for Closes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Errors<'a>(&'a Closes);
+        impl Serialize for Errors<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(Close::ERROR_KINDS.len()))?;
+                for (kind, n) in Close::ERROR_KINDS.iter().zip(self.0.errors_by_kind) {
+                    map.serialize_entry(kind, &n)?;
+                }
+                map.end()
+            }
+        }
+        let mut map = s.serialize_map(Some(Close::REASONS.len() + 1))?;
+        for (reason, n) in Close::REASONS.iter().zip(self.by_reason) {
+            map.serialize_entry(reason, &n)?;
+        }
+        map.serialize_entry("errors", &Errors(self))?;
+        map.end()
+    }
+}
+
+impl Closes {
+    /// Closes for `reason` (for [`Close::Error`]: that kind's label).
+    pub fn get(&self, reason: Close) -> u64 {
+        match reason {
+            Close::Error(kind) => self.errors_by_kind[Close::error_index(kind)],
+            other => self.by_reason[other.index()],
+        }
+    }
+}
+
 impl Snapshot {
     /// The count of connections turned away for `why`.
     pub fn rejected(&self, why: Rejection) -> u64 {
@@ -213,14 +424,25 @@ pub struct Snapshot {
     pub rejected_proxy_io: u64,
     /// Connections open right now.
     pub connections_active: u64,
-    /// Connections that have finished (any reason).
+    /// Connections that have finished (any reason: the sum of [`Snapshot::closes`]).
     pub connections_closed: u64,
     /// Connections closed for having no traffic for the idle timeout.
     pub idle_timeouts: u64,
-    /// Clients disconnected for falling behind (chat).
+    /// Clients disconnected for falling behind (chat), counted when found
+    /// slow.
     pub slow_consumers: u64,
     /// `accept(2)` failures survived (aborted handshakes, out of descriptors).
     pub accept_errors: u64,
+    /// Of those, the ones after which the loop paused ([`Metrics::accept_backoff`]).
+    pub accept_backoffs: u64,
+    /// Closes by reason.
+    pub closes: Closes,
+    /// How long closed connections lived.
+    pub durations: Durations,
+    /// Chat rooms right now (0 for other services).
+    pub chat_rooms: u64,
+    /// Chat members right now (0 for other services).
+    pub chat_members: u64,
     /// Closes on purpose (a reason line, the connection limit) that shut
     /// the write side down and read what the client still sent, so the
     /// client got the reason instead of a reset (`service::linger`).
@@ -257,6 +479,11 @@ impl Metrics {
 
     /// A consistent-enough copy (each field read once, relaxed).
     pub fn snapshot(&self) -> Snapshot {
+        let closes = Closes {
+            by_reason: self.closed.each_ref().map(|c| c.load(Relaxed)),
+            errors_by_kind: self.close_errors.each_ref().map(|c| c.load(Relaxed)),
+        };
+        let (chat_rooms, chat_members) = self.chat.get().map_or((0, 0), |g| g.get());
         Snapshot {
             connections_accepted: self.accepted.load(Relaxed),
             connections_rejected: self.rejected_by(Rejection::MaxConnections),
@@ -268,10 +495,18 @@ impl Metrics {
             rejected_proxy_timeout: self.rejected_by(Rejection::Proxy(ProxyFailure::Timeout)),
             rejected_proxy_io: self.rejected_by(Rejection::Proxy(ProxyFailure::Io)),
             connections_active: self.active.load(Relaxed),
-            connections_closed: self.closed.load(Relaxed),
-            idle_timeouts: self.idle_timeouts.load(Relaxed),
+            connections_closed: closes.by_reason.iter().sum(),
+            idle_timeouts: closes.get(Close::IdleTimeout),
             slow_consumers: self.slow_consumers.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
+            accept_backoffs: self.accept_backoffs.load(Relaxed),
+            closes,
+            durations: Durations {
+                buckets: self.durations.each_ref().map(|b| b.load(Relaxed)),
+                sum_us: self.durations_sum_us.load(Relaxed),
+            },
+            chat_rooms,
+            chat_members,
             lingering_closes: self.lingering_closes.load(Relaxed),
             lingering_cut_off: self.lingering_cut_off.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
@@ -296,12 +531,35 @@ impl Metrics {
         self.active.fetch_add(1, Relaxed);
     }
 
-    /// A connection finished, having moved these many bytes.
+    /// A connection counted by [`Metrics::connection_opened`] was closed at
+    /// admission, having moved these many bytes: the same as
+    /// `closed(Close::Rejected, bytes_in, bytes_out, None)`. Count the
+    /// refusal's reason with [`Metrics::rejected`].
     pub fn connection_closed(&self, bytes_in: u64, bytes_out: u64) {
+        self.closed(Close::Rejected, bytes_in, bytes_out, None);
+    }
+
+    /// A connection counted by [`Metrics::connection_opened`] finished for
+    /// `reason`, having moved these many bytes, after living `lived` (`None`:
+    /// not timed; it stays out of [`Snapshot::durations`]). Once per
+    /// connection: a few atomics, never on the per-message path.
+    pub fn closed(&self, reason: Close, bytes_in: u64, bytes_out: u64, lived: Option<Duration>) {
         self.active.fetch_sub(1, Relaxed);
-        self.closed.fetch_add(1, Relaxed);
-        self.bytes_in.fetch_add(bytes_in, Relaxed);
-        self.bytes_out.fetch_add(bytes_out, Relaxed);
+        self.closed[reason.index()].fetch_add(1, Relaxed);
+        if let Close::Error(kind) = reason {
+            self.close_errors[Close::error_index(kind)].fetch_add(1, Relaxed);
+        }
+        if bytes_in != 0 {
+            self.bytes_in.fetch_add(bytes_in, Relaxed);
+        }
+        if bytes_out != 0 {
+            self.bytes_out.fetch_add(bytes_out, Relaxed);
+        }
+        if let Some(lived) = lived {
+            let us = u64::try_from(lived.as_micros()).unwrap_or(u64::MAX);
+            self.durations[Durations::bucket(us)].fetch_add(1, Relaxed);
+            self.durations_sum_us.fetch_add(us, Relaxed);
+        }
     }
 
     /// Bytes a connection moved, counted without closing it: a service
@@ -327,11 +585,6 @@ impl Metrics {
         self.rejected[why.index()].fetch_add(1, Relaxed);
     }
 
-    /// A connection was closed by the idle timeout.
-    pub fn idle_timeout(&self) {
-        self.idle_timeouts.fetch_add(1, Relaxed);
-    }
-
     /// A slow consumer was disconnected.
     pub fn slow_consumer(&self) {
         self.slow_consumers.fetch_add(1, Relaxed);
@@ -340,6 +593,21 @@ impl Metrics {
     /// An `accept(2)` call failed and the loop carried on.
     pub fn accept_error(&self) {
         self.accept_errors.fetch_add(1, Relaxed);
+    }
+
+    /// The accept loop paused after a failure that would repeat at once
+    /// (out of descriptors or buffers).
+    pub fn accept_backoff(&self) {
+        self.accept_backoffs.fetch_add(1, Relaxed);
+    }
+
+    /// From now on [`Metrics::snapshot`] reports `gauges` as the chat's
+    /// rooms and members. The first call wins (a server runs one service);
+    /// after it, a call costs one atomic load.
+    pub fn watch_chat(&self, gauges: &Arc<ChatGauges>) {
+        if self.chat.get().is_none() {
+            let _ = self.chat.set(gauges.clone());
+        }
     }
 
     /// A lingering close started.
@@ -416,8 +684,72 @@ mod tests {
         );
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains("\"tls_failed_protocol\":2"), "{json}");
+        assert!(
+            json.contains("\"rejected\":1,\"error\":0,\"errors\":{\"connection_reset\":0"),
+            "{json}"
+        );
         assert!(json.contains("\"buffered_bytes_max\":15"), "{json}");
         assert!(json.contains("\"lingering_cut_off\":1"), "{json}");
+    }
+
+    #[test]
+    fn closes_by_reason_and_lifetimes_in_buckets() {
+        let m = Metrics::new();
+        let ms = Duration::from_millis;
+        for (reason, lived) in [
+            (Close::PeerClosed, Some(ms(0))),
+            (Close::PeerClosed, Some(ms(1))),
+            (Close::IdleTimeout, Some(ms(1001))),
+            (Close::Error(ErrorKind::ConnectionReset), Some(ms(20))),
+            (
+                Close::Error(ErrorKind::Verification),
+                Some(Duration::from_secs(5000)),
+            ),
+            (Close::Shutdown, None),
+        ] {
+            m.connection_opened();
+            m.closed(reason, 1, 2, lived);
+        }
+        let s = m.snapshot();
+        assert_eq!(s.connections_closed, 6);
+        assert_eq!(s.connections_active, 0);
+        assert_eq!((s.bytes_in, s.bytes_out), (6, 12));
+        assert_eq!(s.idle_timeouts, 1);
+        let c = s.closes;
+        assert_eq!(c.get(Close::PeerClosed), 2);
+        assert_eq!(c.get(Close::Shutdown), 1);
+        assert_eq!(c.by_reason[Close::Error(ErrorKind::Io).index()], 2);
+        assert_eq!(c.get(Close::Error(ErrorKind::ConnectionReset)), 1);
+        assert_eq!(c.get(Close::Error(ErrorKind::InvalidPort)), 1, "other");
+        // 0 and 1 ms in the first bucket (<= 1 ms), 20 ms in the third,
+        // 1.001 s above 1 s, 5000 s above the last bound; the shutdown
+        // close was not timed.
+        let d = s.durations;
+        assert_eq!(d.count(), 5);
+        assert_eq!(d.buckets[0], 2);
+        assert_eq!(d.buckets[2], 1);
+        assert_eq!(d.buckets[5], 1);
+        assert_eq!(d.buckets[Durations::BUCKETS - 1], 1);
+        assert_eq!(d.sum_us, 1_000 + 1_001_000 + 20_000 + 5_000_000_000);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"closes\":{\"peer_closed\":2,"), "{json}");
+        assert!(
+            json.contains("\"errors\":{\"connection_reset\":1,"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn chat_gauges_show_once_watched() {
+        let m = Metrics::new();
+        let g = Arc::new(ChatGauges::default());
+        g.changed(1, 2);
+        assert_eq!((m.snapshot().chat_rooms, m.snapshot().chat_members), (0, 0));
+        m.watch_chat(&g);
+        g.changed(2, -1);
+        assert_eq!((m.snapshot().chat_rooms, m.snapshot().chat_members), (2, 1));
+        m.watch_chat(&Arc::new(ChatGauges::default()));
+        assert_eq!(m.snapshot().chat_rooms, 2, "the first hub stays");
     }
 
     #[test]

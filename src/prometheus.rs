@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -25,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, Rejection, Snapshot};
+use crate::metrics::{Close, Durations, Metrics, Rejection, Snapshot};
 
 /// The `Content-Type` of the scrape answer (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -97,12 +98,34 @@ impl Collector for SnapshotCollector {
             "Connections open right now.",
             s.connections_active,
         )?;
-        counter(
+        labelled(
             e,
             "tcpkit_connections_closed",
-            "Connections that have finished, for any reason.",
-            s.connections_closed,
+            "Connections that have finished, by reason: peer_closed, done (the service \
+             ended it, e.g. chat's /quit), idle_timeout, line_too_long, slow_consumer, \
+             shutdown, rejected (refused at admission, see tcpkit_connections_rejected_total), \
+             error (by kind in tcpkit_connection_errors_total).",
+            "reason",
+            Close::REASONS.iter().zip(s.closes.by_reason),
         )?;
+        labelled(
+            e,
+            "tcpkit_connection_errors",
+            "Connections closed by an error (tcpkit_connections_closed_total{reason=\"error\"}), \
+             by kind.",
+            "kind",
+            Close::ERROR_KINDS.iter().zip(s.closes.errors_by_kind),
+        )?;
+        {
+            let h = DurationHistogram(&s.durations);
+            h.encode(e.encode_descriptor(
+                "tcpkit_connection_duration_seconds",
+                "How long connections lived, from the service taking them to their close \
+                 (refused ones are not timed).",
+                None,
+                h.metric_type(),
+            )?)?;
+        }
         {
             let c = ConstCounter::new(0u64);
             let mut family = e.encode_descriptor(
@@ -120,21 +143,16 @@ impl Collector for SnapshotCollector {
         }
         counter(
             e,
-            "tcpkit_idle_timeouts",
-            "Connections closed for having no traffic for the idle timeout.",
-            s.idle_timeouts,
-        )?;
-        counter(
-            e,
-            "tcpkit_slow_consumer_drops",
-            "Chat clients disconnected for falling behind.",
-            s.slow_consumers,
-        )?;
-        counter(
-            e,
             "tcpkit_accept_errors",
             "accept(2) failures the accept loop survived.",
             s.accept_errors,
+        )?;
+        counter(
+            e,
+            "tcpkit_accept_backoffs",
+            "Pauses of the accept loop after a failure that would repeat at once \
+             (out of descriptors or buffers).",
+            s.accept_backoffs,
         )?;
         counter(
             e,
@@ -178,7 +196,57 @@ impl Collector for SnapshotCollector {
             "TLS handshakes completed.",
             s.tls_handshakes,
         )?;
+        gauge(
+            e,
+            "tcpkit_chat_rooms",
+            "Chat rooms right now (a room exists while it has members).",
+            s.chat_rooms,
+        )?;
+        gauge(
+            e,
+            "tcpkit_chat_members",
+            "Chat clients in a room right now.",
+            s.chat_members,
+        )?;
+        counter(
+            e,
+            "tcpkit_chat_slow_consumer_drops",
+            "Chat clients disconnected for falling behind.",
+            s.slow_consumers,
+        )?;
         Ok(())
+    }
+}
+
+/// One counter family with one label.
+fn labelled<'a>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl Iterator<Item = (&'a &'static str, u64)>,
+) -> fmt::Result {
+    let c = ConstCounter::new(0u64);
+    let mut family = enc.encode_descriptor(name, help, None, c.metric_type())?;
+    for (value, n) in values {
+        ConstCounter::new(n).encode(family.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
+}
+
+/// [`Durations`] as a Prometheus histogram (seconds).
+struct DurationHistogram<'a>(&'a Durations);
+
+impl EncodeMetric for DurationHistogram<'_> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> fmt::Result {
+        let d = self.0;
+        let bounds = Durations::BOUNDS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(d.buckets).collect();
+        encoder.encode_histogram::<NoLabelSet>(d.sum_us as f64 / 1e6, d.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 

@@ -165,22 +165,16 @@ const CASES: &[Case] = &[
     case("serve", "--shutdown-grace", DURATIONS, &[]),
     #[cfg(feature = "metrics")]
     case("serve", "--metrics", ADDRS, &[]),
-    // Files are read and parsed as the flag is: missing, a directory, empty
-    // names, and a file that is not PEM (this test's own source).
+    case("serve", "--proxy-trusted", CIDRS, &[]),
+    case("serve", "--proxy-timeout", DURATIONS_ABOVE_ZERO, &[]),
     case(
         "serve",
-        "--proxy-trusted",
-        &[
-            "",
-            "10.0.0.0/33",
-            "localhost",
-            "10.0.0.0/",
-            "1.2.3",
-            "#LONG_TEXT",
-        ],
+        "--log-format",
+        &["bogus", "", "xml", "json,text"],
         &[],
     ),
-    case("serve", "--proxy-timeout", DURATIONS_ABOVE_ZERO, &[]),
+    // Files are read and parsed as the flag is: missing, a directory, empty
+    // names, and a file that is not PEM (this test's own source).
     case("serve", "--tls-cert", TLS_FILES, &[]),
     case("serve", "--tls-key", TLS_FILES, &[]),
     case("serve", "--tls-client-ca", TLS_FILES, &[]),

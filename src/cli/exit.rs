@@ -158,6 +158,15 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         (None, None) => (i32::from(Exit::Failure as u8), Exit::Failure),
     };
     // Even a closed stderr must not turn an error into a panic.
-    let _ = writeln!(std::io::stderr(), "tcpkit: error [code {code}]: {err:#}");
+    let text = format!("tcpkit: error [code {code}]: {err:#}");
+    let _ = if super::log::is_json() {
+        writeln!(
+            std::io::stderr(),
+            "{}",
+            super::log::json_line("ERROR", &text)
+        )
+    } else {
+        writeln!(std::io::stderr(), "{text}")
+    };
     exit.into()
 }

@@ -8,6 +8,7 @@ mod demo;
 mod docs;
 mod exit;
 mod listen;
+mod log;
 mod out;
 mod serve;
 mod serve_access;
@@ -79,7 +80,11 @@ pub fn main() -> ExitCode {
         verbose: cli.verbose,
         quiet: cli.quiet,
     };
-    init_logging(globals);
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => log::LogFormat::Text,
+    };
+    log::init(globals, log_format);
     let result = match cli.command {
         Command::Demo(args) => demo::run(args, globals),
         Command::Serve(args) => serve::run(*args, globals),
@@ -95,30 +100,4 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => exit::report(&err),
     }
-}
-
-/// `RUST_LOG` wins; otherwise -q/-v pick the level. Logs go to stderr.
-///
-/// rustls' own log lines (through the `log` bridge) are about what a peer
-/// sent (`Illegal SNI extension`, `Sending warning alert`), once per
-/// connection and without the peer's endpoint: a hostile client could fill
-/// the log with them. They are kept to errors up to `-v`, to warnings at
-/// `-vv` (where every connection gets a line anyway); the server logs each
-/// failed handshake itself, with the peer, once per address.
-fn init_logging(globals: Globals) {
-    use tracing_subscriber::EnvFilter;
-    let default = match (globals.quiet, globals.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn,rustls=error,tokio_rustls=error",
-        (false, 1) => "info,rustls=error,tokio_rustls=error",
-        (false, 2) => "debug,rustls=warn,tokio_rustls=warn",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
 }

@@ -9,7 +9,6 @@
 //! library: the first SIGINT/SIGTERM drains, a second closes everything at
 //! once.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Globals;
 use super::exit::{Exit, codes_help};
+use super::log::{self, LogFormat};
 use super::out::outln;
 use super::values;
 
@@ -113,6 +113,10 @@ pub struct Args {
     metrics: Option<String>,
     #[command(flatten)]
     proxy: super::serve_proxy::ProxyArgs,
+    /// Log lines on stderr as text, or as one JSON object a line (for log
+    /// shippers). Each connection's close is logged at -v.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
     #[cfg(feature = "tls")]
     #[command(flatten)]
     tls: super::serve_tls::TlsArgs,
@@ -223,9 +227,9 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         if let Some(fp) = &tls.self_signed_fingerprint
             && !quiet
         {
-            let _ = writeln!(
-                std::io::stderr(),
-                "tls: self-signed certificate, SHA-256 fingerprint {fp}"
+            log::notice(
+                "INFO",
+                format_args!("tls: self-signed certificate, SHA-256 fingerprint {fp}"),
             );
         }
         builder = builder.tls(tls.config);
@@ -253,7 +257,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
                     tcpkit::prometheus::Exporter::bind(at.socket_addr(), registry).await?;
                 let bound = exporter.local_addr()?;
                 if !quiet {
-                    let _ = writeln!(std::io::stderr(), "metrics on http://{bound}/metrics");
+                    log::notice("INFO", format_args!("metrics on http://{bound}/metrics"));
                 }
                 Some(tokio::spawn(exporter.run()))
             }
@@ -402,7 +406,7 @@ fn watch_signals(server: &Server, quiet: bool) -> anyhow::Result<tokio::task::Jo
                 tracing::info!("{name}: draining {live} connections (again to stop at once)");
                 if live > 0 && !quiet {
                     // A state the user waits on: said even without -v.
-                    let _ = writeln!(std::io::stderr(), "{}", draining_message(live, grace));
+                    log::notice("INFO", format_args!("{}", draining_message(live, grace)));
                 }
                 handle.shutdown();
             } else {

@@ -43,18 +43,10 @@ impl ProxyArgs {
     }
 }
 
-/// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (one host).
+/// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (one host), read as
+/// the access lists read theirs (bits below the prefix refused as a typo).
 fn cidr(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(net);
-    }
-    match text.parse::<std::net::IpAddr>() {
-        Ok(ip) => Ok(IpNet::from(ip)),
-        Err(_) => Err(format!(
-            "{text:?} is not a network (10.0.0.0/8, 2001:db8::/32) or an address"
-        )),
-    }
+    tcpkit::server::access::parse_rule(text).map_err(|e| e.to_string())
 }
 
 fn header_timeout(text: &str) -> Result<Duration, String> {
@@ -74,7 +66,14 @@ mod tests {
         assert_eq!(cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(cidr("::1").unwrap().to_string(), "::1/128");
         assert_eq!(cidr("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
-        for bad in ["", "10.0.0.0/33", "localhost", "10.0.0.0/", "1.2.3"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "localhost",
+            "10.0.0.0/",
+            "1.2.3",
+            "10.0.0.1/8",
+        ] {
             assert!(cidr(bad).is_err(), "{bad}");
         }
         assert!(header_timeout("0").is_err());

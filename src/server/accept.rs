@@ -93,6 +93,7 @@ impl<S: Service> AcceptLoop<'_, S> {
                     // once. Anything else (EMFILE, ENFILE, ENOBUFS) would
                     // fail again immediately, so back off.
                     if err.kind() != ErrorKind::ConnectionAborted {
+                        self.metrics.accept_backoff();
                         tokio::select! {
                             _ = self.shutdown.cancelled() => return,
                             _ = tokio::time::sleep(EMFILE_BACKOFF) => {}
@@ -205,7 +206,13 @@ impl<S: Service> AcceptLoop<'_, S> {
             // being best effort it never stalls the loop.
             let _ = stream.try_write(line);
         }
-        tracing::debug!(peer = %addr, "connection rejected: at max connections");
+        // Like every close, one line at -v; it never reached a service,
+        // so it is not in the closed counters (`rejected_total` has it).
+        tracing::info!(
+            peer = %addr, duration_s = 0.0, bytes_in = 0u64, bytes_out = 0u64,
+            close = "rejected", reason = "max_connections: at the connection limit",
+            "connection closed"
+        );
         if lingering.len() < MAX_LINGERING_REJECTS {
             let metrics = self.metrics.clone();
             lingering.spawn(async move {

@@ -24,7 +24,7 @@ use tokio_rustls::server::TlsStream;
 use super::connection;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind};
-use crate::metrics::HandshakeFailure;
+use crate::metrics::{Close, HandshakeFailure, Rejection};
 use crate::service::{Connection, Service, Stream, TlsInfo};
 use crate::tls::Live;
 
@@ -94,6 +94,7 @@ pub(super) async fn admit(
     admission: Arc<TlsAdmission>,
     mut conn: Connection,
 ) -> Option<Connection> {
+    let started = std::time::Instant::now();
     let metrics = conn.metrics.clone();
     let Some(tcp) = take_tcp(&mut conn.stream) else {
         metrics.connection_closed(0, 0);
@@ -105,7 +106,12 @@ pub(super) async fn admit(
         // Shutdown does not wait for handshakes: they have no data in
         // flight to finish.
         _ = conn.shutdown.cancelled() => {
-            metrics.connection_closed(0, 0);
+            metrics.closed(Close::Shutdown, 0, 0, None);
+            tracing::info!(
+                peer = %conn.peer, id = conn.id, duration_s = started.elapsed().as_secs_f64(),
+                bytes_in = 0u64, bytes_out = 0u64, close = Close::Shutdown.as_str(),
+                reason = "server shutdown during the TLS handshake", "connection closed"
+            );
             return None;
         }
         done = tokio::time::timeout_at(deadline, handshake(live, tcp)) => done,
@@ -119,7 +125,7 @@ pub(super) async fn admit(
                 ErrorKind::Tls => HandshakeFailure::Protocol,
                 _ => HandshakeFailure::Io,
             };
-            fail(&admission, &conn, reason, &err);
+            fail(&admission, &conn, started, reason, &err);
             return None;
         }
         Err(_) => {
@@ -127,7 +133,7 @@ pub(super) async fn admit(
                 format_args!("TLS handshake from {}", conn.peer),
                 live.handshake_timeout,
             );
-            fail(&admission, &conn, HandshakeFailure::Timeout, &err);
+            fail(&admission, &conn, started, HandshakeFailure::Timeout, &err);
             return None;
         }
     };
@@ -141,9 +147,14 @@ pub(super) async fn admit(
     Some(conn)
 }
 
-fn fail(admission: &TlsAdmission, conn: &Connection, reason: HandshakeFailure, err: &Error) {
-    conn.metrics.tls_handshake_failed(reason);
-    conn.metrics.connection_closed(0, 0);
+fn fail(
+    admission: &TlsAdmission,
+    conn: &Connection,
+    started: std::time::Instant,
+    reason: HandshakeFailure,
+    err: &Error,
+) {
+    connection::refused(conn, started, Rejection::Tls(reason), err);
     admission.log_failure(conn.peer, reason, err);
 }
 

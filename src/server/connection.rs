@@ -1,15 +1,19 @@
 //! The task that runs a [`Service`] on one accepted [`Connection`]: it logs
-//! open and close and adds the connection's byte counts to the metrics.
+//! open and close (the close at info, `-v`: peer, duration, bytes both
+//! ways, reason) and adds the connection's counts, reason and lifetime to
+//! the metrics.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::endpoint::Endpoint;
-use crate::metrics::Metrics;
+use crate::metrics::{Close, Metrics, Rejection};
 use crate::service::{CloseReason, Connection, Served, Service};
 
 /// Runs a service on one connection and accounts for it, even if the task is
@@ -33,8 +37,42 @@ pub(crate) fn run<S: Service>(
             metrics,
             peer,
             id,
+            started: Instant::now(),
             _permit: permit,
         }),
+    }
+}
+
+/// Closes a connection refused at admission (after the accept loop counted
+/// it opened, before the service saw a byte): counts the refusal and the
+/// close, and logs the close at info like every other, with `detail` (the
+/// error) as the reason. The caller logs the refusal itself as it sees fit
+/// (warn once per peer, say).
+pub(crate) fn refused(
+    conn: &Connection,
+    started: Instant,
+    why: Rejection,
+    detail: &dyn fmt::Display,
+) {
+    conn.metrics.rejected(why);
+    conn.metrics.connection_closed(0, 0);
+    tracing::info!(
+        peer = %conn.peer, id = conn.id, duration_s = started.elapsed().as_secs_f64(),
+        bytes_in = 0u64, bytes_out = 0u64, close = Close::Rejected.as_str(),
+        reason = %format_args!("{why}: {detail}"), "connection closed"
+    );
+}
+
+/// The metrics' word for a service's close reason.
+pub(crate) fn close_of(reason: &CloseReason) -> Close {
+    match reason {
+        CloseReason::PeerClosed => Close::PeerClosed,
+        CloseReason::Done => Close::Done,
+        CloseReason::IdleTimeout => Close::IdleTimeout,
+        CloseReason::Shutdown => Close::Shutdown,
+        CloseReason::LineTooLong => Close::LineTooLong,
+        CloseReason::SlowConsumer => Close::SlowConsumer,
+        CloseReason::Error(e) => Close::Error(e.kind()),
     }
 }
 
@@ -44,20 +82,24 @@ struct Done {
     metrics: Arc<Metrics>,
     peer: Endpoint,
     id: u64,
+    /// When the service took the connection: its lifetime runs from here.
+    started: Instant,
     /// Held for the connection's lifetime: its slot under max connections.
     _permit: OwnedSemaphorePermit,
 }
 
 impl Done {
     fn finish(self, served: &Served) {
+        let lived = self.started.elapsed();
+        let close = close_of(&served.reason);
         self.metrics
-            .connection_closed(served.bytes_in, served.bytes_out);
-        if matches!(served.reason, CloseReason::IdleTimeout) {
-            self.metrics.idle_timeout();
-        }
-        tracing::debug!(
-            peer = %self.peer, id = self.id, bytes_in = served.bytes_in,
-            bytes_out = served.bytes_out, reason = %served.reason, "connection closed"
+            .closed(close, served.bytes_in, served.bytes_out, Some(lived));
+        // `close` is the metrics' label, `reason` the words with any error
+        // text; below -v this is one relaxed load (tracing's level filter).
+        tracing::info!(
+            peer = %self.peer, id = self.id, duration_s = lived.as_secs_f64(),
+            bytes_in = served.bytes_in, bytes_out = served.bytes_out,
+            close = close.as_str(), reason = %served.reason, "connection closed"
         );
     }
 }
@@ -77,8 +119,13 @@ pin_project_lite::pin_project! {
                 // added what it moved to the metrics as it was dropped
                 // (just before this, or just after: fields drop after
                 // `drop`), so only the close is counted here.
-                done.metrics.connection_closed(0, 0);
-                tracing::debug!(peer = %done.peer, id = done.id, "connection closed at the deadline");
+                let lived = done.started.elapsed();
+                done.metrics.closed(Close::Shutdown, 0, 0, Some(lived));
+                tracing::info!(
+                    peer = %done.peer, id = done.id, duration_s = lived.as_secs_f64(),
+                    close = Close::Shutdown.as_str(), reason = "cut off at the shutdown deadline",
+                    "connection closed"
+                );
             }
         }
     }

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use super::connection;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result, code};
-use crate::metrics::{Metrics, ProxyFailure, Rejection};
+use crate::metrics::{Close, Metrics, ProxyFailure, Rejection};
 use crate::proxy::{Frame, Header, Invalid, MAX_HEADER_BYTES};
 use crate::service::{Connection, Service, Stream};
 
@@ -145,11 +145,13 @@ impl ProxyAdmission {
             code::INVALID_CONFIG,
             format!("from {addr}: not in the PROXY trusted sources"),
         );
-        self.refuse(metrics, ProxyFailure::Untrusted, Endpoint::from(addr), &err);
+        metrics.rejected(Rejection::Proxy(ProxyFailure::Untrusted));
+        self.log(ProxyFailure::Untrusted, Endpoint::from(addr), &err);
     }
 
-    fn refuse(&self, metrics: &Metrics, reason: ProxyFailure, peer: Endpoint, err: &Error) {
-        metrics.rejected(Rejection::Proxy(reason));
+    /// Logs a refusal at warn, at most once a second per reason, saying
+    /// how many went unlogged since.
+    fn log(&self, reason: ProxyFailure, peer: Endpoint, err: &Error) {
         let i = reason as usize;
         let skipped = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -189,7 +191,14 @@ pub(crate) fn task<S: Service>(
         if let Some(access) = access
             && !access.admit(conn.peer.ip(), &conn.metrics)
         {
+            // Counted as refused by `admit`; closed and logged here like
+            // every other close.
             conn.metrics.connection_closed(0, 0);
+            tracing::info!(
+                peer = %conn.peer, tcp_peer = %conn.tcp_peer, id = conn.id,
+                bytes_in = 0u64, bytes_out = 0u64, close = Close::Rejected.as_str(),
+                reason = %Rejection::AccessList, "connection closed"
+            );
             return None;
         }
         #[cfg(feature = "tls")]
@@ -208,6 +217,7 @@ pub(crate) fn task<S: Service>(
 /// The header under its deadline: the connection with the carried client
 /// as its peer, or `None` (closed, counted and logged).
 async fn admit(admission: &ProxyAdmission, mut conn: Connection) -> Option<Connection> {
+    let started = std::time::Instant::now();
     let metrics = conn.metrics.clone();
     let Stream::Tcp(tcp) = &mut conn.stream else {
         // Only the accept loop builds these, always over TCP.
@@ -216,8 +226,14 @@ async fn admit(admission: &ProxyAdmission, mut conn: Connection) -> Option<Conne
     };
     let timeout = admission.config.header_timeout;
     let read = tokio::select! {
+        // Shutdown does not wait for headers: no data is in flight yet.
         _ = conn.shutdown.cancelled() => {
-            metrics.connection_closed(0, 0);
+            metrics.closed(Close::Shutdown, 0, 0, None);
+            tracing::info!(
+                peer = %conn.peer, id = conn.id, duration_s = started.elapsed().as_secs_f64(),
+                bytes_in = 0u64, bytes_out = 0u64, close = Close::Shutdown.as_str(),
+                reason = "server shutdown while waiting for the PROXY header", "connection closed"
+            );
             return None;
         }
         read = tokio::time::timeout(timeout, read_header(tcp)) => read,
@@ -240,18 +256,15 @@ async fn admit(admission: &ProxyAdmission, mut conn: Connection) -> Option<Conne
                 Some(Invalid::Malformed) => ProxyFailure::Malformed,
                 None => ProxyFailure::Io,
             };
-            (
-                reason,
-                e.context(format_args!("PROXY header from {}", conn.tcp_peer)),
-            )
+            (reason, e.context(format_args!("from {}", conn.tcp_peer)))
         }
         Err(_) => (
             ProxyFailure::Timeout,
             Error::timed_out(format_args!("PROXY header from {}", conn.tcp_peer), timeout),
         ),
     };
-    metrics.connection_closed(0, 0);
-    admission.refuse(&metrics, failure.0, conn.tcp_peer, &failure.1);
+    connection::refused(&conn, started, Rejection::Proxy(failure.0), &failure.1);
+    admission.log(failure.0, conn.tcp_peer, &failure.1);
     None
 }
 
@@ -364,6 +377,34 @@ mod tests {
         drop(client);
         let err = read_header(&mut server).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
+    }
+
+    /// Like a TLS connection's (admit.rs, bounded at 640), the task holds
+    /// only a pointer to the boxed header reading (its 536-byte buffer and
+    /// the timers), freed once the header is read: measured 584 bytes for
+    /// echo in a debug build; inline, the 536-byte buffer alone would sit
+    /// in the task for the connection's whole life.
+    #[tokio::test]
+    async fn a_proxied_connection_task_holds_no_header_state() {
+        let (conn, _client) = crate::service::loopback_connection().await;
+        let admission = Arc::new(ProxyAdmission::new(ProxyProtocol::new(["127.0.0.1/32"
+            .parse()
+            .unwrap()])));
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let task = task(
+            Arc::new(crate::service::Echo),
+            admission,
+            None,
+            #[cfg(feature = "tls")]
+            None,
+            conn,
+            permit,
+        );
+        let size = std::mem::size_of_val(&task);
+        eprintln!("proxied echo connection task: {size} bytes");
+        assert!(size <= 640, "{size} bytes");
     }
 
     #[test]

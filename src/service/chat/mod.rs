@@ -177,6 +177,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
         metrics,
         ..
     } = conn;
+    metrics.watch_chat(hub.gauges());
     let (tx, rx) = mpsc::channel(queue);
     let mut me = Me {
         id,

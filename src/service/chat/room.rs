@@ -9,11 +9,13 @@
 //! thousands of lines reaches readers that keep up instead of kicking them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ChatGauges;
 
 /// One client as the room sees it.
 ///
@@ -88,6 +90,9 @@ pub struct Hub {
     rooms: Mutex<HashMap<String, Room>>,
     /// Lines of history each room keeps for newcomers.
     history: usize,
+    /// Rooms and members, for the server's metrics: updated under the
+    /// lock, only when a room or its membership changes.
+    gauges: Arc<ChatGauges>,
 }
 
 impl Default for Hub {
@@ -108,17 +113,33 @@ impl Hub {
         Hub {
             rooms: Mutex::default(),
             history,
+            gauges: Arc::default(),
         }
+    }
+
+    /// Rooms and members right now, kept as they change (what a server's
+    /// metrics report for chat: [`crate::metrics::Metrics::watch_chat`]).
+    pub fn gauges(&self) -> &Arc<ChatGauges> {
+        &self.gauges
     }
 
     fn with_room<T>(&self, room: &str, f: impl FnOnce(&mut Room) -> T) -> T {
         // A panic elsewhere while holding the lock leaves consistent data
         // (every mutation is a single push/retain), so poison is ignored.
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let rooms_before = rooms.len();
         let r = rooms.entry(room.to_owned()).or_default();
+        let before = r.members.len();
         let out = f(r);
-        if r.members.is_empty() {
+        let after = r.members.len();
+        if after == 0 {
             rooms.remove(room);
+        }
+        // Most calls (a message said) change neither: no atomic then.
+        if after != before || rooms.len() != rooms_before {
+            // Member counts are far below i64::MAX.
+            let delta = after as i64 - before as i64;
+            self.gauges.changed(rooms.len(), delta);
         }
         out
     }
@@ -274,8 +295,10 @@ mod tests {
         assert_eq!(lagging, vec![3]);
         assert_eq!(hub.kick("lobby", 3), 1);
         assert!(c_kick.is_cancelled());
+        assert_eq!(hub.gauges().get(), (1, 1), "user1 alone in lobby");
         assert!(hub.leave("lobby", 1).is_some());
         assert!(hub.rooms.lock().unwrap().is_empty());
+        assert_eq!(hub.gauges().get(), (0, 0));
     }
 
     #[test]
@@ -319,6 +342,7 @@ mod tests {
         let (b, _b_rx) = member(2, 8);
         hub.join("lobby", a);
         hub.join("attic", b);
+        assert_eq!(hub.gauges().get(), (2, 2));
         assert_eq!(hub.rename("lobby", 1, "ana"), Ok(0));
         assert_eq!(hub.rename("attic", 2, "ANA"), Err(NameTaken));
         assert_eq!(hub.rename("lobby", 1, "Ana"), Ok(0), "own name, new case");

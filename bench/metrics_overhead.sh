@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# What `serve --metrics` costs on the data path: echo server CPU per message
+# (and per connection) with the exporter on and scraped, off, and (if
+# TCPKIT_BASE is set) an older build, in the same run, the way
+# bench/compare.sh measures: the server pinned to CPU 0 with `taskset -c 0`,
+# `tcpkit bench --json` pinned to CPU 1, server CPU time from /proc/PID/stat.
+# Configurations alternate within each round (order reversed every other
+# round); every cell is the median of the rounds.
+#
+# Usage: bench/metrics_overhead.sh
+# Environment:
+#   ROUNDS       rounds (default 7); DURATION / WARMUP (default 3s / 1s)
+#   TCPKIT_BASE  an older tcpkit binary, measured as "base" (no --metrics)
+#   SCRAPE       seconds between scrapes of /metrics while "on" runs (default 1)
+#   RESULTS      JSON lines of every run (default target/metrics_overhead/results.jsonl)
+# Prints one markdown table on stdout; progress on stderr.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+ROUNDS=${ROUNDS:-7}
+DURATION=${DURATION:-3s}
+WARMUP=${WARMUP:-1s}
+SCRAPE=${SCRAPE:-1}
+RESULTS=${RESULTS:-$REPO/target/metrics_overhead/results.jsonl}
+mkdir -p "$(dirname "$RESULTS")"
+log() { echo "metrics_overhead: $*" >&2; }
+for tool in taskset jq python3; do
+  command -v "$tool" >/dev/null || { log "needs $tool (apt-get install util-linux jq python3)"; exit 1; }
+done
+if (($(nproc) < 2)); then log "need 2 CPUs (server on 0, load on 1)"; exit 1; fi
+
+log "building tcpkit (release)"
+cargo build --release --quiet --manifest-path "$REPO/Cargo.toml"
+TCPKIT=$REPO/target/release/tcpkit
+CONFIGS=(off on)
+if [[ -n ${TCPKIT_BASE:-} ]]; then CONFIGS=(base off on); fi
+: >"$RESULTS"
+
+# --- processes we start, stopped by PID on any exit ----------------------------
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+forget() { # pid
+  local kept=()
+  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# The server command of configuration $1 on port $2 (metrics on port $3).
+server_cmd() {
+  local common="serve --listen 127.0.0.1:$2 --mode echo --workers 1 --backlog 1024"
+  case $1 in
+    base) echo "$TCPKIT_BASE $common" ;;
+    off) echo "$TCPKIT $common" ;;
+    on) echo "$TCPKIT $common --metrics 127.0.0.1:$3" ;;
+  esac
+}
+
+wait_port() { # port pid
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+stop() { # pid: SIGTERM, 5 s to exit, then SIGKILL
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  forget "$1"
+}
+
+# A Prometheus stand-in on CPU 1: GET /metrics every $SCRAPE s; the server
+# answers on its own CPU, so the scrapes are in its CPU time.
+scraper() { # port
+  while :; do
+    if exec 3<>"/dev/tcp/127.0.0.1/$1"; then
+      printf 'GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n' >&3
+      cat <&3 >/dev/null
+      exec 3<&-
+    fi
+    sleep "$SCRAPE"
+  done
+}
+
+WORKLOADS=(
+  "50 × 64 B|-c 50 -s 64"
+  "connect rate|--mode connect -c 50 -s 64"
+)
+
+started=$(date +%s)
+for round in $(seq "$ROUNDS"); do
+  for w in "${WORKLOADS[@]}"; do
+    IFS='|' read -r name args <<<"$w"
+    order=("${CONFIGS[@]}")
+    if ((round % 2 == 0)); then
+      order=()
+      for ((i = ${#CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${CONFIGS[i]}"); done
+    fi
+    for c in "${order[@]}"; do
+      port=$(free_port)
+      mport=$(free_port)
+      # shellcheck disable=SC2046
+      taskset -c 0 $(server_cmd "$c" "$port" "$mport") >/dev/null 2>&1 &
+      server=$!
+      PIDS+=("$server")
+      if ! wait_port "$port" "$server"; then
+        log "round $round: $c did not start"
+        stop "$server"
+        continue
+      fi
+      scrape=
+      if [[ $c == on ]]; then
+        taskset -c 1 bash -c "$(declare -f scraper); SCRAPE=$SCRAPE scraper $mport" >/dev/null 2>&1 &
+        scrape=$!
+        PIDS+=("$scrape")
+      fi
+      log "round $round/$ROUNDS  $name  $c"
+      # shellcheck disable=SC2086
+      if json=$(taskset -c 1 "$TCPKIT" -q bench --target "127.0.0.1:$port" --server-pid "$server" \
+        --client-cpu 1 --json -d "$DURATION" --warmup "$WARMUP" $args); then
+        jq -c --arg config "$c" --arg workload "$name" --argjson round "$round" \
+          '. + {config: $config, workload: $workload, round: $round}' <<<"$json" >>"$RESULTS"
+      else
+        log "round $round: bench against $c failed (exit $?)"
+      fi
+      if [[ -n $scrape ]]; then stop "$scrape"; fi
+      stop "$server"
+    done
+  done
+done
+log "done in $(($(date +%s) - started)) s; raw results in $RESULTS"
+
+python3 - "$RESULTS" <<'PY'
+import json, statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+workloads, configs = [], []
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    runs[(r["workload"], r["config"])].append(r)
+    if r["workload"] not in workloads:
+        workloads.append(r["workload"])
+    if r["config"] not in configs:
+        configs.append(r["config"])
+configs = [c for c in ("base", "off", "on") if c in configs]
+label = {"base": "older build (TCPKIT_BASE), no --metrics", "off": "no --metrics",
+         "on": "--metrics, scraped"}
+def med(rs, key):
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+print("| workload | server | runs | msgs/s | server µs/msg, median (min–max) | ÷ off | errors |")
+print("|---|---|---|---|---|---|---|")
+for w in workloads:
+    off = med(runs.get((w, "off"), []), "server_cpu_us_per_msg")
+    for c in configs:
+        rs = runs.get((w, c), [])
+        if not rs:
+            continue
+        vals = sorted(r["server_cpu_us_per_msg"] for r in rs)
+        m = statistics.median(vals)
+        ratio = f"{m / off:.3f}" if off else "—"
+        errors = sum(r["errors"] + r["connect_failures"] for r in rs)
+        print(f"| {w} | {label[c]} | {len(rs)} | {med(rs, 'msgs_per_s'):,.0f} "
+              f"| {m:.3f} ({vals[0]:.3f}–{vals[-1]:.3f}) | {ratio} | {errors} |")
+PY
