@@ -51,7 +51,7 @@ wait_line() {
 }
 # wait_exit PID: until the process has exited (30 s at most: drain + exit).
 wait_exit() {
-  timeout 30 tail --pid="$1" -f /dev/null
+  timeout 30 tail -s 0.01 --pid="$1" -f /dev/null
 }
 # start N ARGS...: a server writing to $work/serve.N.out; sets $pid.
 start() {
