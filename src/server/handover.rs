@@ -137,7 +137,7 @@ impl Offer {
                 ),
             }
         }
-        self.remove_if_ours();
+        // Dropping self closes the duplicates and removes the socket file.
     }
 
     async fn hand_over(&self, mut stream: UnixStream) -> Result<()> {
@@ -181,8 +181,12 @@ impl Offer {
         }
         Ok(())
     }
+}
 
-    fn remove_if_ours(&self) {
+impl Drop for Offer {
+    /// Removes the control socket file, unless a successor has put its own
+    /// in its place (another inode), also when the offer was never served.
+    fn drop(&mut self) {
         use std::os::unix::fs::MetadataExt;
         if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
@@ -444,5 +448,45 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!path.exists(), "the old server removed its control socket");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_successor_that_never_confirms_leaves_the_old_server_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = control_path(&dir.path().join("pid"));
+        let old = ServerBuilder::new()
+            .listen(Endpoint::loopback_v4(0))
+            .bind()
+            .unwrap();
+        let handle = old.handle();
+        let offering = tokio::spawn(
+            offer(&path, old.listener_fds().unwrap())
+                .unwrap()
+                .serve(handle.clone()),
+        );
+        let take = |path: PathBuf| {
+            tokio::task::spawn_blocking(move || receive(&path, Some(std::process::id())))
+        };
+        // Takes the sockets, then goes away (a successor that failed to start).
+        let gone = take(path.clone()).await.unwrap().unwrap();
+        assert_eq!(gone.inherited.len(), 1);
+        drop(gone);
+        // The old server still offers (the next successor gets the sockets)
+        // and never started shutting down.
+        let next = take(path.clone()).await.unwrap().unwrap();
+        assert!(!handle.is_shutting_down());
+        // A stale pidfile: the peer is not the pid it names.
+        let stale = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || receive(&path, Some(std::process::id() + 1))
+        });
+        next.confirm().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), offering)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(handle.is_shutting_down());
+        let stale = stale.await.unwrap();
+        assert!(stale.is_err(), "{stale:?}");
     }
 }
