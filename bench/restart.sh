@@ -112,6 +112,8 @@ for method in $METHODS; do
 import json, sys
 r = json.load(open(sys.argv[1]))
 other = r["errors"] - r["connection_resets"]
+for sample in r["error_samples"]:
+    print(f"restart: {sys.argv[2]}: {sample}", file=sys.stderr)
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {r['msgs_per_s']:.0f} | {r['connections_established']} "
       f"| {r['connect_failures']} | {r['connection_resets']} | {other} |")
 PY
