@@ -51,7 +51,7 @@ wait_line() {
 }
 # wait_exit PID: until the process has exited (30 s at most: drain + exit).
 wait_exit() {
-  timeout 30 tail --pid="$1" -f /dev/null
+  timeout 30 tail -s 0.01 --pid="$1" -f /dev/null
 }
 # start N ARGS...: a server writing to $work/serve.N.out; sets $pid.
 start() {
@@ -112,6 +112,8 @@ for method in $METHODS; do
 import json, sys
 r = json.load(open(sys.argv[1]))
 other = r["errors"] - r["connection_resets"]
+for sample in r["error_samples"]:
+    print(f"restart: {sys.argv[2]}: {sample}", file=sys.stderr)
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {r['msgs_per_s']:.0f} | {r['connections_established']} "
       f"| {r['connect_failures']} | {r['connection_resets']} | {other} |")
 PY

@@ -48,9 +48,11 @@
 //! * [`error`]: the one error type (code + message), Asio's `error_code`.
 //! * [`endpoint`]: parsing (pure) and name resolution behind a trait.
 //! * [`net`]: the blocking socket lifecycle: [`Socket`], [`Acceptor`],
-//!   handed to tokio with `into_tokio()`.
+//!   handed to tokio with `into_tokio()`; listening sockets inherited from
+//!   systemd or a predecessor (Linux).
 //! * [`server`]: the async accept loop, connection limits, idle timeouts and
-//!   graceful shutdown, running a [`service`] per connection.
+//!   graceful shutdown, running a [`service`] per connection; the handover
+//!   of its listening sockets to a successor (Linux).
 //! * [`codec`]: I/O-free framing (lines, length-prefixed) with maximums.
 //! * [`service`]: what a connection does: echo, discard, chat, over a TCP
 //!   socket or any other stream ([`service::Stream`]).

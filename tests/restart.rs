@@ -412,3 +412,63 @@ fn the_readme_socket_and_service_pair_runs_under_socket_activation() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What the restart table counts: `bench --mode connect` reports a
+/// connection the server resets after accepting it as a reset, not as a
+/// failed connect.
+#[test]
+fn bench_connect_mode_counts_resets_apart_from_failed_connects() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let resetter = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                // SO_LINGER 0: close(2) sends RST instead of FIN.
+                if let Ok(conn) = conn {
+                    let sock = socket2::Socket::from(conn);
+                    let _ = sock.set_linger(Some(Duration::ZERO));
+                }
+            }
+        }
+    });
+    let out = tcpkit(&[
+        "bench",
+        "-q",
+        "-t",
+        &addr.to_string(),
+        "--mode",
+        "connect",
+        "--rate",
+        "200",
+        "-c",
+        "4",
+        "-d",
+        "1s",
+        "--warmup",
+        "0s",
+        "--json",
+    ])
+    .output()
+    .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    // Wakes the accept loop so the thread sees the flag.
+    let _ = TcpStream::connect(addr);
+    resetter.join().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bench JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let n = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {report}"))
+    };
+    assert!(n("connection_resets") > 0, "{report}");
+    assert_eq!(n("connect_failures"), 0, "{report}");
+    assert!(n("connection_resets") <= n("errors"), "{report}");
+}

@@ -103,7 +103,9 @@ impl Acceptor {
         }
     }
 
-    /// Wraps a socket already checked to be a listening one of `protocol`.
+    /// Wraps a socket already checked to be a listening one of `protocol`
+    /// (inherited ones, Linux).
+    #[cfg(target_os = "linux")]
     pub(crate) fn from_socket2(inner: socket2::Socket, protocol: Protocol) -> Acceptor {
         Acceptor { inner, protocol }
     }

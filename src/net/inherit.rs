@@ -103,7 +103,8 @@ impl Inherited {
 pub struct ListenFds {
     /// Descriptors 3, 4, ... (`LISTEN_FDS` of them).
     pub fds: Vec<RawFd>,
-    /// Their `LISTEN_FDNAMES`, or `fd N` where none was given.
+    /// What errors and logs call them: `fd N (NAME)` with the
+    /// `LISTEN_FDNAMES` entry, or `fd N` where none was given.
     pub names: Vec<String>,
 }
 
@@ -116,7 +117,7 @@ impl ListenFds {
     /// use tcpkit::net::ListenFds;
     /// let got = ListenFds::parse(Some("42"), Some("2"), Some("web:admin"), 42)?;
     /// assert_eq!(got.fds, [3, 4]);
-    /// assert_eq!(got.names, ["web", "admin"]);
+    /// assert_eq!(got.names, ["fd 3 (web)", "fd 4 (admin)"]);
     /// assert!(ListenFds::parse(Some("41"), Some("1"), None, 42).is_err());
     /// # Ok::<(), tcpkit::Error>(())
     /// ```

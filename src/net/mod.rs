@@ -10,12 +10,15 @@
 //! [`Socket::connect_async`]), so the async server, client and bench are
 //! built on the same lifecycle. [`raise_open_file_limit`]: every socket is a
 //! descriptor. [`Inherited`] (Linux): listening sockets handed to the
-//! process (systemd socket activation, a predecessor's handover).
+//! process (systemd socket activation, a predecessor's handover); the
+//! `SCM_RIGHTS` passing that the handover uses (`pass_fd`).
 
 mod acceptor;
 mod fd_limit;
 #[cfg(target_os = "linux")]
 mod inherit;
+#[cfg(target_os = "linux")]
+pub(crate) mod pass_fd;
 mod protocol;
 mod socket;
 

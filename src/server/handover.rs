@@ -18,7 +18,7 @@
 //! the process it meant (the pid in the pidfile).
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +28,8 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::{Server, ShutdownHandle};
 use crate::error::{Error, ErrorKind, Result, code};
-use crate::net::{Inherited, MAX_LISTEN_FDS};
+use crate::net::Inherited;
+use crate::net::pass_fd::{peer_pid, recv_fds, send_fds};
 
 const HELLO: &str = "tcpkit-handover 1";
 const READY: &[u8] = b"ready\n";
@@ -137,7 +138,7 @@ impl Offer {
                 ),
             }
         }
-        self.remove_if_ours();
+        // Dropping self closes the duplicates and removes the socket file.
     }
 
     async fn hand_over(&self, mut stream: UnixStream) -> Result<()> {
@@ -181,8 +182,12 @@ impl Offer {
         }
         Ok(())
     }
+}
 
-    fn remove_if_ours(&self) {
+impl Drop for Offer {
+    /// Removes the control socket file, unless a successor has put its own
+    /// in its place (another inode), also when the offer was never served.
+    fn drop(&mut self) {
         use std::os::unix::fs::MetadataExt;
         if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
@@ -259,120 +264,6 @@ pub fn receive(path: &Path, expect_pid: Option<u32>) -> Result<Taken> {
     })
 }
 
-fn peer_pid(stream: &StdUnixStream) -> io::Result<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: a ucred and its size; the kernel writes at most that.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred.pid as u32)
-}
-
-/// Control-message room for `n` descriptors, as `u64`s for `cmsghdr`'s alignment.
-fn cmsg_buffer(n: usize) -> Vec<u64> {
-    // SAFETY: CMSG_SPACE is arithmetic on its argument.
-    let bytes = unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<RawFd>()) as u32) } as usize;
-    vec![0u64; bytes.div_ceil(8)]
-}
-
-/// `sendmsg(2)` of `data` with `fds` as one `SCM_RIGHTS` message.
-fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let mut buf = cmsg_buffer(fds.len());
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // SAFETY: msghdr is plain data; every pointer set below outlives the
-    // sendmsg call, and the control buffer has CMSG_SPACE for the fds.
-    let sent = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = buf.as_mut_ptr().cast();
-        msg.msg_controllen = (buf.len() * 8) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
-        std::ptr::copy_nonoverlapping(
-            fds.as_ptr(),
-            libc::CMSG_DATA(cmsg).cast::<RawFd>(),
-            fds.len(),
-        );
-        libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL)
-    };
-    match sent {
-        n if n < 0 => Err(io::Error::last_os_error()),
-        n if n as usize == data.len() => Ok(()),
-        _ => Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            "short handover message",
-        )),
-    }
-}
-
-/// `recvmsg(2)` of one message and the descriptors it carries
-/// (`MSG_CMSG_CLOEXEC`: none leaks into a child).
-fn recv_fds(stream: &StdUnixStream) -> io::Result<(String, Vec<OwnedFd>)> {
-    let mut data = [0u8; 64];
-    let mut buf = cmsg_buffer(MAX_LISTEN_FDS);
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    // SAFETY: as in send_fds; the kernel writes within the lengths given.
-    let (got, msg) = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = buf.as_mut_ptr().cast();
-        msg.msg_controllen = (buf.len() * 8) as _;
-        let got = libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-        (got, msg)
-    };
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote into `buf`
-    // (still alive), with the libc macros and the lengths it set.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "more sockets than fit in one handover",
-        ));
-    }
-    let text = String::from_utf8_lossy(&data[..got as usize]).into_owned();
-    Ok((text, fds))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,5 +335,45 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!path.exists(), "the old server removed its control socket");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_successor_that_never_confirms_leaves_the_old_server_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = control_path(&dir.path().join("pid"));
+        let old = ServerBuilder::new()
+            .listen(Endpoint::loopback_v4(0))
+            .bind()
+            .unwrap();
+        let handle = old.handle();
+        let offering = tokio::spawn(
+            offer(&path, old.listener_fds().unwrap())
+                .unwrap()
+                .serve(handle.clone()),
+        );
+        let take = |path: PathBuf| {
+            tokio::task::spawn_blocking(move || receive(&path, Some(std::process::id())))
+        };
+        // Takes the sockets, then goes away (a successor that failed to start).
+        let gone = take(path.clone()).await.unwrap().unwrap();
+        assert_eq!(gone.inherited.len(), 1);
+        drop(gone);
+        // The old server still offers (the next successor gets the sockets)
+        // and never started shutting down.
+        let next = take(path.clone()).await.unwrap().unwrap();
+        assert!(!handle.is_shutting_down());
+        // A stale pidfile: the peer is not the pid it names.
+        let stale = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || receive(&path, Some(std::process::id() + 1))
+        });
+        next.confirm().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), offering)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(handle.is_shutting_down());
+        let stale = stale.await.unwrap();
+        assert!(stale.is_err(), "{stale:?}");
     }
 }

@@ -159,6 +159,15 @@ impl Ctx {
     pub(super) fn fail(&self, err: ConnError) {
         let mut s = self.stats.borrow_mut();
         let id = self.id;
+        let reset = [libc::ECONNRESET, libc::EPIPE, libc::ECONNABORTED];
+        let err = match err {
+            // The handshake completed and the server reset it before
+            // `connect` returned: a reset connection, not a failed connect.
+            ConnError::Connect(e) if e.os_code().is_some_and(|c| reset.contains(&c)) => {
+                ConnError::Io { offset: 0, err: e }
+            }
+            other => other,
+        };
         match err {
             ConnError::Connect(e) => {
                 s.connect_failures += 1;
@@ -174,7 +183,6 @@ impl Ctx {
             }
             ConnError::Io { offset, err } => {
                 s.errors += 1;
-                let reset = [libc::ECONNRESET, libc::EPIPE, libc::ECONNABORTED];
                 s.resets += u64::from(err.os_code().is_some_and(|c| reset.contains(&c)));
                 s.sample(format!("connection {id} at stream offset {offset}: {err}"));
                 s.broken += 1;
