@@ -7,10 +7,12 @@
 # Configurations alternate within each round (order reversed every other
 # round); every cell is the median of the rounds.
 #
-# Usage: bench/metrics_overhead.sh
+# Usage: bench/metrics_overhead.sh [--table=FILE]
+#   --table=FILE only print the table of an earlier run's results (JSON lines)
 # Environment:
 #   ROUNDS       rounds (default 7); DURATION / WARMUP (default 3s / 1s)
 #   TCPKIT_BASE  an older tcpkit binary, measured as "base" (no --metrics)
+#   ONLY         run only workloads whose name matches this grep -E pattern ('64 B', 'connect')
 #   SCRAPE       seconds between scrapes of /metrics while "on" runs (default 1)
 #   RESULTS      JSON lines of every run (default target/metrics_overhead/results.jsonl)
 # Prints one markdown table on stdout; progress on stderr.
@@ -23,6 +25,66 @@ SCRAPE=${SCRAPE:-1}
 RESULTS=${RESULTS:-$REPO/target/metrics_overhead/results.jsonl}
 mkdir -p "$(dirname "$RESULTS")"
 log() { echo "metrics_overhead: $*" >&2; }
+TABLE_ONLY=
+for arg in "$@"; do
+  case $arg in
+    --table=*) TABLE_ONLY=${arg#--table=} ;;
+    -h|--help) sed -n "2,17p" "$0"; exit 0 ;;
+    *) log "unknown argument $arg"; exit 2 ;;
+  esac
+done
+print_table() { # results.jsonl
+python3 - "$1" <<'PY'
+import json, statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+workloads, configs = [], []
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    runs[(r["workload"], r["config"])].append(r)
+    if r["workload"] not in workloads:
+        workloads.append(r["workload"])
+    if r["config"] not in configs:
+        configs.append(r["config"])
+configs = [c for c in ("base", "off", "on") if c in configs]
+label = {"base": "older build (TCPKIT_BASE), no --metrics", "off": "no --metrics",
+         "on": "--metrics, scraped"}
+def med(rs, key):
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+# Two ways to read a noisy host: the medians, and the ratio to "off" within
+# each round (runs minutes apart drift together, runs seconds apart less).
+def paired(w, c):
+    off = {r["round"]: r["server_cpu_us_per_msg"] for r in runs.get((w, "off"), [])}
+    ratios = sorted(r["server_cpu_us_per_msg"] / off[r["round"]]
+                    for r in runs.get((w, c), []) if r["round"] in off)
+    if not ratios:
+        return "—"
+    return f"{statistics.median(ratios):.3f} ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+print("| workload | server | runs | msgs/s | server µs/msg, median (min–max) | median ÷ off | min ÷ off | per-round ÷ off, median (min–max) | errors |")
+print("|---|---|---|---|---|---|---|---|---|")
+for w in workloads:
+    offs = sorted(r["server_cpu_us_per_msg"] for r in runs.get((w, "off"), []))
+    off, off_min = (statistics.median(offs), offs[0]) if offs else (None, None)
+    for c in configs:
+        rs = runs.get((w, c), [])
+        if not rs:
+            continue
+        vals = sorted(r["server_cpu_us_per_msg"] for r in rs)
+        m = statistics.median(vals)
+        ratio = f"{m / off:.3f}" if off else "—"
+        ratio_min = f"{vals[0] / off_min:.3f}" if off_min else "—"
+        errors = sum(r["errors"] + r["connect_failures"] for r in rs)
+        print(f"| {w} | {label[c]} | {len(rs)} | {med(rs, 'msgs_per_s'):,.0f} "
+              f"| {m:.3f} ({vals[0]:.3f}–{vals[-1]:.3f}) | {ratio} | {ratio_min} | {paired(w, c)} | {errors} |")
+PY
+}
+
+if [[ -n $TABLE_ONLY ]]; then
+  print_table "$TABLE_ONLY"
+  exit 0
+fi
+
 for tool in taskset jq python3; do
   command -v "$tool" >/dev/null || { log "needs $tool (apt-get install util-linux jq python3)"; exit 1; }
 done
@@ -89,7 +151,8 @@ scraper() { # port
   while :; do
     if exec 3<>"/dev/tcp/127.0.0.1/$1"; then
       printf 'GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n' >&3
-      cat <&3 >/dev/null
+      # Builtins only: the stand-in costs its CPU 1 next to nothing.
+      while IFS= read -r -u 3 _; do :; done
       exec 3<&-
     fi
     sleep "$SCRAPE"
@@ -100,6 +163,14 @@ WORKLOADS=(
   "50 × 64 B|-c 50 -s 64"
   "connect rate|--mode connect -c 50 -s 64"
 )
+
+if [[ -n ${ONLY:-} ]]; then
+  kept=()
+  for w in "${WORKLOADS[@]}"; do
+    if grep -qE -- "$ONLY" <<<"${w%%|*}"; then kept+=("$w"); fi
+  done
+  WORKLOADS=("${kept[@]}")
+fi
 
 started=$(date +%s)
 for round in $(seq "$ROUNDS"); do
@@ -143,37 +214,4 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 log "done in $(($(date +%s) - started)) s; raw results in $RESULTS"
-
-python3 - "$RESULTS" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-runs = defaultdict(list)
-workloads, configs = [], []
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    runs[(r["workload"], r["config"])].append(r)
-    if r["workload"] not in workloads:
-        workloads.append(r["workload"])
-    if r["config"] not in configs:
-        configs.append(r["config"])
-configs = [c for c in ("base", "off", "on") if c in configs]
-label = {"base": "older build (TCPKIT_BASE), no --metrics", "off": "no --metrics",
-         "on": "--metrics, scraped"}
-def med(rs, key):
-    vals = [r[key] for r in rs if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
-print("| workload | server | runs | msgs/s | server µs/msg, median (min–max) | ÷ off | errors |")
-print("|---|---|---|---|---|---|---|")
-for w in workloads:
-    off = med(runs.get((w, "off"), []), "server_cpu_us_per_msg")
-    for c in configs:
-        rs = runs.get((w, c), [])
-        if not rs:
-            continue
-        vals = sorted(r["server_cpu_us_per_msg"] for r in rs)
-        m = statistics.median(vals)
-        ratio = f"{m / off:.3f}" if off else "—"
-        errors = sum(r["errors"] + r["connect_failures"] for r in rs)
-        print(f"| {w} | {label[c]} | {len(rs)} | {med(rs, 'msgs_per_s'):,.0f} "
-              f"| {m:.3f} ({vals[0]:.3f}–{vals[-1]:.3f}) | {ratio} | {errors} |")
-PY
+print_table "$RESULTS"
