@@ -303,6 +303,7 @@ mod serve {
 
         /// Waits until a line containing each of `needles` was seen, in
         /// any order.
+        #[cfg(feature = "tls")]
         fn wait_all(&self, needles: &[&str]) {
             let deadline = Instant::now() + DEADLINE;
             let mut missing: Vec<&str> = needles.to_vec();
