@@ -233,7 +233,7 @@ impl ServerBuilder {
     /// Reads a PROXY protocol header (v1 or v2) on every connection before
     /// anything else, TLS included: the client it carries becomes the
     /// connection's `peer` (the socket's stays in `tcp_peer`). Sources
-    /// outside [`ProxyProtocol::trusted`] are refused at accept; a trusted
+    /// outside the trusted networks ([`ProxyProtocol::trusts`](super::ProxyProtocol::trusts)) are refused at accept; a trusted
     /// source without a valid header within the deadline is closed.
     pub fn proxy_protocol(mut self, proxy: super::ProxyProtocol) -> Self {
         self.proxy = Some(proxy);
