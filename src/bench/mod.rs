@@ -9,6 +9,7 @@
 //! ([`report`]). Every echoed byte is checked against the [`message`] format;
 //! `plot` (feature `plot`) draws the latency distribution.
 
+pub mod chat;
 pub mod histogram;
 pub mod message;
 #[cfg(feature = "plot")]
