@@ -326,7 +326,10 @@ impl ChatReport {
             self.size_bytes
         );
         let span = match self.lines_per_sender {
-            Some(n) => format!("{n} lines per sender, window {:.3} s", self.duration.as_secs_f64()),
+            Some(n) => format!(
+                "{n} lines per sender, window {:.3} s",
+                self.duration.as_secs_f64()
+            ),
             None => format!(
                 "{:.3} s after {:.3} s warm-up",
                 self.duration.as_secs_f64(),
@@ -552,14 +555,15 @@ async fn run_async(config: ChatConfig) -> Result<ChatReport> {
         wait_for(&shared, |s| s.receivers_done.load(Acquire) >= present),
     )
     .await;
-    let after = after.unwrap_or_else(|| (Instant::now(), proc::self_cpu(), sample(config.server_pid)));
+    let after =
+        after.unwrap_or_else(|| (Instant::now(), proc::self_cpu(), sample(config.server_pid)));
     shared.stop.cancel();
     let mut stats = Vec::with_capacity(n);
     for task in tasks {
-        stats.push(
-            task.await
-                .map_err(|_| Error::new(ErrorKind::Io, libc::EIO, "a chat client task panicked"))?,
-        );
+        stats
+            .push(task.await.map_err(|_| {
+                Error::new(ErrorKind::Io, libc::EIO, "a chat client task panicked")
+            })?);
     }
     let mut report = build_report(&shared, plan, before, after, stats);
     if drained.is_err() {
@@ -636,7 +640,11 @@ fn build_report(
             }
             expected += sent[j];
             let got = s.next.get(j / r).copied().unwrap_or(0);
-            let gaps = s.skipped.iter().filter(|(from, _)| *from as usize == j).count() as u64;
+            let gaps = s
+                .skipped
+                .iter()
+                .filter(|(from, _)| *from as usize == j)
+                .count() as u64;
             let m = sent[j].saturating_sub(got) + gaps;
             if m > 0 && first_missing.is_none() {
                 first_missing = Some((j, m, got));
@@ -738,7 +746,11 @@ fn build_report(
 }
 
 /// One client: connect, join, wait at the barrier, then say and hear lines.
-async fn client(i: usize, shared: Arc<Shared>, mut plan_rx: watch::Receiver<Option<Plan>>) -> ClientStats {
+async fn client(
+    i: usize,
+    shared: Arc<Shared>,
+    mut plan_rx: watch::Receiver<Option<Plan>>,
+) -> ClientStats {
     let config = &shared.config;
     let target = i % config.targets.len();
     let mut stats = ClientStats {
@@ -806,18 +818,26 @@ async fn join(
     let config = &shared.config;
     let endpoint = config.targets[target];
     let deadline = config.connect_timeout;
-    let stream = match tokio::time::timeout(deadline, TcpStream::connect(endpoint.socket_addr())).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("c{i}: connect to {endpoint}: {e}")),
-        Err(_) => return Err(format!("c{i}: connect to {endpoint}: timed out after {deadline:?}")),
-    };
+    let stream =
+        match tokio::time::timeout(deadline, TcpStream::connect(endpoint.socket_addr())).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("c{i}: connect to {endpoint}: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "c{i}: connect to {endpoint}: timed out after {deadline:?}"
+                ));
+            }
+        };
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let room = room_name(shared, config.room_of(i));
     let exchange = async {
         let mut line = Vec::new();
-        let n = rd.read_until(b'\n', &mut line).await.map_err(|e| e.to_string())?;
+        let n = rd
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| e.to_string())?;
         if n == 0 || !line.starts_with(b"* welcome") {
             return Err(format!(
                 "no `* welcome` line, got {:?}",
@@ -830,7 +850,10 @@ async fn join(
         let want = format!("* you joined {room}");
         loop {
             line.clear();
-            let n = rd.read_until(b'\n', &mut line).await.map_err(|e| e.to_string())?;
+            let n = rd
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err("closed before `* you joined`".into());
             }
@@ -842,7 +865,9 @@ async fn join(
     match tokio::time::timeout(deadline, exchange).await {
         Ok(Ok(())) => Ok((rd, wr)),
         Ok(Err(e)) => Err(format!("c{i}: join {room} on {endpoint}: {e}")),
-        Err(_) => Err(format!("c{i}: join {room} on {endpoint}: no reply within {deadline:?}")),
+        Err(_) => Err(format!(
+            "c{i}: join {room} on {endpoint}: no reply within {deadline:?}"
+        )),
     }
 }
 
@@ -979,7 +1004,9 @@ async fn hear(
             Ok(0) => {
                 if !stats.slow_dropped {
                     stats.broken = true;
-                    stats.errors.push(format!("c{i}: the server closed the connection mid-run"));
+                    stats
+                        .errors
+                        .push(format!("c{i}: the server closed the connection mid-run"));
                 }
                 break;
             }
@@ -1026,17 +1053,29 @@ async fn hear(
                     // Lines next..seq are missing for now.
                     if seq - next > 1 << 20 {
                         stats.misrouted += 1;
-                        stats.fail(FailureKind::Misrouted, me, format!("c{j} line {seq} is implausibly far ahead of {next}"));
+                        stats.fail(
+                            FailureKind::Misrouted,
+                            me,
+                            format!("c{j} line {seq} is implausibly far ahead of {next}"),
+                        );
                         continue;
                     }
                     stats.skipped.extend((next..seq).map(|s| (from, s)));
                     stats.next[slot] = seq + 1;
                 } else if stats.skipped.remove(&(from, seq)) {
                     stats.reordered += 1;
-                    stats.fail(FailureKind::Reordered, me, format!("c{j} line {seq} arrived after line {}", next - 1));
+                    stats.fail(
+                        FailureKind::Reordered,
+                        me,
+                        format!("c{j} line {seq} arrived after line {}", next - 1),
+                    );
                 } else {
                     stats.duplicated += 1;
-                    stats.fail(FailureKind::Duplicated, me, format!("c{j} line {seq} arrived again"));
+                    stats.fail(
+                        FailureKind::Duplicated,
+                        me,
+                        format!("c{j} line {seq} arrived again"),
+                    );
                     continue;
                 }
                 stats.delivered += 1;
@@ -1088,7 +1127,10 @@ mod tests {
 
     #[test]
     fn parses_lines_and_ends_and_refuses_the_rest() {
-        assert!(matches!(parse(b"user3: c7 12 3456...."), Some((7, Said::Line(12, 3456)))));
+        assert!(matches!(
+            parse(b"user3: c7 12 3456...."),
+            Some((7, Said::Line(12, 3456)))
+        ));
         assert!(matches!(parse(b"user3: c7 end 40"), Some((7, Said::End))));
         assert!(parse(b"user3: hello there").is_none());
         assert!(parse(b"c7 12 3456").is_none());

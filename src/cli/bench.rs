@@ -172,7 +172,10 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             "several targets apply to --mode chat only",
         ));
     }
-    for (flag, set) in [("--rooms", args.rooms.is_some()), ("--lines", args.lines.is_some())] {
+    for (flag, set) in [
+        ("--rooms", args.rooms.is_some()),
+        ("--lines", args.lines.is_some()),
+    ] {
         if set {
             return Err(values::invalid(flag, "applies to --mode chat only"));
         }

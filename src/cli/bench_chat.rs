@@ -118,15 +118,17 @@ fn verdict(report: &ChatReport, allow_broken: bool) -> anyhow::Result<ExitCode> 
         .map(|(k, n)| format!("{n} {k}"))
         .collect();
         let first = report.failures.first().map_or_else(String::new, |f| {
-            format!("; first: {} at c{}: {}", f.kind.name(), f.receiver, f.detail)
+            format!(
+                "; first: {} at c{}: {}",
+                f.kind.name(),
+                f.receiver,
+                f.detail
+            )
         });
         let err = Error::new(
             ErrorKind::Verification,
             code::VERIFICATION,
-            format!(
-                "chat verification failed: {}{first}",
-                kinds.join(", ")
-            ),
+            format!("chat verification failed: {}{first}", kinds.join(", ")),
         );
         return Err(anyhow::Error::new(err));
     }
