@@ -203,6 +203,9 @@ enum Fault {
     Duplicate,
     /// Held back and delivered after the sender's next line.
     Reorder,
+    /// Instead: the second client is dropped as a slow consumer, as
+    /// `tcpkit serve` does (farewell, close, a notice to the others).
+    Kick,
 }
 
 const FAULT_LINE: usize = 5;
@@ -322,6 +325,18 @@ fn serve_fake(
                         st.1 = Some(msg.clone());
                         to_victim.clear();
                     }
+                    Fault::Kick => {
+                        if let Some(at) = members.iter().position(|(m, _)| *m == 1) {
+                            let (_, mut s) = members.remove(at);
+                            let bye =
+                                b"* disconnected: you fell behind by more than 256 messages\r\n";
+                            let _ = s.write_all(bye);
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                            for (_, s) in members.iter_mut() {
+                                let _ = s.write_all(b"* u1 left lobby (too slow)\r\n");
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -405,6 +420,25 @@ fn a_chat_server_that_reorders_a_line_fails_the_run_as_reordered() {
         r["failures"][0]["detail"]
             .as_str()
             .is_some_and(|d| d.contains("c0 line 5 arrived after line 6")),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_slow_consumer_drop_is_reported_apart_from_verification() {
+    let (out, r) = faulty_run(Fault::Kick);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Exit 6 (a client dropped), not 8: nothing arrived wrong.
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("1 dropped as slow"), "{stderr}");
+    assert_eq!(n(&r, "slow_consumer_drops"), 1, "{r}");
+    assert_eq!(n(&r, "slow_drop_notices"), 2, "{r}");
+    assert_eq!(n(&r, "verification_failures"), 0, "{r}");
+    assert!(n(&r, "lost_to_slow_drops") > 0, "{r}");
+    // Receivers stopped waiting for the dropped client's end line: the run
+    // did not sit out the 10 s drain.
+    assert!(
+        r["error_samples"].as_array().is_some_and(|e| e.is_empty()),
         "{r}"
     );
 }

@@ -270,9 +270,13 @@ pub struct ChatReport {
     pub slow_consumer_drops: u64,
     /// `* ... left ROOM (too slow)` notices seen by receivers.
     pub slow_drop_notices: u64,
-    /// Deliveries missed by receivers after the server dropped them as slow
-    /// (not verification failures: the server said why).
+    /// Deliveries missed by receivers the server dropped as slow, or of
+    /// lines their senders said before the drop (not verification failures:
+    /// the server said why).
     pub lost_to_slow_drops: u64,
+    /// Deliveries missed by or from clients whose connection broke (not
+    /// verification failures: the break is reported).
+    pub lost_to_broken: u64,
     /// Connections that broke mid-run (not a slow-consumer drop).
     pub broken_connections: u64,
     /// Closed-loop senders that gave up after [`STALL`] without progress.
@@ -387,11 +391,12 @@ impl ChatReport {
         );
         let _ = writeln!(
             s,
-            "  drops      {} slow consumer(s) dropped by the server ({} notices, {} deliveries missed), {} broken, {} stalled sender(s)",
+            "  drops      {} slow consumer(s) dropped by the server ({} notices, {} deliveries missed), {} broken ({} deliveries missed), {} stalled sender(s)",
             self.slow_consumer_drops,
             self.slow_drop_notices,
             self.lost_to_slow_drops,
             self.broken_connections,
+            self.lost_to_broken,
             self.stalled_senders
         );
         let _ = writeln!(
@@ -423,6 +428,9 @@ struct Shared {
     wake: Vec<Notify>,
     /// Clients that never joined.
     absent: Vec<AtomicBool>,
+    /// Clients the server dropped as slow, or whose connection broke:
+    /// receivers stop waiting for their end line.
+    gone: Vec<AtomicBool>,
     /// Clients joined or failed.
     ready: AtomicUsize,
     ready_wake: Notify,
@@ -440,6 +448,16 @@ struct Plan {
     measure_from: Instant,
     /// `None` in a bounded run.
     stop_at: Option<Instant>,
+    /// The window in whole µs since `base`, as lines carry their stamps:
+    /// senders and receivers count a line in it alike.
+    from_us: u64,
+    stop_us: Option<u64>,
+}
+
+impl Plan {
+    fn counts(&self, us: u64) -> bool {
+        us >= self.from_us && self.stop_us.is_none_or(|s| us < s)
+    }
 }
 
 #[derive(Default)]
@@ -505,6 +523,7 @@ async fn run_async(config: ChatConfig) -> Result<ChatReport> {
         delivered: (0..n).map(|_| AtomicU64::new(0)).collect(),
         wake: (0..n).map(|_| Notify::new()).collect(),
         absent: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        gone: (0..n).map(|_| AtomicBool::new(false)).collect(),
         ready: AtomicUsize::new(0),
         ready_wake: Notify::new(),
         senders_done: AtomicUsize::new(0),
@@ -538,6 +557,14 @@ async fn run_async(config: ChatConfig) -> Result<ChatReport> {
             .lines_per_sender
             .is_none()
             .then(|| go + config.warmup + config.duration),
+        from_us: 0,
+        stop_us: None,
+    };
+    let us = |at: Instant| at.duration_since(shared.base).as_micros() as u64;
+    let plan = Plan {
+        from_us: us(plan.measure_from),
+        stop_us: plan.stop_at.map(us),
+        ..plan
     };
     let _ = plan_tx.send(Some(plan));
     tokio::time::sleep_until(plan.measure_from.into()).await;
@@ -604,7 +631,7 @@ fn build_report(
     let r = config.rooms;
     let mut histogram = LatencyHistogram::new();
     let (mut lost, mut duplicated, mut reordered, mut misrouted) = (0, 0, 0, 0);
-    let mut lost_to_slow = 0;
+    let (mut lost_to_slow, mut lost_to_broken) = (0, 0);
     let mut failures = Vec::new();
     let mut errors = Vec::new();
     let mut joined_per_target = vec![0; config.targets.len()];
@@ -631,9 +658,12 @@ fn build_report(
         broken += u64::from(s.broken);
         stalled += u64::from(s.stalled);
         failures.extend(s.failures.iter().cloned());
-        // What each other member said and this one never got.
+        // What each other member said and this one never got; what went
+        // with a client the server dropped, or whose connection broke, is
+        // counted apart.
         let mut missing = 0;
         let mut first_missing = None;
+        let (mut slow_missing, mut broken_missing) = (0, 0);
         for j in (config.room_of(i)..config.connections).step_by(r) {
             if j == i || shared.absent[j].load(Relaxed) {
                 continue;
@@ -646,14 +676,22 @@ fn build_report(
                 .filter(|(from, _)| *from as usize == j)
                 .count() as u64;
             let m = sent[j].saturating_sub(got) + gaps;
+            if s.slow_dropped || stats[j].slow_dropped {
+                slow_missing += m;
+                continue;
+            }
+            if s.broken || stats[j].broken {
+                broken_missing += m;
+                continue;
+            }
             if m > 0 && first_missing.is_none() {
                 first_missing = Some((j, m, got));
             }
             missing += m;
         }
-        if s.slow_dropped {
-            lost_to_slow += missing;
-        } else if missing > 0 {
+        lost_to_slow += slow_missing;
+        lost_to_broken += broken_missing;
+        if missing > 0 {
             lost += missing;
             if let Some((j, m, got)) = first_missing
                 && failures.len() < MAX_FAILURES_LISTED
@@ -726,6 +764,7 @@ fn build_report(
         slow_consumer_drops: slow,
         slow_drop_notices: notices,
         lost_to_slow_drops: lost_to_slow,
+        lost_to_broken,
         broken_connections: broken,
         stalled_senders: stalled,
         lost,
@@ -791,8 +830,10 @@ async fn client(
         Ok(()) => {}
         Err(SendEnd::Stalled) => stats.stalled = true,
         Err(SendEnd::Io(e)) => {
+            shared.gone[i].store(true, Relaxed);
             if !stats.slow_dropped && !stats.broken {
                 stats.broken = true;
+                shared.gone[i].store(true, Relaxed);
                 stats.errors.push(format!("c{i}: {e}"));
             }
         }
@@ -885,7 +926,12 @@ async fn say(
     mut wr: OwnedWriteHalf,
 ) -> (u64, std::result::Result<(), SendEnd>) {
     let config = &shared.config;
-    let others = config.room_size(config.room_of(i)) as u64 - 1;
+    // Members that joined (final at the barrier) receive; the rest never
+    // will, so they do not count toward a line's deliveries.
+    let others = (config.room_of(i)..config.connections)
+        .step_by(config.rooms)
+        .filter(|&j| j != i && !shared.absent[j].load(Relaxed))
+        .count() as u64;
     // Open loop: this sender's share, staggered so senders do not all fire
     // at once.
     let interval = config
@@ -948,8 +994,6 @@ async fn say(
         };
         line.clear();
         let us = stamp.duration_since(shared.base).as_micros() as u64;
-        // As receivers see it: whole microseconds.
-        let stamp = shared.base + Duration::from_micros(us);
         let _ = std::io::Write::write_fmt(&mut line, format_args!("c{i} {seq} {us}"));
         if line.len() + 1 < config.size_bytes {
             line.resize(config.size_bytes - 1, b'.');
@@ -958,7 +1002,7 @@ async fn say(
         if let Err(e) = wr.write_all(&line).await {
             break Err(SendEnd::Io(e));
         }
-        if stamp >= plan.measure_from {
+        if plan.counts(us) {
             in_window += 1;
         }
         seq += 1;
@@ -988,22 +1032,44 @@ async fn hear(
     let config = &shared.config;
     let r = config.rooms;
     let room = config.room_of(i);
-    let mut ends_needed = (room..config.connections)
-        .step_by(r)
-        .filter(|&j| j != i && !shared.absent[j].load(Relaxed))
-        .count();
+    let mut ended = vec![false; config.room_size(room)];
+    let waiting_for = |ended: &[bool]| {
+        (room..config.connections)
+            .step_by(r)
+            .filter(|&j| {
+                j != i
+                    && !ended[j / r]
+                    && !shared.absent[j].load(Relaxed)
+                    && !shared.gone[j].load(Relaxed)
+            })
+            .count()
+    };
+    let mut ends_needed = waiting_for(&ended);
+    // Now and then, see whether a member we wait for is gone.
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = i as u32;
     let mut line = Vec::with_capacity(config.size_bytes + 64);
     while ends_needed > 0 {
-        line.clear();
+        // A read cut short by the tick keeps its partial line.
+        if line.ends_with(b"\n") {
+            line.clear();
+        }
         let read = tokio::select! {
             r = rd.read_until(b'\n', &mut line) => r,
+            _ = check.tick() => {
+                ends_needed = waiting_for(&ended);
+                continue;
+            }
             _ = shared.stop.cancelled() => break,
         };
         match read {
+            // At the run's end the bench closes its own connections.
+            Ok(0) | Err(_) if shared.stop.is_cancelled() => break,
             Ok(0) => {
                 if !stats.slow_dropped {
                     stats.broken = true;
+                    shared.gone[i].store(true, Relaxed);
                     stats
                         .errors
                         .push(format!("c{i}: the server closed the connection mid-run"));
@@ -1014,6 +1080,7 @@ async fn hear(
             Err(e) => {
                 if !stats.slow_dropped {
                     stats.broken = true;
+                    shared.gone[i].store(true, Relaxed);
                     stats.errors.push(format!("c{i}: read: {e}"));
                 }
                 break;
@@ -1024,6 +1091,7 @@ async fn hear(
         if text.starts_with(b"* ") {
             if text.starts_with(b"* disconnected: you fell behind") {
                 stats.slow_dropped = true;
+                shared.gone[i].store(true, Relaxed);
             } else if text.ends_with(b"(too slow)") {
                 stats.slow_notices += 1;
             }
@@ -1044,7 +1112,10 @@ async fn hear(
         }
         let slot = j / r;
         match what {
-            Said::End => ends_needed -= 1,
+            Said::End => {
+                ended[slot] = true;
+                ends_needed = waiting_for(&ended);
+            }
             Said::Line(seq, us) => {
                 let next = stats.next[slot];
                 if seq == next {
@@ -1082,7 +1153,7 @@ async fn hear(
                 shared.delivered[j].fetch_add(1, Release);
                 shared.wake[j].notify_one();
                 let stamp = shared.base + Duration::from_micros(us);
-                if stamp >= plan.measure_from && plan.stop_at.is_none_or(|s| stamp < s) {
+                if plan.counts(us) {
                     stats.delivered_in_window += 1;
                     stats.histogram.record(now.saturating_duration_since(stamp));
                 }
