@@ -56,6 +56,10 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 /// (a receiver died or the server stalled), so a bounded run still ends.
 pub const STALL: Duration = Duration::from_secs(10);
 
+/// Clients between connect and `* you joined` at once (see
+/// `Shared::joining`).
+pub const JOINING_AT_ONCE: usize = 32;
+
 /// Failures listed in the report (the counts cover all).
 pub const MAX_FAILURES_LISTED: usize = 10;
 
@@ -437,6 +441,11 @@ struct Shared {
     senders_done: AtomicUsize,
     receivers_done: AtomicUsize,
     progress_wake: Notify,
+    /// Bounds clients between connect and `* you joined`: every client
+    /// lands in the server's `lobby` first, where each arrival and departure
+    /// is a notice to every member, so a thousand arriving at once would
+    /// flood each other's queues (O(N²) notices) and get dropped as slow.
+    joining: tokio::sync::Semaphore,
     /// Receivers stop at the end of the drain.
     stop: CancellationToken,
 }
@@ -530,6 +539,7 @@ async fn run_async(config: ChatConfig) -> Result<ChatReport> {
         receivers_done: AtomicUsize::new(0),
         progress_wake: Notify::new(),
         stop: CancellationToken::new(),
+        joining: tokio::sync::Semaphore::new(JOINING_AT_ONCE),
         config,
     });
     let (plan_tx, plan_rx) = watch::channel(None::<Plan>);
@@ -797,7 +807,10 @@ async fn client(
         next: vec![0; config.room_size(config.room_of(i))],
         ..ClientStats::default()
     };
-    let joined = join(i, &shared, target).await;
+    let joined = {
+        let _permit = shared.joining.acquire().await;
+        join(i, &shared, target).await
+    };
     let (reader, writer) = match joined {
         Ok(halves) => {
             stats.established = true;
