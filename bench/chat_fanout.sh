@@ -6,10 +6,10 @@
 # open loop (RATE_1 / RATE_100 lines/s in total). Every line is verified by
 # every receiver; a failed run stops the script (bench exits non-zero).
 #
-# The server is started once per run, so rooms and queues start empty. The
-# anchors (ncat --chat, the Boost.Asio chat example) are not run yet: SERVERS
-# is where they will go, each a command that prints nothing and listens on
-# the port given as $PORT (issue 14 item 2).
+# The server is started once per run (start_server), so rooms and queues
+# start empty. The anchors (ncat --chat, the Boost.Asio chat example behind
+# an adapter) are not run yet: they will be further cases of start_server
+# (issue 14 item 2).
 #
 # Usage: bench/chat_fanout.sh
 # Environment:
@@ -29,13 +29,17 @@ mkdir -p "$(dirname "$RESULTS")"
 : >"$RESULTS"
 log() { echo "chat_fanout: $*" >&2; }
 
+start_server() { # stdout-file; runs in the background, pinned to CPU 0
+  taskset -c 0 "$TCPKIT" serve --listen 127.0.0.1:0 --mode chat --workers 1 \
+    --backlog 1024 >"$1" 2>/dev/null &
+}
+
 run() { # label rooms clients [bench args...]
   local label=$1 rooms=$2 clients=$3
   shift 3
   local out pid addr
   out=$(mktemp)
-  taskset -c 0 "$TCPKIT" serve --listen 127.0.0.1:0 --mode chat --workers 1 \
-    --backlog 1024 >"$out" 2>/dev/null &
+  start_server "$out"
   pid=$!
   for _ in $(seq 100); do
     addr=$(grep -o 'listening on [0-9.]*:[0-9]*' "$out" | awk '{print $3}' || true)
