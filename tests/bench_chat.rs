@@ -5,6 +5,8 @@
 // Runs the `tcpkit` binary, which the `cli` feature builds.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
@@ -441,4 +443,36 @@ fn a_slow_consumer_drop_is_reported_apart_from_verification() {
         r["error_samples"].as_array().is_some_and(|e| e.is_empty()),
         "{r}"
     );
+}
+
+#[test]
+fn clients_that_cannot_connect_are_counted_and_the_others_still_verified() {
+    let live = serve_chat();
+    // Clients 0 and 2 (room 0) dial a closed port; 1 and 3 (room 1) the server.
+    let targets = format!("127.0.0.1:{},{}", common::closed_port(), live.endpoint());
+    let args = [
+        "--target", &targets, "-c", "4", "--rooms", "2", "--lines", "20",
+    ];
+    let (out, report) = bench(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("2 client(s) failed to join"), "{stderr}");
+    let r = report.expect("a JSON report");
+    assert_eq!(n(&r, "connect_failures"), 2, "{r}");
+    assert_eq!(r["joined_per_target"], serde_json::json!([0, 2]), "{r}");
+    // Room 1's two members each got the other's 20 lines; nobody waited
+    // for the absent ones.
+    assert_eq!(n(&r, "expected_deliveries"), 40, "{r}");
+    assert_eq!(n(&r, "delivered"), 40, "{r}");
+    assert_eq!(n(&r, "verification_failures"), 0, "{r}");
+    // --allow-broken: the same run exits 0.
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-broken");
+    let (out, _) = bench(&allowed);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(live);
 }
