@@ -205,6 +205,8 @@ enum Fault {
     Duplicate,
     /// Held back and delivered after the sender's next line.
     Reorder,
+    /// Also sends the victim a line no bench client said.
+    Foreign,
     /// Instead: the second client is dropped as a slow consumer, as
     /// `tcpkit serve` does (farewell, close, a notice to the others).
     Kick,
@@ -327,6 +329,7 @@ fn serve_fake(
                         st.1 = Some(msg.clone());
                         to_victim.clear();
                     }
+                    Fault::Foreign => to_victim.push(b"u9: hello from nowhere\r\n".to_vec()),
                     Fault::Kick => {
                         if let Some(at) = members.iter().position(|(m, _)| *m == 1) {
                             let (_, mut s) = members.remove(at);
@@ -475,4 +478,19 @@ fn clients_that_cannot_connect_are_counted_and_the_others_still_verified() {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(live);
+}
+
+#[test]
+fn a_line_no_bench_client_said_fails_the_run_as_misrouted() {
+    let (out, r) = faulty_run(Fault::Foreign);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("1 misrouted"), "{stderr}");
+    assert_eq!((n(&r, "lost"), n(&r, "misrouted")), (0, 1), "{r}");
+    assert!(
+        r["failures"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("hello from nowhere")),
+        "{r}"
+    );
 }
