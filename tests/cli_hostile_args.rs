@@ -265,6 +265,13 @@ const CASES: &[Case] = &[
         &[],
     ),
     case("bench", "--mode", ENUM, &[]),
+    case("bench", "--rooms", &["0", "16777217", "-1", "x", ""], &[]),
+    case(
+        "bench",
+        "--lines",
+        &["0", "1099511627777", "18446744073709551616", "-1", "x"],
+        &[],
+    ),
     case("bench", "--connections", &["0", "16777217", "-1", "x"], &[]),
     case("bench", "--idle-connections", &["16777217", "-1"], &[]),
     case(

@@ -7,8 +7,12 @@
 //! measured window,
 //! and merges the per-thread [`histogram`]s into a [`BenchReport`]
 //! ([`report`]). Every echoed byte is checked against the [`message`] format;
-//! `plot` (feature `plot`) draws the latency distribution.
+//! `plot` (feature `plot`) draws the latency distribution. [`chat`] is the
+//! chat fan-out workload (`tcpkit bench --mode chat`), with its own runner
+//! and report: rooms of clients that say stamped lines, every receiver
+//! verifying its room's.
 
+pub mod chat;
 pub mod histogram;
 pub mod message;
 #[cfg(feature = "plot")]

@@ -148,7 +148,7 @@ pub struct BrokenConnection {
 /// How many broken connections the table names (`--json` lists them all).
 const BROKEN_IN_TABLE: usize = 5;
 
-fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 

@@ -26,15 +26,21 @@ enum ModeArg {
     Idle,
     /// One-way bulk writes to a discard server: MB/s.
     Throughput,
+    /// Chat fan-out: N clients in --rooms rooms say stamped lines; every
+    /// receiver verifies its room's lines (exactly once, in order per sender).
+    Chat,
 }
 
-impl From<ModeArg> for Mode {
-    fn from(m: ModeArg) -> Mode {
-        match m {
-            ModeArg::Echo => Mode::Echo,
-            ModeArg::Connect => Mode::Connect,
-            ModeArg::Idle => Mode::Idle,
-            ModeArg::Throughput => Mode::Throughput,
+impl ModeArg {
+    /// The library's mode; `None` for chat, which has its own runner
+    /// ([`tcpkit::bench::chat`]).
+    fn echo_family(self) -> Option<Mode> {
+        match self {
+            ModeArg::Echo => Some(Mode::Echo),
+            ModeArg::Connect => Some(Mode::Connect),
+            ModeArg::Idle => Some(Mode::Idle),
+            ModeArg::Throughput => Some(Mode::Throughput),
+            ModeArg::Chat => None,
         }
     }
 }
@@ -52,10 +58,21 @@ pub struct Args {
 #[derive(Debug, clap::Args)]
 struct Options {
     /// Server to load, HOST:PORT. Without it, bench starts `tcpkit serve
-    /// --listen 127.0.0.1:0` (echo; discard for throughput) as a child,
-    /// measures its CPU and RSS, and stops it with SIGTERM afterwards.
-    #[arg(long, short = 't', value_name = "ADDR")]
-    target: Option<String>,
+    /// --listen 127.0.0.1:0` (echo; discard for throughput; chat for chat)
+    /// as a child, measures its CPU and RSS, and stops it with SIGTERM
+    /// afterwards. Chat mode takes several (comma-separated or repeated):
+    /// client i connects to the (i mod T)-th.
+    #[arg(long, short = 't', value_name = "ADDR", value_delimiter = ',', action = clap::ArgAction::Append)]
+    target: Vec<String>,
+    /// Chat mode: rooms; client i joins room i mod R (each room needs at
+    /// least 2 clients). With T targets that share no bus, let T divide R
+    /// so that each room lives on one target.
+    #[arg(long, value_name = "R", value_parser = values::count(1, values::MAX_CONNECTIONS))]
+    rooms: Option<usize>,
+    /// Chat mode: a bounded run, each client says exactly N lines (instead
+    /// of --duration and --warmup), so the delivered count is exact.
+    #[arg(long, value_name = "N", value_parser = values::count(1, 1 << 40))]
+    lines: Option<usize>,
     /// Workload.
     #[arg(long, short = 'm', value_enum, default_value_t = ModeArg::Echo)]
     mode: ModeArg,
@@ -146,17 +163,34 @@ struct Options {
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let args = *args.options;
+    let Some(mode) = args.mode.echo_family() else {
+        return super::bench_chat::run(ChatArgs::from(&args), globals);
+    };
+    if args.target.len() > 1 {
+        return Err(values::invalid(
+            "--target",
+            "several targets apply to --mode chat only",
+        ));
+    }
+    for (flag, set) in [
+        ("--rooms", args.rooms.is_some()),
+        ("--lines", args.lines.is_some()),
+    ] {
+        if set {
+            return Err(values::invalid(flag, "applies to --mode chat only"));
+        }
+    }
     // Validated before any server starts or socket opens; the target is
     // filled in once known.
     check(&args)?;
-    let mut config = config_from(&args, Endpoint::loopback_v4(0));
+    let mut config = config_from(&args, mode, Endpoint::loopback_v4(0));
     config.validate()?;
     #[cfg(feature = "tls")]
     let tls = tls_client(&args)?;
     // Both the bench and a server it starts may hold thousands of sockets.
     tcpkit::net::raise_open_file_limit();
     let mut server = None;
-    match &args.target {
+    match args.target.first() {
         Some(text) => {
             config.target = resolve(text)?;
             #[cfg(feature = "tls")]
@@ -166,7 +200,12 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         }
         None => {
             let workers = args.server_workers.or(args.server_cpu.map(|_| 1));
-            let mut cmd = serve_command(config.mode, workers, args.server_engine)?;
+            let service = if config.mode == Mode::Throughput {
+                "discard"
+            } else {
+                "echo"
+            };
+            let mut cmd = serve_command(service, workers, args.server_engine)?;
             if args.send_proxy.is_some() {
                 cmd.args(["--proxy-protocol", "--proxy-trusted", "127.0.0.0/8"]);
             }
@@ -209,6 +248,72 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let report = result?;
     output(&args, &report)?;
     verdict(&report, args.allow_broken)
+}
+
+/// What chat mode takes of the flags (the rest must be unset).
+pub(super) struct ChatArgs {
+    pub targets: Vec<String>,
+    pub connections: usize,
+    pub rooms: usize,
+    pub lines: Option<usize>,
+    pub size: usize,
+    pub pipeline: usize,
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub threads: Option<usize>,
+    pub server_cpu: Option<usize>,
+    pub server_workers: Option<usize>,
+    pub server_engine: Option<super::serve::EngineArg>,
+    pub client_cpu: Option<usize>,
+    pub server_pid: Option<u32>,
+    pub connect_timeout: Duration,
+    pub json: bool,
+    pub allow_broken: bool,
+    pub histogram: Option<PathBuf>,
+    /// Flags set that chat mode does not take.
+    pub unsupported: Vec<&'static str>,
+}
+
+impl From<&Options> for ChatArgs {
+    fn from(a: &Options) -> ChatArgs {
+        let mut unsupported = Vec::new();
+        if a.idle_connections > 0 {
+            unsupported.push("--idle-connections");
+        }
+        if a.send_proxy.is_some() {
+            unsupported.push("--send-proxy");
+        }
+        if a.plot.is_some() {
+            unsupported.push("--plot");
+        }
+        #[cfg(feature = "tls")]
+        if a.tls.enabled() || a.tls_resume {
+            unsupported.push("TLS");
+        }
+        ChatArgs {
+            targets: a.target.clone(),
+            connections: a.connections,
+            rooms: a.rooms.unwrap_or(1),
+            lines: a.lines,
+            size: a.size,
+            pipeline: a.pipeline,
+            rate: a.rate,
+            duration: a.duration,
+            warmup: a.warmup,
+            threads: a.threads,
+            server_cpu: a.server_cpu,
+            server_workers: a.server_workers,
+            server_engine: a.server_engine,
+            client_cpu: a.client_cpu,
+            server_pid: a.server_pid,
+            connect_timeout: a.connect_timeout,
+            json: a.json,
+            allow_broken: a.allow_broken,
+            histogram: a.histogram.clone(),
+            unsupported,
+        }
+    }
 }
 
 /// `--send-proxy`'s versions.
@@ -269,14 +374,14 @@ fn check(args: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config_from(args: &Options, target: Endpoint) -> BenchConfig {
+fn config_from(args: &Options, mode: Mode, target: Endpoint) -> BenchConfig {
     let threads = args.threads.unwrap_or_else(|| match args.client_cpu {
         Some(_) => 1,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
     BenchConfig {
         target,
-        mode: Mode::from(args.mode),
+        mode,
         connections: args.connections,
         size_bytes: args.size,
         pipeline: args.pipeline,
@@ -344,7 +449,7 @@ fn verdict(report: &BenchReport, allow_broken: bool) -> anyhow::Result<ExitCode>
 }
 
 /// `--target` through the one endpoint parser; a name's first address.
-fn resolve(text: &str) -> anyhow::Result<Endpoint> {
+pub(super) fn resolve(text: &str) -> anyhow::Result<Endpoint> {
     let target = values::host_port("--target", text)?;
     if target.port() == 0 {
         return Err(values::invalid(
@@ -356,22 +461,17 @@ fn resolve(text: &str) -> anyhow::Result<Endpoint> {
 }
 
 /// How long the embedded server may take to print `listening on`.
-const SERVER_STARTUP: Duration = Duration::from_secs(10);
+pub(super) const SERVER_STARTUP: Duration = Duration::from_secs(10);
 
 /// `tcpkit serve` from this same binary, on a port the kernel picks, with
 /// the anchors' backlog of 1024 so connect bursts are not dropped.
-fn serve_command(
-    mode: Mode,
+pub(super) fn serve_command(
+    service: &str,
     workers: Option<usize>,
     engine: Option<super::serve::EngineArg>,
 ) -> anyhow::Result<Command> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::io(e, "find the tcpkit executable to start the server"))?;
-    let service = if mode == Mode::Throughput {
-        "discard"
-    } else {
-        "echo"
-    };
     let mut cmd = Command::new(exe);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--mode", service]);
     cmd.args(["--backlog", "1024"]);
@@ -397,7 +497,7 @@ fn tls_client(args: &Options) -> anyhow::Result<Option<tcpkit::tls::TlsClientCon
     }
     // Values first, so a malformed one is named as such.
     let config = args.tls.config()?.unwrap_or_default();
-    if args.target.is_none()
+    if args.target.is_empty()
         && (args.tls.ca.is_some() || args.tls.pin.is_some() || args.tls.insecure)
     {
         return Err(values::invalid(

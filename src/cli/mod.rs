@@ -3,6 +3,7 @@
 //! clap, anyhow and indicatif.
 
 mod bench;
+mod bench_chat;
 mod connect;
 mod demo;
 mod docs;
