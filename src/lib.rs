@@ -57,6 +57,9 @@
 //! * [`service`]: what a connection does: echo, discard, chat, over a TCP
 //!   socket or any other stream ([`service::Stream`]).
 //! * [`client`]: connecting over every resolved address, and stdin/stdout piping.
+//! * [`relay`]: a service that connects each client to an upstream (through
+//!   `client`'s connector) and copies both ways, half-close and resets
+//!   carried through.
 //! * [`bench`](mod@bench): the load generator and its histograms.
 //! * [`proxy`]: PROXY protocol v1/v2 headers, I/O-free (frame, parse,
 //!   encode), read by the server before the service and sent by the client
@@ -89,6 +92,7 @@ pub mod net;
 #[cfg(feature = "metrics")]
 pub mod prometheus;
 pub mod proxy;
+pub mod relay;
 pub mod server;
 pub mod service;
 #[cfg(feature = "tls")]

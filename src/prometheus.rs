@@ -214,6 +214,12 @@ impl Collector for SnapshotCollector {
             "Chat clients disconnected for falling behind.",
             s.slow_consumers,
         )?;
+        counter(
+            e,
+            "tcpkit_relay_upstream_connect_failures",
+            "Relayed clients closed because their upstream could not be reached.",
+            s.upstream_connect_failures,
+        )?;
         Ok(())
     }
 }
