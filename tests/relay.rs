@@ -333,6 +333,62 @@ async fn a_client_that_does_not_read_stops_a_fast_upstream() {
     relay.stop().await;
 }
 
+/// Resident memory of process `pid`, in bytes (`VmRSS`).
+fn rss_bytes(pid: libc::pid_t) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// The `tcpkit relay` process itself: with a client that reads nothing and
+/// an upstream offering 256 MiB, its resident memory grows by less than
+/// 16 MiB (socket buffers are the kernel's, not in RSS). A relay that
+/// buffered without bound would grow by about what the upstream offered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_process_memory_stays_bounded_for_a_client_that_does_not_read() {
+    const OFFERED: u64 = 256 * MIB as u64;
+    let (listener, up_addr) = upstream_listener().await;
+    let to = up_addr.to_string();
+    let (relay, relay_addr) = tcpkit(&["relay", "--listen", "127.0.0.1:0", "--to", &to]);
+    let before = rss_bytes(relay.pid());
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = written.clone();
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let chunk = vec![0xa5u8; 64 * 1024];
+        while counter.load(Relaxed) < OFFERED && s.write_all(&chunk).await.is_ok() {
+            counter.fetch_add(chunk.len() as u64, Relaxed);
+        }
+    });
+    let client = TcpStream::connect(relay_addr).await.expect("connect");
+    let started = Instant::now();
+    let mut last = u64::MAX;
+    loop {
+        // No progress for 2 s in a row: the upstream is stalled.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = written.load(Relaxed);
+        if now == last || upstream.is_finished() || started.elapsed() > DEADLINE {
+            break;
+        }
+        last = now;
+    }
+    let grown = rss_bytes(relay.pid()).saturating_sub(before);
+    let total = written.load(Relaxed);
+    eprintln!("upstream wrote {total} bytes; relay RSS grew {grown} bytes");
+    assert!(
+        total < OFFERED,
+        "the upstream was never stopped ({total} bytes)"
+    );
+    assert!(grown < 16 * MIB, "relay RSS grew {grown} bytes");
+    upstream.abort();
+    drop(client);
+}
+
 /// A child process killed by PID and reaped when dropped.
 struct Proc(Child);
 
