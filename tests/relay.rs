@@ -202,6 +202,109 @@ async fn upstream_half_close_reaches_client_and_the_client_still_sends() {
     relay.stop().await;
 }
 
+/// Idle means both directions quiet: a pair where only the upstream talks
+/// (every 100 ms for 2 s) outlives a 1 s idle timeout, then is closed by
+/// it once the upstream falls silent, counted as an idle timeout.
+#[tokio::test]
+async fn idle_timeout_needs_both_directions_quiet() {
+    let (listener, up_addr) = upstream_listener().await;
+    let relay = relay_to(
+        up_addr,
+        ServerBuilder::new().idle_timeout(Some(Duration::from_secs(1))),
+    );
+    let mut client = TcpStream::connect(relay.addr).await.expect("connect");
+    let (mut up, _) = within(DEADLINE, "accept", listener.accept())
+        .await
+        .expect("accept");
+    let mut byte = [0u8; 1];
+    for _ in 0..20 {
+        up.write_all(b"t").await.expect("upstream tick");
+        within(
+            DEADLINE,
+            "tick through the relay",
+            client.read_exact(&mut byte),
+        )
+        .await
+        .expect("tick");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        relay.metrics.snapshot().connections_closed,
+        0,
+        "closed while one direction was busy"
+    );
+    let quiet_from = Instant::now();
+    let end = within(DEADLINE, "idle close", read_until_end(&mut client)).await;
+    assert!(end.is_ok(), "idle close is a FIN: {end:?}");
+    let quiet = quiet_from.elapsed();
+    assert!(
+        quiet >= Duration::from_millis(900),
+        "closed after {quiet:?}"
+    );
+    relay.wait_for("counted", |s| s.idle_timeouts == 1).await;
+    relay.stop().await;
+}
+
+/// Graceful shutdown: the listener closes first, and a pair with bytes in
+/// flight finishes them (1 MiB and the EOF after the shutdown started)
+/// within the grace period.
+#[tokio::test]
+async fn shutdown_closes_the_listener_and_lets_pairs_finish() {
+    let (listener, up_addr) = upstream_listener().await;
+    let relay = relay_to(
+        up_addr,
+        ServerBuilder::new().shutdown_grace(Duration::from_secs(20)),
+    );
+    let mut client = TcpStream::connect(relay.addr).await.expect("connect");
+    let (mut up, _) = within(DEADLINE, "accept", listener.accept())
+        .await
+        .expect("accept");
+    // The upstream trickles 20 × 64 KiB, 50 ms apart, so the pair is busy
+    // (never quiet for DRAIN_QUIET) while the listener's closing is checked.
+    let upstream = tokio::spawn(async move {
+        let chunk = 64 * 1024;
+        let mut buf = vec![0u8; chunk];
+        for c in 0..20 {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = pattern(3, c * chunk + i);
+            }
+            up.write_all(&buf).await.expect("upstream write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        up.shutdown().await.expect("upstream shutdown");
+        let mut rest = Vec::new();
+        up.read_to_end(&mut rest).await.expect("upstream reads EOF");
+        rest
+    });
+    let reader = tokio::spawn(async move {
+        let got = check_pattern(&mut client, 3).await;
+        client
+            .write_all(b"bye")
+            .await
+            .expect("write after upstream EOF");
+        client.shutdown().await.expect("client shutdown");
+        got
+    });
+    relay.handle.shutdown();
+    let addr = relay.addr;
+    within(DEADLINE, "listener closed", async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let got = within(DEADLINE, "reply during shutdown", reader)
+        .await
+        .expect("reader");
+    assert_eq!(got, 20 * 64 * 1024);
+    let rest = within(DEADLINE, "upstream", upstream)
+        .await
+        .expect("upstream");
+    assert_eq!(rest, b"bye");
+    let summary = relay.stop().await;
+    assert_eq!(summary.aborted, 0, "pairs cut off: {summary:?}");
+}
+
 /// `SO_LINGER` 0, then close: the peer gets a RST.
 fn reset(s: TcpStream) {
     socket2::SockRef::from(&s)
