@@ -305,6 +305,38 @@ async fn shutdown_closes_the_listener_and_lets_pairs_finish() {
     assert_eq!(summary.aborted, 0, "pairs cut off: {summary:?}");
 }
 
+/// A pair still busy at the end of the grace period is cut off, and what
+/// it moved until then is still counted.
+#[tokio::test]
+async fn a_pair_cut_off_at_the_grace_deadline_still_counts_its_bytes() {
+    let (listener, up_addr) = upstream_listener().await;
+    let relay = relay_to(
+        up_addr,
+        ServerBuilder::new().shutdown_grace(Duration::from_secs(1)),
+    );
+    let mut client = TcpStream::connect(relay.addr).await.expect("connect");
+    let (mut up, _) = within(DEADLINE, "accept", listener.accept())
+        .await
+        .expect("accept");
+    // Busy for good: 1 KiB every 100 ms, never quiet for DRAIN_QUIET.
+    let upstream = tokio::spawn(async move {
+        while up.write_all(&[7u8; 1024]).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut buf = [0u8; 1024];
+    within(DEADLINE, "first KiB", client.read_exact(&mut buf))
+        .await
+        .expect("read");
+    let summary = relay.stop().await;
+    upstream.abort();
+    assert_eq!(summary.aborted, 1, "{summary:?}");
+    assert!(
+        summary.snapshot.bytes_out >= 1024,
+        "bytes moved by the cut-off pair not counted: {summary:?}"
+    );
+}
+
 /// `SO_LINGER` 0, then close: the peer gets a RST.
 fn reset(s: TcpStream) {
     socket2::SockRef::from(&s)

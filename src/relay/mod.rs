@@ -112,7 +112,13 @@ async fn serve_pair<U: Upstream>(upstream: Arc<U>, buf_bytes: usize, conn: Conne
         buf_bytes,
     };
     let moved = pair::Moved::default();
+    let mut cut_off = CutOff {
+        moved: &moved,
+        metrics: &metrics,
+        finished: false,
+    };
     let ended = pair::copy(&mut stream, &mut up.stream, &limits, &shutdown, &moved).await;
+    cut_off.finished = true;
     let reason = match ended {
         Ended::Done => CloseReason::PeerClosed,
         Ended::IdleTimeout => CloseReason::IdleTimeout,
@@ -135,5 +141,23 @@ async fn serve_pair<U: Upstream>(upstream: Arc<U>, buf_bytes: usize, conn: Conne
         bytes_in: moved.up.load(Relaxed),
         bytes_out: moved.down.load(Relaxed),
         reason,
+    }
+}
+
+/// Counts what a pair moved when its future is dropped unfinished (the
+/// server's grace period ran out): the server then counts only the close,
+/// and the bytes would otherwise be lost from the metrics.
+struct CutOff<'a> {
+    moved: &'a pair::Moved,
+    metrics: &'a crate::metrics::Metrics,
+    finished: bool,
+}
+
+impl Drop for CutOff<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.metrics
+                .add_bytes(self.moved.up.load(Relaxed), self.moved.down.load(Relaxed));
+        }
     }
 }
