@@ -337,6 +337,33 @@ async fn a_pair_cut_off_at_the_grace_deadline_still_counts_its_bytes() {
     );
 }
 
+/// The server's connection limit applies to pairs: with one allowed, a
+/// second client is closed at once and never reaches the upstream.
+#[tokio::test]
+async fn max_connections_limits_pairs() {
+    let (listener, up_addr) = upstream_listener().await;
+    let relay = relay_to(up_addr, ServerBuilder::new().max_connections(1));
+    let mut first = TcpStream::connect(relay.addr).await.expect("connect");
+    let (mut up, _) = within(DEADLINE, "accept", listener.accept())
+        .await
+        .expect("accept");
+    up.write_all(b"1").await.expect("write");
+    let mut byte = [0u8; 1];
+    within(DEADLINE, "first pair works", first.read_exact(&mut byte))
+        .await
+        .expect("read");
+    let mut second = TcpStream::connect(relay.addr).await.expect("connect");
+    let end = within(DEADLINE, "second closed", read_until_end(&mut second)).await;
+    assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+    relay
+        .wait_for("rejected", |s| s.connections_rejected == 1)
+        .await;
+    let again = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(again.is_err(), "the rejected client reached the upstream");
+    drop((first, up));
+    relay.stop().await;
+}
+
 /// `SO_LINGER` 0, then close: the peer gets a RST.
 fn reset(s: TcpStream) {
     socket2::SockRef::from(&s)
