@@ -53,7 +53,7 @@ as a FIN while the reply keeps flowing (and the other way round); a reset on
 one side resets the other. Each pair holds at most 16 KiB per direction: a
 side that stops reading stops reads on the other. --idle-timeout counts only
 while both directions are quiet. A client whose upstream refuses or times out
-is closed at once and counted (tcpkit_relay_upstream_connect_failures with
+is closed at once and counted (tcpkit_relay_upstream_connect_failures_total with
 --metrics). SIGINT/SIGTERM closes the listener, then drains the pairs within
 --shutdown-grace.
 
