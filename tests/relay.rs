@@ -845,3 +845,52 @@ fn ncat_client_through_relay_to_socat_upstream() {
         },
     );
 }
+
+/// TLS termination for free: `tcpkit relay --tls` in front of a plain
+/// upstream that reads to EOF, then answers. `tcpkit connect --tls` sends
+/// its stdin and half-closes (close_notify, FIN); the relay passes the end
+/// on as a FIN, and the answer comes back through TLS.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_terminating_relay_carries_half_close_to_a_plain_upstream() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let to = upstream.local_addr().expect("addr").to_string();
+    let answer = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().expect("accept");
+        s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut req = Vec::new();
+        s.read_to_end(&mut req).expect("read to the relayed EOF");
+        s.write_all(b"got ")
+            .and_then(|()| s.write_all(&req))
+            .expect("answer");
+        req
+    });
+    let (mut relay, relay_addr) =
+        tcpkit(&["relay", "--listen", "127.0.0.1:0", "--to", &to, "--tls"]);
+    let mut client = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+            .args(["connect", "--tls", "--insecure", &relay_addr.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut stdin = client.0.stdin.take().expect("stdin");
+    stdin.write_all(b"ping\n").expect("client stdin");
+    drop(stdin);
+    let mut stdout = client.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let _ = stdout.read_to_end(&mut got);
+        let _ = tx.send(got);
+    });
+    let got = rx.recv_timeout(DEADLINE).expect("client output in time");
+    assert_eq!(got, b"got ping\n");
+    assert_eq!(answer.join().expect("upstream"), b"ping\n");
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe {
+        libc::kill(relay.pid(), libc::SIGTERM);
+    }
+    let status = relay.0.wait().expect("relay exit");
+    assert!(status.success(), "tcpkit relay exited {status:?}");
+}
