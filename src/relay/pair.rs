@@ -151,7 +151,10 @@ async fn copy_inner(
     let (mut up_done, mut down_done) = (false, false);
     let mut slice = limits.idle_timeout.unwrap_or(FOREVER) / SLICES;
     let tick = tokio::time::sleep(slice);
-    tokio::pin!(tick);
+    // Created once: a fresh `cancelled()` per chunk would register and
+    // unregister a waiter (a lock) on every wake-up.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(tick, cancelled);
     let (mut quiet, mut seen, mut draining) = (0u32, 0u64, false);
     loop {
         tokio::select! {
@@ -177,7 +180,7 @@ async fn copy_inner(
                 }
                 tick.as_mut().reset(tokio::time::Instant::now() + slice);
             }
-            () = shutdown.cancelled(), if !draining => {
+            () = &mut cancelled, if !draining => {
                 // Finish what is in flight: stay until the pair goes quiet
                 // for DRAIN_QUIET (or the idle timeout, if shorter).
                 draining = true;
