@@ -69,7 +69,8 @@
 //!   connected stream, for the server, the client and the bench.
 //!
 //! Dependencies point one way: `server` -> `service` -> `codec`;
-//! `server`, `client` and `bench` open sockets through `net`.
+//! `relay` -> `service`, `client`; `server`, `client` and `bench` open
+//! sockets through `net`.
 //!
 //! # Features
 //!
