@@ -57,6 +57,9 @@
 //! * [`service`]: what a connection does: echo, discard, chat, over a TCP
 //!   socket or any other stream ([`service::Stream`]).
 //! * [`client`]: connecting over every resolved address, and stdin/stdout piping.
+//! * [`relay`]: a service that connects each client to an upstream (through
+//!   `client`'s connector) and copies both ways, half-close and resets
+//!   carried through.
 //! * [`bench`](mod@bench): the load generator and its histograms.
 //! * [`proxy`]: PROXY protocol v1/v2 headers, I/O-free (frame, parse,
 //!   encode), read by the server before the service and sent by the client
@@ -66,7 +69,8 @@
 //!   connected stream, for the server, the client and the bench.
 //!
 //! Dependencies point one way: `server` -> `service` -> `codec`;
-//! `server`, `client` and `bench` open sockets through `net`.
+//! `relay` -> `service`, `client`; `server`, `client` and `bench` open
+//! sockets through `net`.
 //!
 //! # Features
 //!
@@ -89,6 +93,7 @@ pub mod net;
 #[cfg(feature = "metrics")]
 pub mod prometheus;
 pub mod proxy;
+pub mod relay;
 pub mod server;
 pub mod service;
 #[cfg(feature = "tls")]

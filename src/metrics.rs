@@ -29,6 +29,7 @@ pub struct Metrics {
     durations: [AtomicU64; Durations::BUCKETS],
     durations_sum_us: AtomicU64,
     slow_consumers: AtomicU64,
+    upstream_connect_failures: AtomicU64,
     accept_errors: AtomicU64,
     accept_backoffs: AtomicU64,
     lingering_closes: AtomicU64,
@@ -431,6 +432,9 @@ pub struct Snapshot {
     /// Clients disconnected for falling behind (chat), counted when found
     /// slow.
     pub slow_consumers: u64,
+    /// Relay: clients closed because their upstream could not be reached
+    /// (refused, timed out, unresolvable).
+    pub upstream_connect_failures: u64,
     /// `accept(2)` failures survived (aborted handshakes, out of descriptors).
     pub accept_errors: u64,
     /// Of those, the ones after which the loop paused ([`Metrics::accept_backoff`]).
@@ -498,6 +502,7 @@ impl Metrics {
             connections_closed: closes.by_reason.iter().sum(),
             idle_timeouts: closes.get(Close::IdleTimeout),
             slow_consumers: self.slow_consumers.load(Relaxed),
+            upstream_connect_failures: self.upstream_connect_failures.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
             accept_backoffs: self.accept_backoffs.load(Relaxed),
             closes,
@@ -588,6 +593,11 @@ impl Metrics {
     /// A slow consumer was disconnected.
     pub fn slow_consumer(&self) {
         self.slow_consumers.fetch_add(1, Relaxed);
+    }
+
+    /// A relay could not reach its upstream for a client.
+    pub fn upstream_connect_failed(&self) {
+        self.upstream_connect_failures.fetch_add(1, Relaxed);
     }
 
     /// An `accept(2)` call failed and the loop carried on.

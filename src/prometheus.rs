@@ -214,6 +214,12 @@ impl Collector for SnapshotCollector {
             "Chat clients disconnected for falling behind.",
             s.slow_consumers,
         )?;
+        counter(
+            e,
+            "tcpkit_relay_upstream_connect_failures",
+            "Relayed clients closed because their upstream could not be reached.",
+            s.upstream_connect_failures,
+        )?;
         Ok(())
     }
 }
@@ -396,7 +402,12 @@ mod tests {
         m.connection_opened();
         m.connection_closed(5, 7);
         m.tls_handshake_failed(HandshakeFailure::Certificate);
+        m.upstream_connect_failed();
         let text = encode(&registry).unwrap();
+        assert!(
+            text.contains("tcpkit_relay_upstream_connect_failures_total 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("tcpkit_connections_accepted_total 1\n"),
             "{text}"

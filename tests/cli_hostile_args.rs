@@ -317,6 +317,88 @@ const CASES: &[Case] = &[
     case("bench", "--key", PATHS, &[]),
     case("bench", "--tls-min", TLS_VERSIONS, &[]),
     case("completions", "<SHELL>", &["tcsh", ""], &[]),
+    // `relay` takes serve's flags (those that apply to a relay), checked by
+    // the same code: the same hostile values, each with a valid `--to`.
+    case(
+        "relay",
+        "--listen",
+        SERVE_LISTEN,
+        &["fd:1000000", "fd:2147483647"],
+    ),
+    case("relay", "--pidfile", PATHS, &[]),
+    case("relay", "--upgrade-from", PATHS, &[]),
+    case("relay", "--backlog", &["0", "4294967296", "-1"], &[]),
+    case(
+        "relay",
+        "--max-connections",
+        &["0", "16777217", "-1", "18446744073709551616"],
+        &[],
+    ),
+    case("relay", "--idle-timeout", DURATIONS, &[]),
+    case("relay", "--workers", &["0", "1025", "100000", "-1"], &[]),
+    case("relay", "--engine", ENUM, &[]),
+    case("relay", "--shutdown-grace", DURATIONS, &[]),
+    case("relay", "--metrics", ADDRS, &[]),
+    case("relay", "--proxy-trusted", CIDRS, &[]),
+    case("relay", "--proxy-timeout", DURATIONS_ABOVE_ZERO, &[]),
+    case(
+        "relay",
+        "--log-format",
+        &["bogus", "", "xml", "json,text"],
+        &[],
+    ),
+    case("relay", "--tls-cert", TLS_FILES, &[]),
+    case("relay", "--tls-key", TLS_FILES, &[]),
+    case("relay", "--tls-client-ca", TLS_FILES, &[]),
+    case("relay", "--alpn", &["", ",", "h2,", "#LONG_TEXT"], &[]),
+    case(
+        "relay",
+        "--tls-min",
+        &["1.1", "1.4", "tls1.3", "", "x"],
+        &[],
+    ),
+    case("relay", "--tls-handshake-timeout", DURATIONS, &[]),
+    case("relay", "--allow", CIDRS, &[]),
+    case("relay", "--deny", CIDRS, &[]),
+    case("relay", "--allow-file", TLS_FILES, &[]),
+    case("relay", "--deny-file", TLS_FILES, &[]),
+    case(
+        "relay",
+        "--max-handshakes",
+        &["0", "16777217", "-1", "18446744073709551616"],
+        &[],
+    ),
+    case(
+        "relay",
+        "--to",
+        &[
+            ":3333",
+            "localhost:0",
+            "127.0.0.1:0",
+            "999.1.1.1:1",
+            "[::1",
+            "70000",
+            "bad host:1",
+            "",
+        ],
+        &[],
+    ),
+    case(
+        "relay",
+        "--connect-timeout",
+        &[
+            "300000000000y",
+            "366d",
+            "18446744073709551616s",
+            "-1s",
+            "soon",
+            "",
+            "0",
+            "0s",
+            "6m",
+        ],
+        &[],
+    ),
 ];
 
 /// Runs tcpkit with `args` (stdin empty), killing it at the deadline.
@@ -443,6 +525,10 @@ fn argv(case: &Case, value: &str) -> Vec<String> {
         "<HOST:PORT>" | "[ADDR]" | "<SHELL>" => args.push(value),
         "[PORT]" => args.extend(["127.0.0.1".to_owned(), value]),
         flag => {
+            if case.command == "relay" && flag != "--to" {
+                // A closed upstream: nothing runs before the flag is checked.
+                args.push(format!("--to=127.0.0.1:{}", common::closed_port()));
+            }
             if case.command == "connect" {
                 // A closed loopback port: refused, if validation let it get that far.
                 args.push(format!("127.0.0.1:{}", common::closed_port()));

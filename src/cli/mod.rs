@@ -11,6 +11,7 @@ mod exit;
 mod listen;
 mod log;
 mod out;
+mod relay;
 mod serve;
 mod serve_access;
 mod serve_proxy;
@@ -51,6 +52,9 @@ enum Command {
     // Boxed: its flags (TLS, PROXY, access lists, restarts) make it the
     // largest variant by far (clippy's `large_enum_variant`).
     Serve(Box<serve::Args>),
+    /// Forward every client to an upstream HOST:PORT (a TCP relay), with
+    /// serve's limits, TLS, PROXY, access lists and metrics.
+    Relay(Box<relay::Args>),
     /// Connect to HOST:PORT and copy stdin to it and it to stdout (like nc).
     Connect(connect::Args),
     /// Accept one client on ADDR and copy it to stdin/stdout (like nc -l).
@@ -83,12 +87,14 @@ pub fn main() -> ExitCode {
     };
     let log_format = match &cli.command {
         Command::Serve(args) => args.log_format,
+        Command::Relay(args) => args.serve.log_format,
         _ => log::LogFormat::Text,
     };
     log::init(globals, log_format);
     let result = match cli.command {
         Command::Demo(args) => demo::run(args, globals),
         Command::Serve(args) => serve::run(*args, globals),
+        Command::Relay(args) => relay::run(*args, globals),
         Command::Connect(args) => connect::run(args, globals),
         Command::Listen(args) => listen::run(args, globals),
         Command::Bench(args) => bench::run(args, globals),

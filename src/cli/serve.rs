@@ -197,11 +197,27 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
+    run_with(args, globals, None)
+}
+
+/// `serve`, or with `relay` set, `tcpkit relay`: the same server (limits,
+/// TLS, PROXY, access lists, metrics, restarts) running the relay instead
+/// of `--mode`.
+pub fn run_with(
+    args: Args,
+    globals: Globals,
+    relay: Option<tcpkit::relay::Relay<tcpkit::relay::Fixed>>,
+) -> anyhow::Result<ExitCode> {
     let quiet = globals.quiet;
     // Before sizing the default connection limit from it.
     tcpkit::net::raise_open_file_limit();
     #[allow(unused_mut)]
     let mut config = config(&args)?;
+    // The upstream may speak first (SSH, SMTP): a deferred accept would hold
+    // its client until the client spoke.
+    if relay.is_some() {
+        config.defer_accept = false;
+    }
     #[cfg(target_os = "linux")]
     if args.listen.as_deref() == Some("systemd") {
         super::serve_restart::forget_activation_env();
@@ -281,10 +297,11 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         };
         #[cfg(not(target_os = "linux"))]
         let restart = Restart {};
-        let summary = match args.mode {
-            Mode::Echo => serve(server, Echo, quiet, restart).await?,
-            Mode::Discard => serve(server, Discard, quiet, restart).await?,
-            Mode::Chat => {
+        let summary = match (relay, args.mode) {
+            (Some(relay), _) => serve(server, relay, quiet, restart).await?,
+            (None, Mode::Echo) => serve(server, Echo, quiet, restart).await?,
+            (None, Mode::Discard) => serve(server, Discard, quiet, restart).await?,
+            (None, Mode::Chat) => {
                 let chat = Chat::new().with_history(args.history);
                 serve(server, chat, quiet, restart).await?
             }

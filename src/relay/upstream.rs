@@ -1,0 +1,92 @@
+//! [`Upstream`]: where a relayed client's bytes go.
+//!
+//! The relay asks its upstream for one connected socket per client and
+//! knows nothing else about it. [`Fixed`] is the one chooser today (one
+//! `HOST:PORT`, resolved at every connect so a changed name is followed);
+//! a balancer over several targets implements the same trait.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::client::{ConnectOptions, Connector};
+use crate::endpoint::{Endpoint, HostPort};
+use crate::error::Result;
+
+/// Chooses and connects the upstream for one client.
+pub trait Upstream: Send + Sync + 'static {
+    /// Connects to an upstream for `client` (a balancer may hash it),
+    /// within the chooser's own deadline. Dropping the future closes any
+    /// pending attempt.
+    fn connect(&self, client: &Endpoint) -> impl Future<Output = Result<Connected>> + Send;
+
+    /// What the relay forwards to, for logs and the `listening on` line.
+    fn describe(&self) -> String;
+}
+
+/// An upstream connection and where it went.
+#[derive(Debug)]
+pub struct Connected {
+    /// The connected socket (`TCP_NODELAY` set: the relay forwards what it
+    /// reads at once and must not add Nagle's delay to a small reply).
+    pub stream: TcpStream,
+    /// The address that answered.
+    pub peer: Endpoint,
+}
+
+/// One `HOST:PORT` upstream, connected through the [`Connector`] that
+/// `tcpkit connect` uses (every resolved address, IPv6 and IPv4 raced).
+#[derive(Debug, Clone)]
+pub struct Fixed {
+    target: HostPort,
+    connector: Connector,
+}
+
+impl Fixed {
+    /// Forwards to `target`, each connect (resolution included) bounded by
+    /// `connect_timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tcpkit::endpoint::HostPort;
+    /// use tcpkit::relay::{Fixed, Upstream};
+    /// let up = Fixed::new(HostPort::parse("127.0.0.1:8080")?, Duration::from_secs(5));
+    /// assert_eq!(up.describe(), "127.0.0.1:8080");
+    /// # Ok::<(), tcpkit::Error>(())
+    /// ```
+    pub fn new(target: HostPort, connect_timeout: Duration) -> Fixed {
+        let options = ConnectOptions {
+            attempt_timeout: Some(connect_timeout),
+            overall_timeout: Some(connect_timeout),
+            ..ConnectOptions::default()
+        };
+        Fixed {
+            target,
+            connector: Connector::new().with_options(options),
+        }
+    }
+
+    /// Uses `connector` (its resolver and options) instead of the default.
+    pub fn with_connector(mut self, connector: Connector) -> Fixed {
+        self.connector = connector;
+        self
+    }
+}
+
+impl Upstream for Fixed {
+    async fn connect(&self, _client: &Endpoint) -> Result<Connected> {
+        let conn = self.connector.connect_host_port(&self.target).await?;
+        // Best effort: a relay without it still relays, only slower for
+        // small messages.
+        let _ = conn.stream.set_nodelay(true);
+        Ok(Connected {
+            stream: conn.stream,
+            peer: conn.peer,
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.target.to_string()
+    }
+}
