@@ -162,23 +162,20 @@ fn several_targets_spread_the_clients() {
 
 #[test]
 fn several_targets_and_chat_flags_are_refused_outside_chat_mode() {
+    // Refused before any connect; still, never a fixed port.
+    let closed = format!("127.0.0.1:{}", common::closed_port());
+    let closed = closed.as_str();
+    let two = format!("{closed},{closed}");
+    let with_bad = format!("{closed},:1");
     for args in [
-        &["bench", "--target", "127.0.0.1:1,127.0.0.1:2"][..],
-        &["bench", "--target", "127.0.0.1:1", "--rooms", "2"][..],
-        &["bench", "--target", "127.0.0.1:1", "--lines", "2"][..],
+        &["bench", "--target", two.as_str()][..],
+        &["bench", "--target", closed, "--rooms", "2"][..],
+        &["bench", "--target", closed, "--lines", "2"][..],
         &["bench", "--mode", "chat", "-c", "3", "--rooms", "2"][..],
         &["bench", "--mode", "chat", "--send-proxy", "v1"][..],
-        &["bench", "--mode", "chat", "--target", "127.0.0.1:1,:1"][..],
+        &["bench", "--mode", "chat", "--target", with_bad.as_str()][..],
         &["bench", "--mode", "chat", "--target", ","][..],
-        &[
-            "bench",
-            "--mode",
-            "chat",
-            "-t",
-            "127.0.0.1:1",
-            "-t",
-            "127.0.0.1:0",
-        ][..],
+        &["bench", "--mode", "chat", "-t", closed, "-t", "127.0.0.1:0"][..],
         &["bench", "--mode", "chat", "--pipeline", "257"][..],
         &["bench", "--mode", "chat", "--size", "4"][..],
     ] {
