@@ -894,3 +894,57 @@ fn tls_terminating_relay_carries_half_close_to_a_plain_upstream() {
     let status = relay.0.wait().expect("relay exit");
     assert!(status.success(), "tcpkit relay exited {status:?}");
 }
+
+/// `serve`'s flags that mean nothing to a relay are refused by name, exit
+/// 2, before any socket opens (they were once accepted and ignored).
+#[test]
+fn serve_only_flags_are_refused_not_ignored() {
+    for (flag, value) in [
+        ("--mode", Some("chat")),
+        ("--max-line", Some("10")),
+        ("--history", Some("3")),
+        ("--no-defer-accept", None),
+    ] {
+        let mut args = vec![
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:9",
+            flag,
+        ];
+        args.extend(value);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run tcpkit");
+        // A relay that wrongly starts would run forever: bounded by a
+        // deadline, then killed (by its PID) and reported.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(2),
+            "{args:?} (None: still running after 10 s): {stderr}"
+        );
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+        assert!(!stderr.contains("listening on"), "{args:?}: {stderr}");
+    }
+}

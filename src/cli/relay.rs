@@ -23,12 +23,14 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Debug, clap::Args)]
 #[group(id = "RelayArgs")]
 #[command(
-    // `serve`'s flags that mean nothing to a relay: still accepted (they are
-    // one struct), kept out of the help.
-    mut_arg("mode", |a| a.hide(true)),
-    mut_arg("max_line", |a| a.hide(true)),
-    mut_arg("history", |a| a.hide(true)),
-    mut_arg("no_defer_accept", |a| a.hide(true)),
+    // `serve`'s flags that mean nothing to a relay (they are one struct):
+    // kept out of the help, and refused if given (a usage error naming the
+    // flag, not silently ignored): `--to` is required, so a conflict with
+    // it is a conflict always.
+    mut_arg("mode", |a| a.hide(true).conflicts_with("to")),
+    mut_arg("max_line", |a| a.hide(true).conflicts_with("to")),
+    mut_arg("history", |a| a.hide(true).conflicts_with("to")),
+    mut_arg("no_defer_accept", |a| a.hide(true).conflicts_with("to")),
     after_help = codes_help(&[Exit::Ok, Exit::Failure, Exit::Usage, Exit::Resolve, Exit::Io, Exit::Bind]),
     after_long_help = EXAMPLES,
 )]
