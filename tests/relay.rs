@@ -905,12 +905,13 @@ fn serve_only_flags_are_refused_not_ignored() {
         ("--history", Some("3")),
         ("--no-defer-accept", None),
     ] {
+        let to = format!("127.0.0.1:{}", common::closed_port());
         let mut args = vec![
             "relay",
             "--listen",
             "127.0.0.1:0",
             "--to",
-            "127.0.0.1:9",
+            to.as_str(),
             flag,
         ];
         args.extend(value);
