@@ -106,7 +106,7 @@ pub struct Limits {
 /// period ran out).
 pub async fn copy(
     client: &mut Stream,
-    upstream: &mut TcpStream,
+    upstream: &mut Stream,
     limits: &Limits,
     shutdown: &CancellationToken,
     moved: &Moved,
@@ -115,13 +115,12 @@ pub async fn copy(
     if let Ended::Failed { side, .. } = &ended {
         // The survivor learns of the abort as an abort (RST), not a FIN it
         // would take for a complete reply.
-        match side {
-            Side::Client => reset_tcp(upstream),
-            Side::Upstream => {
-                if let Some(tcp) = client.as_tcp() {
-                    reset_tcp(tcp);
-                }
-            }
+        let survivor = match side {
+            Side::Client => upstream.as_tcp(),
+            Side::Upstream => client.as_tcp(),
+        };
+        if let Some(tcp) = survivor {
+            reset_tcp(tcp);
         }
     }
     ended
@@ -136,7 +135,7 @@ fn reset_tcp(tcp: &TcpStream) {
 
 async fn copy_inner(
     client: &mut Stream,
-    upstream: &mut TcpStream,
+    upstream: &mut Stream,
     limits: &Limits,
     shutdown: &CancellationToken,
     moved: &Moved,

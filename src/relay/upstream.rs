@@ -8,11 +8,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use crate::client::{ConnectOptions, Connector};
 use crate::endpoint::{Endpoint, HostPort};
 use crate::error::Result;
+use crate::service::Stream;
 
 /// Chooses and connects the upstream for one client.
 pub trait Upstream: Send + Sync + 'static {
@@ -28,9 +27,11 @@ pub trait Upstream: Send + Sync + 'static {
 /// An upstream connection and where it went.
 #[derive(Debug)]
 pub struct Connected {
-    /// The connected socket (`TCP_NODELAY` set: the relay forwards what it
-    /// reads at once and must not add Nagle's delay to a small reply).
-    pub stream: TcpStream,
+    /// The connected stream: [`Stream::Tcp`] for a TCP upstream
+    /// (`TCP_NODELAY` set: the relay forwards what it reads at once and must
+    /// not add Nagle's delay to a small reply), [`Stream::Other`] for
+    /// anything wrapped (TLS, a UNIX socket).
+    pub stream: Stream,
     /// The address that answered.
     pub peer: Endpoint,
 }
@@ -81,7 +82,7 @@ impl Upstream for Fixed {
         // small messages.
         let _ = conn.stream.set_nodelay(true);
         Ok(Connected {
-            stream: conn.stream,
+            stream: Stream::Tcp(conn.stream),
             peer: conn.peer,
         })
     }
