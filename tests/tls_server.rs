@@ -4,6 +4,7 @@
 //! while connections stay open. Certificates are made here with rcgen.
 #![cfg(feature = "tls")]
 
+mod common;
 mod server_util;
 
 use std::sync::{Arc, Mutex};
@@ -522,84 +523,15 @@ async fn reload_serves_new_files_to_new_handshakes_and_keeps_open_ones() {
         .unwrap();
 }
 
-/// `tcpkit serve` as a child process, killed (by its PID) when dropped,
-/// with its stdout and stderr lines read on threads.
 #[cfg(feature = "cli")]
-struct Serve {
-    child: std::process::Child,
-    stdout: std::sync::mpsc::Receiver<String>,
-    stderr: std::sync::mpsc::Receiver<String>,
-}
+use common::serve::Serve;
 
+/// The address of a `serve` that says it listens with TLS.
 #[cfg(feature = "cli")]
-impl Serve {
-    fn spawn(args: &[&str]) -> Serve {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tcpkit serve");
-        let lines = |pipe: Box<dyn std::io::Read + Send>| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            rx
-        };
-        let stdout = lines(Box::new(child.stdout.take().expect("stdout")));
-        let stderr = lines(Box::new(child.stderr.take().expect("stderr")));
-        Serve {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// The first line on `pipe` containing `needle`.
-    fn wait_line(pipe: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match pipe.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no line with {needle:?} from tcpkit serve: {e}"),
-            }
-        }
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        let line = Serve::wait_line(&self.stdout, "listening on ");
-        assert!(line.ends_with(" (tls)"), "{line}");
-        line.strip_prefix("listening on ")
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|ep| ep.parse().ok())
-            .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's PID.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-}
-
-#[cfg(feature = "cli")]
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn tls_addr(serve: &Serve) -> std::net::SocketAddr {
+    let (addr, line) = serve.listening();
+    assert!(line.ends_with(" (tls)"), "{line}");
+    addr
 }
 
 #[cfg(feature = "cli")]
@@ -613,7 +545,7 @@ async fn serve_tls_prints_the_fingerprint_a_client_can_pin() {
         .expect("fingerprint at the end")
         .to_owned();
     assert_eq!(printed.len(), 95, "{line}");
-    let (mut client, seen) = connect(serve.addr()).await;
+    let (mut client, seen) = connect(tls_addr(&serve)).await;
     assert_eq!(seen, printed);
     echo_round_trip(&mut client, b"pinned").await;
 }
@@ -628,7 +560,7 @@ async fn sighup_reloads_the_files_and_a_bad_one_keeps_the_old() {
     std::fs::write(&key_path, &ak).unwrap();
     let (cert, key) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
     let serve = Serve::spawn(&["-v", "--tls-cert", cert, "--tls-key", key]);
-    let addr = serve.addr();
+    let addr = tls_addr(&serve);
     let (mut old, seen) = connect(addr).await;
     assert_eq!(seen, pem_fingerprint(&a));
 
@@ -742,7 +674,7 @@ async fn a_client_stalled_past_its_client_hello_holds_no_handshake_slot() {
 #[tokio::test]
 async fn failures_are_logged_once_per_peer_and_counted_in_the_summary() {
     let mut serve = Serve::spawn(&["--tls"]);
-    let addr = serve.addr();
+    let addr = tls_addr(&serve);
     for _ in 0..2 {
         let mut plain = TcpStream::connect(addr).await.unwrap();
         plain.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
@@ -817,7 +749,7 @@ async fn an_expired_certificate_is_served_with_a_dated_warning() {
         warning.contains("old.pem") && warning.contains("2002"),
         "{warning}"
     );
-    let (mut client, seen) = connect(serve.addr()).await;
+    let (mut client, seen) = connect(tls_addr(&serve)).await;
     assert_eq!(seen, fingerprint(cert.der()));
     echo_round_trip(&mut client, b"served anyway").await;
 }
@@ -877,7 +809,7 @@ async fn idle_tls_connections_hold_little_memory() {
     const IDLE: usize = 400;
     tcpkit::net::raise_open_file_limit();
     let serve = Serve::spawn(&["--tls", "--idle-timeout", "0", "--max-connections", "2000"]);
-    let addr = serve.addr();
+    let addr = tls_addr(&serve);
     let mut clients = Vec::new();
     // Warm-up: the runtime's and allocator's one-time growth is not per connection.
     for _ in 0..WARM {
@@ -907,7 +839,7 @@ async fn idle_tls_connections_hold_little_memory() {
 #[tokio::test]
 async fn rustls_warnings_about_a_peer_do_not_reach_the_default_log() {
     let mut serve = Serve::spawn(&["--tls"]);
-    let addr = serve.addr();
+    let addr = tls_addr(&serve);
     // A ClientHello whose SNI is an IP address (as `ncat --ssl` sends):
     // rustls will not make one, so patch a same-length name.
     let recorder = Arc::new(Recorder::default());

@@ -47,3 +47,6 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
+
+#[cfg(feature = "cli")]
+pub mod serve;
