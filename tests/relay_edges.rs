@@ -284,3 +284,23 @@ fn listen_unix_carries_bytes_and_half_close_and_removes_its_socket() {
     assert!(status.success(), "listen: {status}; {}", err.text());
     assert!(!path.exists(), "listen left {} behind", path.display());
 }
+
+/// `connect -z unix:PATH` answers as for TCP: 0 while something accepts,
+/// 4 (refused) once the listener is gone but its file is left, naming it.
+#[test]
+fn connect_zero_io_on_a_unix_socket_tells_open_from_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("z.sock");
+    let target = format!("unix:{}", path.display());
+    let listener = UnixListener::bind(&path).expect("bind");
+    let (mut p, _, err) = cli(&["connect", "-z", &target]);
+    let status = p.wait(DEADLINE);
+    assert!(status.success(), "open socket: {status}; {}", err.text());
+    drop(listener);
+    assert!(path.exists(), "the socket file stays after its listener");
+    let (mut p, _, err) = cli(&["connect", "-z", &target]);
+    let status = p.wait(DEADLINE);
+    assert!(err.wait_eof(DEADLINE));
+    assert_eq!(status.code(), Some(4), "{}", err.text());
+    assert!(err.text().contains(&target), "{}", err.text());
+}

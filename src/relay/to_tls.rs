@@ -69,3 +69,39 @@ impl<U: Upstream> Upstream for ToTls<U> {
         format!("{} (TLS)", self.inner.describe())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::relay::Unix;
+    use crate::tls::TlsClientConfig;
+
+    /// A UNIX socket upstream has no address to verify a certificate by:
+    /// without a name the connect fails before any handshake byte, naming
+    /// the socket.
+    #[tokio::test]
+    async fn a_unix_upstream_without_a_name_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tls.sock");
+        let _listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let connector = TlsClientConfig::new()
+            .insecure()
+            .build()
+            .expect("connector");
+        let up = ToTls::new(Unix::new(&path, Duration::from_secs(5)), connector);
+        assert!(
+            up.describe().ends_with("tls.sock (TLS)"),
+            "{}",
+            up.describe()
+        );
+        let err = up
+            .connect(&Endpoint::loopback_v4(1))
+            .await
+            .expect_err("no name to verify");
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+        assert!(err.message().contains("unix:"), "{err}");
+    }
+}
