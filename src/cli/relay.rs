@@ -46,11 +46,12 @@ pub struct Args {
     /// whose upstream does not answer in time is closed (and counted).
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = values::duration)]
     connect_timeout: Duration,
-    // Edges (h2-edges): --send-proxy, --to-tls and its flags.
-    #[command(flatten)]
-    edges: super::relay_edges::EdgeArgs,
     #[command(flatten)]
     pub serve: super::serve::Args,
+    // Edges (h2-edges): --send-proxy, --to-tls and its flags. Last: their
+    // help headings would otherwise apply to serve's flags after them.
+    #[command(flatten)]
+    edges: super::relay_edges::EdgeArgs,
 }
 
 const EXAMPLES: &str = "\

@@ -26,8 +26,9 @@ pub type Backend = Either<ToTls<Proxied>, Proxied>;
 #[cfg(not(feature = "tls"))]
 pub type Backend = Proxied;
 
-/// The edge flags (flattened into `relay`'s arguments).
+/// The edge flags (flattened into `relay`'s arguments, after serve's).
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "To the upstream")]
 pub struct EdgeArgs {
     /// Send a PROXY protocol header (v1 text or v2 binary) to the upstream
     /// before any byte, naming the client's address (for an upstream such
