@@ -114,6 +114,41 @@ fn unix_upstream_is_byte_exact_with_half_close_each_way() {
 fn send_proxy_v2_gives_the_upstream_the_real_client_address() {
     let serve = Server::start(&["--proxy-protocol", "--proxy-trusted", "127.0.0.0/8", "-v"]);
     let r = relay(&["--to", &serve.target(), "--send-proxy", "v2"]);
+    client_is_logged_by(&serve, &r);
+}
+
+/// With `--to-tls` too, the header goes first, in the clear, then the
+/// handshake (as HAProxy sends it and `serve` reads it): the other order
+/// would be refused as a missing header.
+#[test]
+fn send_proxy_goes_before_to_tls() {
+    let pki = Pki::new();
+    let serve = Server::start(&[
+        "--proxy-protocol",
+        "--proxy-trusted",
+        "127.0.0.0/8",
+        "-v",
+        "--tls-cert",
+        pki.server.cert_arg(),
+        "--tls-key",
+        pki.server.key_arg(),
+    ]);
+    let r = relay(&[
+        "--to",
+        &serve.target(),
+        "--send-proxy",
+        "v2",
+        "--to-ca",
+        pki.ca_arg(),
+        "--to-sni",
+        "localhost",
+    ]);
+    client_is_logged_by(&serve, &r);
+}
+
+/// A line through relay `r` to `serve`, which must log this client's own
+/// address at the close.
+fn client_is_logged_by(serve: &Server, r: &Relay) {
     let s = connect(r.addr);
     let client = s.local_addr().expect("client address");
     let got = send_and_read_all(s, b"who am I\n".to_vec());
