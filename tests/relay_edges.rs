@@ -339,3 +339,30 @@ fn connect_zero_io_on_a_unix_socket_tells_open_from_refused() {
     assert_eq!(status.code(), Some(4), "{}", err.text());
     assert!(err.text().contains(&target), "{}", err.text());
 }
+
+/// `relay --help`: the edge flags sit under their own headings, and
+/// serve's flags (`--listen`, `--tls-cert`) under none of them.
+#[test]
+fn relay_help_keeps_serve_flags_out_of_the_edge_headings() {
+    let out = Command::new(binary())
+        .args(["relay", "--help"])
+        .output()
+        .expect("relay --help");
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).expect("utf-8");
+    let at = |what: &str| {
+        help.find(what)
+            .unwrap_or_else(|| panic!("{what:?} not in relay --help:\n{help}"))
+    };
+    let edges = at("To the upstream:");
+    assert!(at("TLS to the upstream:") > edges);
+    for serve_flag in ["--listen <ADDR>", "--tls-cert <FILE>", "--deny-file <FILE>"] {
+        assert!(at(serve_flag) < edges, "{serve_flag} under an edge heading");
+    }
+    for edge_flag in ["--send-proxy <VERSION>", "--to-ca <FILE>", "--to-insecure"] {
+        assert!(
+            at(edge_flag) > edges,
+            "{edge_flag} outside the edge headings"
+        );
+    }
+}
