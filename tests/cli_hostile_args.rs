@@ -68,6 +68,8 @@ const CIDRS: &[&str] = &[
     "999.0.0.0/8",
     "#LONG_TEXT",
 ];
+/// A `unix:` path one byte longer than `sun_path` holds.
+const UNIX_TOO_LONG: &str = "unix:/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 const ALPNS: &[&str] = &["", ",", "h2,,x", "#LONG_TEXT"];
 const TLS_VERSIONS: &[&str] = &["1.1", "1.4", "", "x"];
 const ADDRS: &[&str] = &[
@@ -78,6 +80,19 @@ const ADDRS: &[&str] = &[
     "70000",
     "bad host:1",
     "",
+];
+
+/// `listen [ADDR]`: [`ADDRS`] and the `unix:` forms.
+const LISTEN_ADDRS: &[&str] = &[
+    ":3333",
+    "999.1.1.1:1",
+    "[::1",
+    "::1:80",
+    "70000",
+    "bad host:1",
+    "",
+    "unix:",
+    UNIX_TOO_LONG,
 ];
 
 /// `serve --listen`: addresses, and the inherited forms (`systemd` with no
@@ -211,6 +226,8 @@ const CASES: &[Case] = &[
             "70000",
             "bad host:1",
             "",
+            "unix:",
+            UNIX_TOO_LONG,
         ],
         &[],
     ),
@@ -248,7 +265,7 @@ const CASES: &[Case] = &[
     case("connect", "--cert", PATHS, &[]),
     case("connect", "--key", PATHS, &[]),
     case("connect", "--tls-min", TLS_VERSIONS, &[]),
-    case("listen", "[ADDR]", ADDRS, &[]),
+    case("listen", "[ADDR]", LISTEN_ADDRS, &[]),
     case("listen", "--idle-timeout", DURATIONS, &[]),
     case("listen", "--output", PATHS, &[]),
     case("listen", "--hex-dump", PATHS, &[]),
@@ -380,9 +397,15 @@ const CASES: &[Case] = &[
             "70000",
             "bad host:1",
             "",
+            "unix:",
+            UNIX_TOO_LONG,
         ],
         &[],
     ),
+    // Edges: PROXY towards the upstream, TLS towards it.
+    case("relay", "--send-proxy", &["bogus", "", "v3", "V2 "], &[]),
+    case("relay", "--to-ca", TLS_FILES, &[]),
+    case("relay", "--to-sni", SNIS, &[]),
     case(
         "relay",
         "--connect-timeout",

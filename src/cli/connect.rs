@@ -9,13 +9,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tcpkit::Endpoint;
-#[cfg(feature = "tls")]
-use tcpkit::client::pipe_stream;
 use tcpkit::client::{
     ConnectOptions, Connector, DumpFormat, Family, PipeEnd, PipeOptions, PipeStats, SessionDump,
-    pipe,
+    pipe, pipe_stream,
 };
-use tcpkit::endpoint::HostPort;
+use tcpkit::endpoint::{HostPort, Target};
 use tokio::io::AsyncRead;
 
 use super::Globals;
@@ -30,8 +28,9 @@ use super::values;
 ]))]
 pub struct Args {
     /// Whom to connect to: `HOST:PORT`, `a.b.c.d:PORT`, `[v6]:PORT`, a `PORT`
-    /// alone (this host), or `HOST PORT` as two words (as nc takes them).
-    /// Every address HOST resolves to is tried, IPv6 and IPv4 raced (RFC 8305).
+    /// alone (this host), `HOST PORT` as two words (as nc takes them), or
+    /// `unix:PATH` (a UNIX-domain stream socket). Every address HOST
+    /// resolves to is tried, IPv6 and IPv4 raced (RFC 8305).
     #[arg(value_name = "HOST:PORT")]
     target: String,
     /// The port, when HOST and PORT are given as two words.
@@ -158,7 +157,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// The error for a session that went idle.
-pub fn idle_error(peer: Endpoint, idle: Option<Duration>) -> anyhow::Error {
+pub fn idle_error(peer: impl std::fmt::Display, idle: Option<Duration>) -> anyhow::Error {
     tcpkit::Error::timed_out(
         format_args!("idle session with {peer}"),
         idle.unwrap_or_default(),
@@ -167,6 +166,23 @@ pub fn idle_error(peer: Endpoint, idle: Option<Duration>) -> anyhow::Error {
 }
 
 impl Args {
+    /// The socket path, when the target is `unix:PATH` (one word).
+    fn unix_path(&self) -> anyhow::Result<Option<PathBuf>> {
+        if !self.target.starts_with(tcpkit::endpoint::UNIX_PREFIX) {
+            return Ok(None);
+        }
+        if let Some(port) = &self.port {
+            return Err(values::invalid(
+                "[PORT]",
+                format_args!("{port:?}: a unix: target takes no port"),
+            ));
+        }
+        match Target::parse(&self.target)? {
+            Target::Unix(path) => Ok(Some(path)),
+            Target::Inet(_) => Ok(None),
+        }
+    }
+
     /// The target, from one word or two.
     fn target(&self) -> anyhow::Result<HostPort> {
         let parsed = match &self.port {
@@ -196,6 +212,9 @@ impl Args {
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
+    if let Some(path) = args.unix_path()? {
+        return run_unix(&args, globals, path);
+    }
     // Validate everything before a socket opens.
     let target = args.target()?;
     let options = args.connect_options()?;
@@ -264,8 +283,18 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     let Some((peer, stats)) = result? else {
         return Ok(ExitCode::SUCCESS);
     };
+    finish(&args, verbose, peer, &stats)
+}
+
+/// The exit status for a finished session (and `-v`'s closing line).
+fn finish(
+    args: &Args,
+    verbose: bool,
+    peer: impl std::fmt::Display,
+    stats: &PipeStats,
+) -> anyhow::Result<ExitCode> {
     if verbose {
-        print_stats(&stats);
+        print_stats(stats);
     }
     match stats.end {
         // With --send the idle timeout is the expected way to stop reading
@@ -274,6 +303,73 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             Err(idle_error(peer, args.session.idle_timeout()))
         }
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `connect unix:PATH`: the same session over a UNIX-domain stream socket
+/// (input EOF shuts the write side down, reading goes on to the peer's
+/// close). The IP-only flags are refused by name.
+fn run_unix(args: &Args, globals: Globals, path: PathBuf) -> anyhow::Result<ExitCode> {
+    let ip_only = [
+        ("-4", args.ipv4),
+        ("-6", args.ipv6),
+        ("--source", args.source.is_some()),
+        ("--send-proxy", args.send_proxy.is_some()),
+        #[cfg(feature = "tls")]
+        ("--tls", args.tls.enabled()),
+    ];
+    if let Some((flag, _)) = ip_only.iter().find(|(_, given)| *given) {
+        return Err(values::invalid(
+            flag,
+            format_args!("not available with a unix: target ({})", args.target),
+        ));
+    }
+    let dump = args.session.open_dump()?;
+    let pipe_options = args.session.pipe_options(args.lines);
+    let verbose = globals.verbose > 0 && !globals.quiet;
+    let peer = tcpkit::endpoint::Address::Unix(path.clone());
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let connect = tokio::net::UnixStream::connect(&path);
+        let stream = match tokio::time::timeout(args.timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                return Err(tcpkit::Error::io(e, format_args!("connect to {peer}")).into());
+            }
+            Err(_) => {
+                return Err(tcpkit::Error::timed_out(
+                    format_args!("connect to {peer}"),
+                    args.timeout,
+                )
+                .into());
+            }
+        };
+        if verbose {
+            eprintln!("connected to {peer}");
+        }
+        if args.zero_io {
+            return anyhow::Ok(None);
+        }
+        let mut input: Box<dyn AsyncRead + Unpin + Send> = match &args.send {
+            Some(text) => Box::new(std::io::Cursor::new(format!("{text}\n").into_bytes())),
+            None => Box::new(tokio::io::stdin()),
+        };
+        let mut stdout = tokio::io::stdout();
+        let stats = pipe_stream(
+            stream,
+            peer.clone(),
+            &mut *input,
+            &mut stdout,
+            &pipe_options,
+            dump.as_ref(),
+        )
+        .await?;
+        anyhow::Ok(Some(stats))
+    });
+    rt.shutdown_background();
+    match result? {
+        Some(stats) => finish(args, verbose, &peer, &stats),
+        None => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -29,7 +29,9 @@ use super::values;
 ]))]
 pub struct Args {
     /// Where to listen: `IP:PORT`, `[v6]:PORT`, `HOST:PORT` (its first
-    /// address), or a `PORT` alone (every interface, dual-stack). Default:
+    /// address), a `PORT` alone (every interface, dual-stack), or
+    /// `unix:PATH` (a UNIX-domain socket, created, and removed when listen
+    /// exits; an existing file is an error, as for nc). Default:
     /// `[::]:3333`. Port 0 lets the kernel
     /// pick one (printed as `listening on ...` on stderr).
     #[arg(value_name = "ADDR")]
@@ -200,6 +202,11 @@ fn parse_addr(text: Option<&str>) -> anyhow::Result<Where> {
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
+    if let Some(text) = args.addr.as_deref()
+        && text.starts_with(tcpkit::endpoint::UNIX_PREFIX)
+    {
+        return run_unix(&args, globals, text);
+    }
     let place = parse_addr(args.addr.as_deref())?;
     let dump = args.session.open_dump()?;
     let pipe_options = args.session.pipe_options(None);
@@ -270,6 +277,94 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
             // One client's failure does not stop a keep-open listener.
             if !globals.quiet {
                 eprintln!("tcpkit: client {peer}: {err:#}");
+            }
+        }
+    });
+    rt.shutdown_background();
+    result
+}
+
+/// Removes the socket file `listen unix:PATH` created when it exits (by
+/// return or error; a process killed by a signal leaves it, as nc does).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        // Best effort: someone may have removed it already.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `listen unix:PATH`: the same sessions over a UNIX-domain socket.
+fn run_unix(args: &Args, globals: Globals, text: &str) -> anyhow::Result<ExitCode> {
+    let tcpkit::endpoint::Target::Unix(path) =
+        tcpkit::endpoint::Target::parse(text).map_err(|e| e.context("ADDR"))?
+    else {
+        return Err(values::invalid(
+            "ADDR",
+            format_args!("{text:?}: not unix:PATH"),
+        ));
+    };
+    #[cfg(feature = "tls")]
+    if args.tls.acceptor(None, true)?.is_some() {
+        return Err(values::invalid(
+            "--tls",
+            format_args!("not available with a unix: address ({text})"),
+        ));
+    }
+    let dump = args.session.open_dump()?;
+    let pipe_options = args.session.pipe_options(None);
+    let verbose = globals.verbose > 0 && !globals.quiet;
+    let local = tcpkit::endpoint::Address::Unix(path.clone());
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(|e| tcpkit::Error::io(e, format_args!("bind {local}")))?;
+        let _remove = RemoveOnDrop(path.clone());
+        if verbose {
+            eprintln!("listening on {local}");
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut stdout = tokio::io::stdout();
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    return Err(tcpkit::Error::io(e, format_args!("accept on {local}")).into());
+                }
+            };
+            if verbose {
+                eprintln!("connection on {local}");
+            }
+            let outcome = tcpkit::client::pipe_stream(
+                stream,
+                local.clone(),
+                &mut stdin,
+                &mut stdout,
+                &pipe_options,
+                dump.as_ref(),
+            )
+            .await;
+            let err = match outcome {
+                Ok(stats) => {
+                    if verbose {
+                        print_stats(&stats);
+                    }
+                    match stats.end {
+                        PipeEnd::OutputClosed => return anyhow::Ok(ExitCode::SUCCESS),
+                        PipeEnd::IdleTimeout => idle_error(&local, pipe_options.idle_timeout),
+                        _ if args.keep_open => continue,
+                        _ => return Ok(ExitCode::SUCCESS),
+                    }
+                }
+                Err(e) => anyhow::Error::from(e),
+            };
+            if !args.keep_open {
+                return Err(err);
+            }
+            if !globals.quiet {
+                eprintln!("tcpkit: client on {local}: {err:#}");
             }
         }
     });

@@ -12,6 +12,7 @@ mod listen;
 mod log;
 mod out;
 mod relay;
+mod relay_edges;
 mod serve;
 mod serve_access;
 mod serve_proxy;

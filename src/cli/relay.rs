@@ -9,10 +9,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tcpkit::relay::{Fixed, Relay};
+use tcpkit::relay::Relay;
 
 use super::Globals;
 use super::exit::{Exit, codes_help};
+use super::relay_edges::Backend;
 use super::values;
 
 /// Longest `--connect-timeout`: beyond it the kernel gives up on the SYN
@@ -35,9 +36,10 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
     after_long_help = EXAMPLES,
 )]
 pub struct Args {
-    /// Upstream every client is connected to: HOST:PORT, [V6]:PORT, or a
-    /// PORT alone (this host). A name is resolved again at each client's
-    /// connect, so a changed address is followed.
+    /// Upstream every client is connected to: HOST:PORT, [V6]:PORT, a
+    /// PORT alone (this host), or unix:PATH (a UNIX socket). A name is
+    /// resolved again at each client's connect, so a changed address is
+    /// followed.
     #[arg(long, value_name = "HOST:PORT")]
     to: String,
     /// Deadline of each upstream connect, resolution included; a client
@@ -46,6 +48,10 @@ pub struct Args {
     connect_timeout: Duration,
     #[command(flatten)]
     pub serve: super::serve::Args,
+    // Edges (h2-edges): --send-proxy, --to-tls and its flags. Last: their
+    // help headings would otherwise apply to serve's flags after them.
+    #[command(flatten)]
+    edges: super::relay_edges::EdgeArgs,
 }
 
 const EXAMPLES: &str = "\
@@ -64,26 +70,24 @@ Examples:
   tcpkit relay --listen 127.0.0.1:8080 --to localhost:80
   # terminate TLS in front of a plain service (self-signed certificate)
   tcpkit relay --listen 8443 --to 127.0.0.1:8080 --tls
+  # expose a UNIX-socket service on TCP, telling it each client's address
+  tcpkit relay --listen 9000 --to unix:/run/app.sock --send-proxy v2
+  # originate TLS towards an upstream that wants it
+  tcpkit relay --listen 9000 --to example.com:443 --to-tls
   # at most 1000 pairs, 2 s to reach the upstream, 30 s idle
   tcpkit relay --listen 9000 --to 10.0.0.5:9000 --max-connections 1000 \\
       --connect-timeout 2s --idle-timeout 30s";
 
 /// Flags to a relay, checked before any socket opens.
-fn relay(args: &Args) -> anyhow::Result<Relay<Fixed>> {
-    let target = values::host_port("--to", &args.to)?;
-    if target.port() == 0 {
-        return Err(values::invalid(
-            "--to",
-            format_args!("{}: port 0 is not a port anyone listens on", args.to),
-        ));
-    }
+fn relay(args: &Args) -> anyhow::Result<Relay<Backend>> {
     if args.connect_timeout.is_zero() || args.connect_timeout > MAX_CONNECT_TIMEOUT {
         return Err(values::invalid(
             "--connect-timeout",
             "must be more than 0 and at most 5m",
         ));
     }
-    Ok(Relay::new(Fixed::new(target, args.connect_timeout)))
+    let backend = args.edges.backend(&args.to, args.connect_timeout)?;
+    Ok(Relay::new(backend))
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {

@@ -83,7 +83,7 @@ impl TlsClientArgs {
             config = config.insecure();
         }
         if let Some(name) = &self.sni {
-            check_server_name(name)?;
+            check_server_name("--sni", name)?;
             config = config.server_name(name.clone());
         }
         if let Some(list) = &self.alpn {
@@ -113,17 +113,18 @@ fn flag_error(flag: &str, e: tcpkit::Error) -> anyhow::Error {
     .into()
 }
 
-/// `--sni`: a DNS name (an IP address sends no SNI, so it is refused here).
-fn check_server_name(name: &str) -> anyhow::Result<()> {
+/// `--sni` (or `flag`): a DNS name (an IP address sends no SNI, so it is
+/// refused here).
+pub fn check_server_name(flag: &str, name: &str) -> anyhow::Result<()> {
     use rustls_pki_types::ServerName;
     match ServerName::try_from(name) {
         Ok(ServerName::DnsName(_)) => Ok(()),
         Ok(_) => Err(values::invalid(
-            "--sni",
+            flag,
             format_args!("{name:?} is an IP address; SNI carries names only"),
         )),
         Err(e) => Err(values::invalid(
-            "--sni",
+            flag,
             format_args!("{name:?} is not a DNS name ({e})"),
         )),
     }

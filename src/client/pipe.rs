@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::dump::{Direction, SessionDump};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Address, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How a [`pipe`] session behaves.
@@ -84,7 +84,7 @@ fn peer_gone(e: &Error) -> bool {
 /// halves can run as concurrent futures without a lock), the dump and the
 /// peer's name for errors.
 struct Session<'a, W: Write> {
-    peer: Endpoint,
+    peer: Address,
     options: &'a PipeOptions,
     dump: Option<&'a Mutex<SessionDump<W>>>,
     start: Instant,
@@ -124,7 +124,7 @@ impl<W: Write> Session<'_, W> {
         I: AsyncRead + Unpin + ?Sized,
         S: AsyncWrite + Unpin,
     {
-        let peer = self.peer;
+        let peer = &self.peer;
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = input
@@ -225,16 +225,17 @@ where
     // Owned halves: the write half must outlive the upload (dropping it
     // would shut the write side down even with --no-shutdown).
     let (rd, wr) = stream.into_split();
-    session(rd, wr, peer, input, output, options, dump).await
+    session(rd, wr, peer.into(), input, output, options, dump).await
 }
 
-/// [`pipe`] over any stream, such as a TLS one, connected to `peer`. At
+/// [`pipe`] over any stream, such as a TLS one or a UNIX socket,
+/// connected to `peer` (an [`Endpoint`] or an [`Address`]). At
 /// input EOF the stream's `poll_shutdown` ends the write side: over TLS
 /// that sends `close_notify` and then shuts the TCP write side down, and
 /// reading goes on until the peer's own close.
 pub async fn pipe_stream<S, I, O, W>(
     stream: S,
-    peer: Endpoint,
+    peer: impl Into<Address>,
     input: &mut I,
     output: &mut O,
     options: &PipeOptions,
@@ -247,13 +248,13 @@ where
     W: Write,
 {
     let (rd, wr) = tokio::io::split(stream);
-    session(rd, wr, peer, input, output, options, dump).await
+    session(rd, wr, peer.into(), input, output, options, dump).await
 }
 
 async fn session<R, S, I, O, W>(
     mut rd: R,
     mut wr: S,
-    peer: Endpoint,
+    peer: Address,
     input: &mut I,
     output: &mut O,
     options: &PipeOptions,

@@ -6,10 +6,14 @@
 //! Names such as `localhost:3333` go through a [`Resolve`] implementation.
 //! [`HostPort`] is the one parser for endpoint text as users type it (a port
 //! alone, an address or a name, with a port): every command uses it.
+//! [`Target`] adds `unix:PATH` for the commands that can use a UNIX socket,
+//! and [`Address`] names what such a stream is connected to.
 
+mod address;
 mod host_port;
 mod resolve;
 
+pub use address::{Address, MAX_UNIX_PATH, Target, UNIX_PREFIX};
 pub use host_port::{Host, HostPort, RESOLVE_TIMEOUT};
 pub(crate) use resolve::resolve_async;
 pub use resolve::{Resolve, StaticResolver, SystemResolver, split_host_port};

@@ -8,6 +8,11 @@
 //!
 //! * [`upstream`]: where to connect ([`Upstream`], with [`Fixed`] as the
 //!   one chooser today), each connect under its own deadline;
+//! * edges, each an [`Upstream`] of its own: [`Unix`] (a UNIX socket
+//!   upstream), [`SendProxy`] (a PROXY header with the client's address
+//!   first), `ToTls` (TLS towards the upstream, feature `tls`), and
+//!   [`Either`] to put two kinds in one list or turn a decorator on by a
+//!   flag;
 //! * [`pair`]: the two-way copy (half-close carried each way, resets
 //!   passed on, one fixed buffer per direction, idle = both ways quiet).
 //!
@@ -28,14 +33,24 @@
 //! # Ok(()) }
 //! ```
 
+pub mod either;
 pub mod pair;
+pub mod send_proxy;
+#[cfg(feature = "tls")]
+pub mod to_tls;
+pub mod unix;
 pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+pub use either::Either;
 pub use pair::{BUF_BYTES, Ended, Side};
+pub use send_proxy::SendProxy;
+#[cfg(feature = "tls")]
+pub use to_tls::ToTls;
+pub use unix::Unix;
 pub use upstream::{Connected, Fixed, Upstream};
 
 use crate::error::Error;
@@ -128,11 +143,11 @@ async fn serve_pair<U: Upstream>(upstream: Arc<U>, buf_bytes: usize, conn: Conne
             reading,
             error,
         } => {
-            let (verb, whom) = match (reading, side) {
-                (true, Side::Client) => ("read from client", peer),
-                (false, Side::Client) => ("write to client", peer),
-                (true, Side::Upstream) => ("read from upstream", up.peer),
-                (false, Side::Upstream) => ("write to upstream", up.peer),
+            let (verb, whom): (_, &dyn std::fmt::Display) = match (reading, side) {
+                (true, Side::Client) => ("read from client", &peer),
+                (false, Side::Client) => ("write to client", &peer),
+                (true, Side::Upstream) => ("read from upstream", &up.peer),
+                (false, Side::Upstream) => ("write to upstream", &up.peer),
             };
             CloseReason::Error(Error::io(error, format_args!("relay: {verb} {whom}")))
         }

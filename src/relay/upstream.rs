@@ -9,7 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::client::{ConnectOptions, Connector};
-use crate::endpoint::{Endpoint, HostPort};
+use crate::endpoint::{Address, Endpoint, HostPort};
 use crate::error::Result;
 use crate::service::Stream;
 
@@ -32,8 +32,8 @@ pub struct Connected {
     /// not add Nagle's delay to a small reply), [`Stream::Other`] for
     /// anything wrapped (TLS, a UNIX socket).
     pub stream: Stream,
-    /// The address that answered.
-    pub peer: Endpoint,
+    /// The address that answered (an IP endpoint, or a UNIX socket path).
+    pub peer: Address,
 }
 
 /// One `HOST:PORT` upstream, connected through the [`Connector`] that
@@ -83,7 +83,7 @@ impl Upstream for Fixed {
         let _ = conn.stream.set_nodelay(true);
         Ok(Connected {
             stream: Stream::Tcp(conn.stream),
-            peer: conn.peer,
+            peer: conn.peer.into(),
         })
     }
 

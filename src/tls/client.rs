@@ -33,7 +33,7 @@ use super::verify::{Pinned, parse_fingerprint};
 use super::{
     DEFAULT_HANDSHAKE_TIMEOUT, TlsVersion, handshake_error, load_certs, load_key, tls_error,
 };
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Address, Endpoint};
 use crate::error::{Error, ErrorKind, Result, code};
 
 /// A TLS client stream over TCP, as [`TlsConnector::connect`] returns it.
@@ -318,6 +318,22 @@ impl TlsConnector {
             .peer_addr()
             .map(Endpoint::from)
             .map_err(|e| Error::io(e, "getpeername"))?;
+        self.connect_over(stream, &peer.into(), host).await
+    }
+
+    /// [`connect`](Self::connect) over any connected stream (a UNIX
+    /// socket, a relay's upstream) to `peer`, which names it in errors and
+    /// is the name verified when there is neither a configured name nor
+    /// `host` (a UNIX socket path is no name: that is an error).
+    pub async fn connect_over<S>(
+        &self,
+        stream: S,
+        peer: &Address,
+        host: Option<&str>,
+    ) -> Result<tokio_rustls::client::TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let name = self.name_for(host, peer)?;
         let shown = name.to_str().into_owned();
         let handshake = self.inner.connect(name, stream);
@@ -339,14 +355,20 @@ impl TlsConnector {
         self.handshake_timeout
     }
 
-    fn name_for(&self, host: Option<&str>, peer: Endpoint) -> Result<ServerName<'static>> {
+    fn name_for(&self, host: Option<&str>, peer: &Address) -> Result<ServerName<'static>> {
         if let Some(name) = &self.server_name {
             return Ok(name.clone());
         }
         match host {
             Some(host) => ServerName::try_from(host.to_owned())
                 .map_err(|e| invalid(format_args!("TLS server name {host:?}: {e}"))),
-            None => Ok(ServerName::IpAddress(peer.ip().into())),
+            None => match peer.endpoint() {
+                Some(ep) => Ok(ServerName::IpAddress(ep.ip().into())),
+                None => Err(invalid(format_args!(
+                    "TLS to {peer}: no server name to verify (a socket path is not one); \
+                     give one"
+                ))),
+            },
         }
     }
 }
