@@ -6,14 +6,18 @@
 //! metrics, graceful shutdown (pairs drain within the grace period) and
 //! handover. What is the relay's own:
 //!
-//! * [`upstream`]: where to connect ([`Upstream`], with [`Fixed`] as the
-//!   one chooser today), each connect under its own deadline;
+//! * [`upstream`]: where to connect ([`Upstream`], with [`Fixed`] for one
+//!   `HOST:PORT`), each connect under its own deadline;
+//! * [`balance`]: [`Balanced`], several upstreams behind one (round-robin,
+//!   least-conn, hash-source), with passive and active health and a retry
+//!   on another upstream when a connect fails;
 //! * [`pair`]: the two-way copy (half-close carried each way, resets
 //!   passed on, one fixed buffer per direction, idle = both ways quiet).
 //!
 //! A client whose upstream cannot be reached is closed at once, counted
-//! ([`Snapshot::upstream_connect_failures`](crate::metrics::Snapshot)) and
-//! its close logged with the reason.
+//! ([`Snapshot::upstream_connect_failures`](crate::metrics::Snapshot) per
+//! failed connect, [`Snapshot::no_upstream`](crate::metrics::Snapshot) per
+//! client) and its close logged with the reason.
 //!
 //! ```no_run
 //! # async fn f() -> tcpkit::Result<()> {
@@ -28,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod balance;
 pub mod pair;
 pub mod upstream;
 
@@ -35,8 +40,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+pub use balance::{BackendStatus, BalanceOptions, Balanced, Policy};
 pub use pair::{BUF_BYTES, Ended, Side};
-pub use upstream::{Connected, Fixed, Upstream};
+pub use upstream::{Connected, Fixed, Lease, Upstream};
 
 use crate::error::Error;
 use crate::service::{CloseReason, Connection, Served, Service};
@@ -92,10 +98,9 @@ async fn serve_pair<U: Upstream>(upstream: Arc<U>, buf_bytes: usize, conn: Conne
         metrics,
         ..
     } = conn;
-    let mut up = match upstream.connect(&peer).await {
+    let mut up = match upstream.connect_counted(&peer, &metrics).await {
         Ok(up) => up,
         Err(e) => {
-            metrics.upstream_connect_failed();
             tracing::warn!(%peer, id, upstream = %upstream.describe(), "upstream connect failed: {e}");
             // Dropping the client's socket closes it now; the reason goes to
             // the close line through `Served`.
