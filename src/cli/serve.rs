@@ -206,7 +206,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
 pub fn run_with(
     args: Args,
     globals: Globals,
-    relay: Option<tcpkit::relay::Relay<tcpkit::relay::Fixed>>,
+    relay: Option<tcpkit::relay::Relay<super::relay::Upstreams>>,
 ) -> anyhow::Result<ExitCode> {
     let quiet = globals.quiet;
     // Before sizing the default connection limit from it.
@@ -298,7 +298,16 @@ pub fn run_with(
         #[cfg(not(target_os = "linux"))]
         let restart = Restart {};
         let summary = match (relay, args.mode) {
-            (Some(relay), _) => serve(server, relay, quiet, restart).await?,
+            (Some(relay), _) => {
+                // Active health checks (--health-interval), for as long as
+                // the relay serves.
+                let checks = relay.upstream().health_checks().map(tokio::spawn);
+                let summary = serve(server, relay, quiet, restart).await;
+                if let Some(checks) = checks {
+                    checks.abort();
+                }
+                summary?
+            }
             (None, Mode::Echo) => serve(server, Echo, quiet, restart).await?,
             (None, Mode::Discard) => serve(server, Discard, quiet, restart).await?,
             (None, Mode::Chat) => {
