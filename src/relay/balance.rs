@@ -290,10 +290,10 @@ impl<B: Upstream> Balanced<B> {
     ) -> Result<Connected> {
         let s = &*self.shared;
         let n = s.backends.len();
-        let start = s.next.fetch_add(1, Relaxed) % n;
+        let turn = s.next.fetch_add(1, Relaxed);
         let mut tried = vec![false; n];
         let mut failures: Vec<(usize, Error)> = Vec::new();
-        while let Some(i) = s.pick(client, start, &tried) {
+        while let Some(i) = s.pick(client, turn, &tried) {
             tried[i] = true;
             let b = &s.backends[i];
             // Taken before the connect, so that clients arriving meanwhile
@@ -353,14 +353,23 @@ impl<B: Upstream> Shared<B> {
     }
 
     /// The next upstream for `client`: up and not yet tried for it.
-    fn pick(&self, client: &Endpoint, start: usize, tried: &[bool]) -> Option<usize> {
+    /// `turn` counts clients (round-robin's position, and where least-conn
+    /// starts breaking ties).
+    fn pick(&self, client: &Endpoint, turn: usize, tried: &[bool]) -> Option<usize> {
         let n = self.backends.len();
+        let start = turn % n;
         let now = self.now_ms();
-        let mut candidates = (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|&i| !tried[i] && self.is_up(i, now));
+        let usable = |&i: &usize| !tried[i] && self.is_up(i, now);
+        let candidates = (0..n).map(|k| (start + k) % n).filter(usable);
         match self.options.policy {
-            Policy::RoundRobin => candidates.next(),
+            // In turn over those usable, so a down upstream's share is
+            // spread over the others rather than all given to its
+            // neighbour.
+            Policy::RoundRobin => {
+                let usable_now = (0..n).filter(usable);
+                let count = usable_now.clone().count();
+                { usable_now }.nth(turn % count.max(1))
+            }
             // `min_by_key` keeps the first of equals: ties go in turn.
             Policy::LeastConn => candidates.min_by_key(|&i| self.backends[i].live.load(Relaxed)),
             Policy::HashSource => {
