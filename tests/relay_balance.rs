@@ -364,3 +364,81 @@ async fn active_checks_mark_down_and_bring_back_a_revived_upstream() {
     checks.abort();
     relay.stop().await;
 }
+
+/// Reads `lines` until one contains `want`; panics at EOF or the deadline.
+#[cfg(feature = "cli")]
+async fn wait_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    want: &str,
+) -> String {
+    within(DEADLINE, want, async {
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) if line.contains(want) => return line,
+                Ok(Some(_)) => continue,
+                other => panic!("stderr ended waiting for {want:?}: {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+/// `tcpkit relay` with two `--to` and `--health-interval`: the checks mark
+/// the refusing upstream down before any client comes (its log line), the
+/// clients all go to the other; once it listens, a check brings it back
+/// (its log line) and clients reach it again, in turn.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn cli_relay_balances_and_its_checks_bring_an_upstream_back() {
+    use tokio::io::AsyncBufReadExt;
+    let a = Up::start(0).await;
+    let revived = TcpSocket::new_v4().expect("socket");
+    revived
+        .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("bind");
+    let b_addr = revived.local_addr().expect("addr");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+        .args(["-v", "relay", "--listen", "127.0.0.1:0", "--balance"])
+        .arg("round-robin")
+        .args(["--to", &a.addr.to_string(), "--to", &b_addr.to_string()])
+        .args(["--health-interval", "100ms"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tcpkit relay");
+    let stdout = child.stdout.take().expect("stdout");
+    let first = within(
+        DEADLINE,
+        "listening line",
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .expect("read stdout")
+    .expect("a listening line");
+    let relay: SocketAddr = first
+        .strip_prefix("listening on ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let down = wait_line(&mut err, "upstream down for").await;
+    assert!(down.contains(&b_addr.to_string()), "{down}");
+    for _ in 0..3 {
+        assert_eq!(
+            land_once(relay, None).await,
+            Some(0),
+            "sent to a down upstream"
+        );
+    }
+    let _b = Up::serve(revived.listen(128).expect("listen"), 1);
+    wait_line(&mut err, "upstream back up (health check").await;
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        names.push(land_once(relay, None).await.expect("served"));
+    }
+    names.sort_unstable();
+    assert_eq!(names, [0, 1], "the revived upstream gets clients again");
+    child.kill().await.expect("kill tcpkit relay");
+}
