@@ -442,3 +442,46 @@ async fn cli_relay_balances_and_its_checks_bring_an_upstream_back() {
     assert_eq!(names, [0, 1], "the revived upstream gets clients again");
     child.kill().await.expect("kill tcpkit relay");
 }
+
+/// An upstream that does not answer in time (its accept queue full, so
+/// its SYNs are dropped) counts as down like one that refuses: the client
+/// waits one connect deadline, is served by the other upstream, and the
+/// next client goes straight to the other (still one failure).
+#[tokio::test]
+async fn a_connect_timeout_marks_the_upstream_down_and_the_client_is_retried() {
+    let full = TcpSocket::new_v4().expect("socket");
+    full.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .expect("bind");
+    let full = full.listen(0).expect("listen with backlog 0");
+    let full_addr = full.local_addr().expect("addr");
+    // Fill the accept queue (never accepted): later SYNs are dropped.
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        let c =
+            tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(full_addr)).await;
+        fillers.push(c);
+    }
+    let live = Up::start(1).await;
+    let fixed = [full_addr, live.addr]
+        .iter()
+        .map(|a| {
+            Fixed::new(
+                HostPort::parse(&a.to_string()).expect("target"),
+                Duration::from_millis(300),
+            )
+        })
+        .collect();
+    let bal = Balanced::with_options(fixed, options(Policy::RoundRobin)).expect("balancer");
+    let relay = relay(&bal);
+    let started = Instant::now();
+    assert_eq!(land_once(relay.addr, None).await, Some(1));
+    // Not a refusal: the first try ran to its deadline.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let s = relay.metrics.snapshot();
+    assert_eq!((s.upstream_connect_failures, s.no_upstream), (1, 0));
+    assert!(!bal.status()[0].up, "{:?}", bal.status());
+    assert_eq!(land_once(relay.addr, None).await, Some(1));
+    assert_eq!(relay.metrics.snapshot().upstream_connect_failures, 1);
+    drop(fillers);
+    relay.stop().await;
+}

@@ -70,8 +70,10 @@ pub struct Args {
     /// only clients' connects count (passive health).
     #[arg(long, value_name = "DURATION", value_parser = values::duration)]
     health_interval: Option<Duration>,
-    /// Deadline of each upstream connect, resolution included; a client
-    /// whose upstream does not answer in time is closed (and counted).
+    /// Deadline of each upstream connect (and health check), resolution
+    /// included; an upstream that does not answer in time is marked down
+    /// like one that refuses, and the client tried on another (each try
+    /// has its own deadline) or closed (and counted).
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = values::duration)]
     connect_timeout: Duration,
     #[command(flatten)]
