@@ -254,7 +254,8 @@ impl<B: Upstream> Balanced<B> {
 
     /// The active health checks, to spawn on a runtime (`None` without
     /// [`BalanceOptions::health_interval`]). The first round runs at once;
-    /// each round checks every upstream at the same time, and the next
+    /// each round checks every upstream at the same time (each check under
+    /// that upstream's own connect deadline), and the next
     /// starts one interval after the previous one started (or when it ends,
     /// if it took longer). It ends when the last clone of this balancer is
     /// dropped.
@@ -407,6 +408,11 @@ impl<B: Upstream> Shared<B> {
 
     fn succeeded(&self, i: usize, by: &str) {
         let b = &self.backends[i];
+        // Read first: the common case (it was up) writes nothing, so
+        // connects on several cores do not bounce this cache line.
+        if b.failures.load(Relaxed) == 0 && b.down_until.load(Relaxed) == 0 {
+            return;
+        }
         let failures = b.failures.swap(0, Relaxed);
         let was_down = b.down_until.swap(0, Relaxed) != 0;
         if was_down {
