@@ -1,7 +1,7 @@
 //! [`Balanced`]: one upstream chosen per client among several, with passive
 //! and active health.
 //!
-//! * **Policy** ([`Policy`]): `round-robin` (in turn), `least-conn` (the
+//! * **Policy** ([`Policy`]): `round-robin` (in turn over those up), `least-conn` (the
 //!   fewest live pairs, counted by the [`Lease`] each pair holds; ties in
 //!   turn), `hash-source` (rendezvous hashing of the client's IP address,
 //!   port left out: a client keeps its upstream while the set is stable,
