@@ -126,17 +126,11 @@ fn relay(args: &Args) -> anyhow::Result<Relay<Upstreams>> {
             "must be more than 0 and at most 1h",
         ));
     }
-    let mut targets = Vec::with_capacity(args.to.len());
-    for text in &args.to {
-        let target = values::host_port("--to", text)?;
-        if target.port() == 0 {
-            return Err(values::invalid(
-                "--to",
-                format_args!("{text}: port 0 is not a port anyone listens on"),
-            ));
-        }
-        targets.push(Fixed::new(target, args.connect_timeout));
-    }
+    let targets = args
+        .to
+        .iter()
+        .map(|text| target(text, args.connect_timeout))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let options = BalanceOptions {
         policy: match args.balance {
             Balance::RoundRobin => Policy::RoundRobin,
@@ -147,6 +141,18 @@ fn relay(args: &Args) -> anyhow::Result<Relay<Upstreams>> {
         ..BalanceOptions::default()
     };
     Ok(Relay::new(Balanced::with_options(targets, options)?))
+}
+
+/// The upstream of one `--to`.
+fn target(text: &str, connect_timeout: Duration) -> anyhow::Result<Fixed> {
+    let target = values::host_port("--to", text)?;
+    if target.port() == 0 {
+        return Err(values::invalid(
+            "--to",
+            format_args!("{text}: port 0 is not a port anyone listens on"),
+        ));
+    }
+    Ok(Fixed::new(target, connect_timeout))
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {

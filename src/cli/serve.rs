@@ -197,16 +197,16 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
-    run_with(args, globals, None)
+    run_with::<tcpkit::relay::Fixed>(args, globals, None)
 }
 
 /// `serve`, or with `relay` set, `tcpkit relay`: the same server (limits,
 /// TLS, PROXY, access lists, metrics, restarts) running the relay instead
 /// of `--mode`.
-pub fn run_with(
+pub fn run_with<U: tcpkit::relay::Upstream>(
     args: Args,
     globals: Globals,
-    relay: Option<tcpkit::relay::Relay<super::relay::Upstreams>>,
+    relay: Option<tcpkit::relay::Relay<U>>,
 ) -> anyhow::Result<ExitCode> {
     let quiet = globals.quiet;
     // Before sizing the default connection limit from it.
@@ -301,7 +301,7 @@ pub fn run_with(
             (Some(relay), _) => {
                 // Active health checks (--health-interval), for as long as
                 // the relay serves.
-                let checks = relay.upstream().health_checks().map(tokio::spawn);
+                let checks = relay.upstream().background().map(tokio::spawn);
                 let summary = serve(server, relay, quiet, restart).await;
                 if let Some(checks) = checks {
                     checks.abort();

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::upstream::{Connected, Lease, Upstream};
+use super::upstream::{Connected, Upstream};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result, code};
 use crate::metrics::Metrics;
@@ -288,7 +288,7 @@ impl<B: Upstream> Balanced<B> {
         &self,
         client: &Endpoint,
         metrics: Option<&Metrics>,
-    ) -> Result<Connected> {
+    ) -> Result<(Connected, Option<Lease>)> {
         let s = &*self.shared;
         let n = s.backends.len();
         let turn = s.next.fetch_add(1, Relaxed);
@@ -300,11 +300,10 @@ impl<B: Upstream> Balanced<B> {
             // Taken before the connect, so that clients arriving meanwhile
             // see this one on it (least-conn).
             let lease = Lease::take(&b.live);
-            match b.upstream.connect(client).await {
-                Ok(mut connected) => {
+            match b.upstream.connect_leased(client, None).await {
+                Ok((connected, inner)) => {
                     s.succeeded(i, "connect");
-                    connected.lease = Some(lease.holding(connected.lease.take()));
-                    return Ok(connected);
+                    return Ok((connected, Some(lease.holding(inner))));
                 }
                 Err(e) => {
                     drop(lease);
@@ -324,12 +323,23 @@ impl<B: Upstream> Balanced<B> {
 }
 
 impl<B: Upstream> Upstream for Balanced<B> {
+    /// Picks and connects; the pair is not counted for `least-conn` (the
+    /// relay calls [`Upstream::connect_leased`], which is).
     async fn connect(&self, client: &Endpoint) -> Result<Connected> {
-        self.connect_with(client, None).await
+        Ok(self.connect_with(client, None).await?.0)
     }
 
-    async fn connect_counted(&self, client: &Endpoint, metrics: &Metrics) -> Result<Connected> {
-        self.connect_with(client, Some(metrics)).await
+    async fn connect_leased(
+        &self,
+        client: &Endpoint,
+        metrics: Option<&Metrics>,
+    ) -> Result<(Connected, Option<Lease>)> {
+        self.connect_with(client, metrics).await
+    }
+
+    fn background(&self) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> {
+        self.health_checks()
+            .map(|f| Box::pin(f) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)
     }
 
     fn describe(&self) -> String {
@@ -462,6 +472,39 @@ impl<B: Upstream> Shared<B> {
                 reasons.join("; ")
             ),
         )
+    }
+}
+
+/// One live pair counted against an upstream: taking it adds one to the
+/// counter, dropping it takes one away. [`Upstream::connect_leased`]
+/// returns it; the relay holds it for as long as the pair lives.
+#[derive(Debug)]
+pub struct Lease {
+    live: Arc<AtomicUsize>,
+    /// A lease the inner upstream already held (a balancer over balancers).
+    inner: Option<Box<Lease>>,
+}
+
+impl Lease {
+    /// Counts one more live pair on `live`.
+    pub fn take(live: &Arc<AtomicUsize>) -> Lease {
+        live.fetch_add(1, Relaxed);
+        Lease {
+            live: live.clone(),
+            inner: None,
+        }
+    }
+
+    /// This lease, also holding `inner` until dropped.
+    pub fn holding(mut self, inner: Option<Lease>) -> Lease {
+        self.inner = inner.map(Box::new);
+        self
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Relaxed);
     }
 }
 

@@ -6,11 +6,8 @@
 //! metrics, graceful shutdown (pairs drain within the grace period) and
 //! handover. What is the relay's own:
 //!
-//! * [`upstream`]: where to connect ([`Upstream`], with [`Fixed`] for one
-//!   `HOST:PORT`), each connect under its own deadline;
-//! * [`balance`]: [`Balanced`], several upstreams behind one (round-robin,
-//!   least-conn, hash-source), with passive and active health and a retry
-//!   on another upstream when a connect fails;
+//! * [`upstream`]: where to connect ([`Upstream`], with [`Fixed`] as the
+//!   one chooser today), each connect under its own deadline;
 //! * [`pair`]: the two-way copy (half-close carried each way, resets
 //!   passed on, one fixed buffer per direction, idle = both ways quiet).
 //!
@@ -18,6 +15,11 @@
 //! ([`Snapshot::upstream_connect_failures`](crate::metrics::Snapshot) per
 //! failed connect, [`Snapshot::no_upstream`](crate::metrics::Snapshot) per
 //! client) and its close logged with the reason.
+//!
+//! Several upstreams: [`Balanced`] ([`balance`]) puts any number of
+//! [`Upstream`]s behind one (round-robin, least-conn, hash-source), with
+//! passive and active health and a retry on another upstream when a
+//! connect fails.
 //!
 //! ```no_run
 //! # async fn f() -> tcpkit::Result<()> {
@@ -40,9 +42,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub use balance::{BackendStatus, BalanceOptions, Balanced, Policy};
+pub use balance::{BackendStatus, BalanceOptions, Balanced, Lease, Policy};
 pub use pair::{BUF_BYTES, Ended, Side};
-pub use upstream::{Connected, Fixed, Lease, Upstream};
+pub use upstream::{Connected, Fixed, Upstream};
 
 use crate::error::Error;
 use crate::service::{CloseReason, Connection, Served, Service};
@@ -98,8 +100,9 @@ async fn serve_pair<U: Upstream>(upstream: Arc<U>, buf_bytes: usize, conn: Conne
         metrics,
         ..
     } = conn;
-    let mut up = match upstream.connect_counted(&peer, &metrics).await {
-        Ok(up) => up,
+    // `_lease` lives as long as the pair: a balancer counts it.
+    let (mut up, _lease) = match upstream.connect_leased(&peer, Some(&metrics)).await {
+        Ok(leased) => leased,
         Err(e) => {
             tracing::warn!(%peer, id, upstream = %upstream.describe(), "upstream connect failed: {e}");
             // Dropping the client's socket closes it now; the reason goes to

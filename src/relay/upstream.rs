@@ -13,23 +13,20 @@
 //! applies its TTLs.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::client::{ConnectOptions, Connector};
 use crate::endpoint::{Endpoint, HostPort};
 use crate::error::Result;
-use crate::metrics::Metrics;
 use crate::service::Stream;
 
 /// Chooses and connects the upstream for one client.
 ///
 /// A decorator (PROXY header towards the upstream, TLS origination) wraps
 /// any `Upstream` and implements it again; [`Balanced`](super::Balanced)
-/// goes outermost, over the decorated targets, so its [`Lease`] is attached
-/// last. A decorator over a balancer keeps the lease with
-/// `Connected { stream: wrapped, ..inner }`.
+/// goes outermost, over the decorated targets. Only `connect` and
+/// `describe` are required; the other methods have defaults a balancer
+/// overrides.
 pub trait Upstream: Send + Sync + 'static {
     /// Connects to an upstream for `client` (a balancer may hash it),
     /// within the chooser's own deadline. Dropping the future closes any
@@ -39,33 +36,45 @@ pub trait Upstream: Send + Sync + 'static {
     /// What the relay forwards to, for logs and the `listening on` line.
     fn describe(&self) -> String;
 
-    /// [`Upstream::connect`], counting failures into `metrics`: the one
-    /// the relay calls. The default counts a failed connect once in
-    /// [`Snapshot::upstream_connect_failures`](crate::metrics::Snapshot)
-    /// and the client in [`Snapshot::no_upstream`](crate::metrics::Snapshot);
-    /// a balancer counts each failed attempt.
-    fn connect_counted(
+    /// [`Upstream::connect`], plus a [`Lease`](super::Lease) the relay
+    /// holds while the pair lives (a balancer counts live pairs with it:
+    /// `least-conn`), counting failures into `metrics` if given: the one
+    /// the relay calls. The default has no lease and counts a failure once
+    /// in [`Snapshot::upstream_connect_failures`](crate::metrics::Snapshot)
+    /// and once in [`Snapshot::no_upstream`](crate::metrics::Snapshot); a
+    /// balancer counts each failed attempt.
+    fn connect_leased(
         &self,
         client: &Endpoint,
-        metrics: &Metrics,
-    ) -> impl Future<Output = Result<Connected>> + Send {
+        metrics: Option<&crate::metrics::Metrics>,
+    ) -> impl Future<Output = Result<(Connected, Option<super::Lease>)>> + Send {
         async move {
-            let connected = self.connect(client).await;
-            if connected.is_err() {
-                metrics.upstream_connect_failed();
-                metrics.no_upstream();
+            match self.connect(client).await {
+                Ok(connected) => Ok((connected, None)),
+                Err(e) => {
+                    if let Some(m) = metrics {
+                        m.upstream_connect_failed();
+                        m.no_upstream();
+                    }
+                    Err(e)
+                }
             }
-            connected
         }
     }
 
     /// An active health check: whether a connect succeeds now. The default
     /// connects (for an unspecified client, `0.0.0.0:0`) and closes at
     /// once; a decorator that would send something on behalf of a client
-    /// (a PROXY header) overrides it to say so (v2 `LOCAL`) or to check
-    /// its inner upstream only.
+    /// (a PROXY header) may override it to send v2 `LOCAL` or to check its
+    /// inner upstream only.
     fn check(&self) -> impl Future<Output = Result<()>> + Send {
         async move { self.connect(&Endpoint::any_v4(0)).await.map(drop) }
+    }
+
+    /// Work to run beside the relay for as long as it serves, for the
+    /// caller to spawn (a balancer's active health checks). Default: none.
+    fn background(&self) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> {
+        None
     }
 }
 
@@ -79,58 +88,10 @@ pub struct Connected {
     pub stream: Stream,
     /// The address that answered.
     pub peer: Endpoint,
-    /// Held while the pair lives, released when this is dropped: a
-    /// balancer counts live pairs per upstream with it (`least-conn`).
-    /// `None` from a plain upstream.
-    pub lease: Option<Lease>,
-}
-
-impl Connected {
-    /// A connection to `peer` with no lease (what a plain upstream returns).
-    pub fn new(stream: Stream, peer: Endpoint) -> Connected {
-        Connected {
-            stream,
-            peer,
-            lease: None,
-        }
-    }
-}
-
-/// One live pair counted against an upstream: taking it adds one to the
-/// counter, dropping it takes one away.
-#[derive(Debug)]
-pub struct Lease {
-    live: Arc<AtomicUsize>,
-    /// A lease the inner upstream already held (a balancer over balancers).
-    inner: Option<Box<Lease>>,
-}
-
-impl Lease {
-    /// Counts one more live pair on `live`.
-    pub fn take(live: &Arc<AtomicUsize>) -> Lease {
-        live.fetch_add(1, Relaxed);
-        Lease {
-            live: live.clone(),
-            inner: None,
-        }
-    }
-
-    /// This lease, also holding `inner` until dropped.
-    pub fn holding(mut self, inner: Option<Lease>) -> Lease {
-        self.inner = inner.map(Box::new);
-        self
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.live.fetch_sub(1, Relaxed);
-    }
 }
 
 /// One `HOST:PORT` upstream, connected through the [`Connector`] that
 /// `tcpkit connect` uses (every resolved address, IPv6 and IPv4 raced).
-/// The name is resolved at every connect.
 #[derive(Debug, Clone)]
 pub struct Fixed {
     target: HostPort,
@@ -174,7 +135,10 @@ impl Upstream for Fixed {
         // Best effort: a relay without it still relays, only slower for
         // small messages.
         let _ = conn.stream.set_nodelay(true);
-        Ok(Connected::new(Stream::Tcp(conn.stream), conn.peer))
+        Ok(Connected {
+            stream: Stream::Tcp(conn.stream),
+            peer: conn.peer,
+        })
     }
 
     fn describe(&self) -> String {
