@@ -30,6 +30,7 @@ pub struct Metrics {
     durations_sum_us: AtomicU64,
     slow_consumers: AtomicU64,
     upstream_connect_failures: AtomicU64,
+    no_upstream: AtomicU64,
     accept_errors: AtomicU64,
     accept_backoffs: AtomicU64,
     lingering_closes: AtomicU64,
@@ -432,9 +433,13 @@ pub struct Snapshot {
     /// Clients disconnected for falling behind (chat), counted when found
     /// slow.
     pub slow_consumers: u64,
-    /// Relay: clients closed because their upstream could not be reached
-    /// (refused, timed out, unresolvable).
+    /// Relay: upstream connects that failed (refused, timed out,
+    /// unresolvable). With one upstream, one per client closed for it; a
+    /// balancer retries on another upstream and counts each attempt.
     pub upstream_connect_failures: u64,
+    /// Relay: clients closed at once without an upstream, because none was
+    /// up (all in their back-off) or each one tried for them failed.
+    pub no_upstream: u64,
     /// `accept(2)` failures survived (aborted handshakes, out of descriptors).
     pub accept_errors: u64,
     /// Of those, the ones after which the loop paused ([`Metrics::accept_backoff`]).
@@ -503,6 +508,7 @@ impl Metrics {
             idle_timeouts: closes.get(Close::IdleTimeout),
             slow_consumers: self.slow_consumers.load(Relaxed),
             upstream_connect_failures: self.upstream_connect_failures.load(Relaxed),
+            no_upstream: self.no_upstream.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
             accept_backoffs: self.accept_backoffs.load(Relaxed),
             closes,
@@ -595,9 +601,14 @@ impl Metrics {
         self.slow_consumers.fetch_add(1, Relaxed);
     }
 
-    /// A relay could not reach its upstream for a client.
+    /// A relay's connect to an upstream failed (it may retry another).
     pub fn upstream_connect_failed(&self) {
         self.upstream_connect_failures.fetch_add(1, Relaxed);
+    }
+
+    /// A relay closed a client with no upstream to give it.
+    pub fn no_upstream(&self) {
+        self.no_upstream.fetch_add(1, Relaxed);
     }
 
     /// An `accept(2)` call failed and the loop carried on.

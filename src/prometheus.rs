@@ -217,8 +217,14 @@ impl Collector for SnapshotCollector {
         counter(
             e,
             "tcpkit_relay_upstream_connect_failures",
-            "Relayed clients closed because their upstream could not be reached.",
+            "Relay connects to an upstream that failed (refused, timed out, unresolvable).",
             s.upstream_connect_failures,
+        )?;
+        counter(
+            e,
+            "tcpkit_relay_no_upstream",
+            "Relayed clients closed at once because no upstream was up or every one tried failed.",
+            s.no_upstream,
         )?;
         Ok(())
     }
@@ -403,7 +409,12 @@ mod tests {
         m.connection_closed(5, 7);
         m.tls_handshake_failed(HandshakeFailure::Certificate);
         m.upstream_connect_failed();
+        m.no_upstream();
         let text = encode(&registry).unwrap();
+        assert!(
+            text.contains("tcpkit_relay_no_upstream_total 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("tcpkit_relay_upstream_connect_failures_total 1\n"),
             "{text}"

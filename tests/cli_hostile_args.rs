@@ -422,6 +422,28 @@ const CASES: &[Case] = &[
         ],
         &[],
     ),
+    case(
+        "relay",
+        "--balance",
+        &["bogus", "", "round_robin", "random"],
+        &[],
+    ),
+    case(
+        "relay",
+        "--health-interval",
+        &[
+            "300000000000y",
+            "366d",
+            "18446744073709551616s",
+            "-1s",
+            "soon",
+            "",
+            "0",
+            "0s",
+            "2h",
+        ],
+        &[],
+    ),
 ];
 
 /// Runs tcpkit with `args` (stdin empty), killing it at the deadline.

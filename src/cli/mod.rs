@@ -53,8 +53,9 @@ enum Command {
     // Boxed: its flags (TLS, PROXY, access lists, restarts) make it the
     // largest variant by far (clippy's `large_enum_variant`).
     Serve(Box<serve::Args>),
-    /// Forward every client to an upstream HOST:PORT (a TCP relay), with
-    /// serve's limits, TLS, PROXY, access lists and metrics.
+    /// Forward every client to an upstream HOST:PORT (a TCP relay), or
+    /// one of several (balanced, health-checked), with serve's limits,
+    /// TLS, PROXY, access lists and metrics.
     Relay(Box<relay::Args>),
     /// Connect to HOST:PORT and copy stdin to it and it to stdout (like nc).
     Connect(connect::Args),

@@ -1,6 +1,7 @@
 //! `tcpkit relay`: `serve`'s server running the relay instead of a mode.
 //!
-//! Flags: `--to HOST:PORT` and `--connect-timeout`, plus every `serve` flag
+//! Flags: `--to HOST:PORT` (repeated for several upstreams), `--balance`,
+//! `--health-interval` and `--connect-timeout`, plus every `serve` flag
 //! that applies to a relay (listen address, limits, idle timeout, shutdown
 //! grace, workers, TLS termination, PROXY from a balancer, access lists,
 //! metrics, restarts). The `listening on` line and the exit summary are
@@ -9,7 +10,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tcpkit::relay::Relay;
+use tcpkit::relay::{BalanceOptions, Balanced, Policy, Relay};
 
 use super::Globals;
 use super::exit::{Exit, codes_help};
@@ -19,6 +20,26 @@ use super::values;
 /// Longest `--connect-timeout`: beyond it the kernel gives up on the SYN
 /// anyway (about two minutes on Linux).
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Longest `--health-interval`.
+const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The upstream `tcpkit relay` runs: every `--to`, balanced (one `--to` is
+/// a balancer of one, never marked down).
+pub type Upstreams = Balanced<Backend>;
+
+/// `--balance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Balance {
+    /// Each upstream in turn.
+    RoundRobin,
+    /// The upstream with the fewest live pairs (ties in turn).
+    LeastConn,
+    /// By the client's IP address (not its port): a client keeps its
+    /// upstream while that one is up; when one goes down only its clients
+    /// move.
+    HashSource,
+}
 
 /// Arguments of `tcpkit relay`.
 #[derive(Debug, clap::Args)]
@@ -36,14 +57,24 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
     after_long_help = EXAMPLES,
 )]
 pub struct Args {
-    /// Upstream every client is connected to: HOST:PORT, [V6]:PORT, a
-    /// PORT alone (this host), or unix:PATH (a UNIX socket). A name is
-    /// resolved again at each client's connect, so a changed address is
-    /// followed.
-    #[arg(long, value_name = "HOST:PORT")]
-    to: String,
-    /// Deadline of each upstream connect, resolution included; a client
-    /// whose upstream does not answer in time is closed (and counted).
+    /// Upstream clients are connected to: HOST:PORT, [V6]:PORT, a PORT
+    /// alone (this host), or unix:PATH (a UNIX socket). Repeat for several upstreams, balanced by
+    /// --balance. A name is resolved again at each connect (client or
+    /// health check), so a changed address is followed.
+    #[arg(long, value_name = "HOST:PORT", required = true)]
+    to: Vec<String>,
+    /// How to pick an upstream per client, among those up.
+    #[arg(long, value_enum, default_value = "round-robin", value_name = "POLICY")]
+    balance: Balance,
+    /// Connect to each upstream this often (e.g. 2s); a failure marks it
+    /// down, a success brings it back at once. Default: no active checks,
+    /// only clients' connects count (passive health).
+    #[arg(long, value_name = "DURATION", value_parser = values::duration)]
+    health_interval: Option<Duration>,
+    /// Deadline of each upstream connect (and health check), resolution
+    /// included; an upstream that does not answer in time is marked down
+    /// like one that refuses, and the client tried on another (each try
+    /// has its own deadline) or closed (and counted).
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = values::duration)]
     connect_timeout: Duration,
     #[command(flatten)]
@@ -55,7 +86,7 @@ pub struct Args {
 }
 
 const EXAMPLES: &str = "\
-How it works: every accepted client gets its own connection to --to; bytes
+How it works: every accepted client gets its own connection to an upstream; bytes
 flow both ways until both sides are done. A client's FIN reaches the upstream
 as a FIN while the reply keeps flowing (and the other way round); a reset on
 one side resets the other. Each pair holds at most 16 KiB per direction: a
@@ -64,6 +95,13 @@ while both directions are quiet. A client whose upstream refuses or times out
 is closed at once and counted (tcpkit_relay_upstream_connect_failures_total with
 --metrics). SIGINT/SIGTERM closes the listener, then drains the pairs within
 --shutdown-grace.
+
+Several --to: --balance picks one per client among those up. An upstream
+whose connect fails (refused, timed out, unresolvable) is down for 1 s, then
+2 s, 4 s ... at most 30 s while it keeps failing; one success clears that. The
+client is retried on another upstream (each at most once); a client with no
+upstream left is closed at once (tcpkit_relay_no_upstream_total). A single
+--to is never marked down. --health-interval adds active checks.
 
 Examples:
   # forward local port 8080 to a web server
@@ -76,18 +114,42 @@ Examples:
   tcpkit relay --listen 9000 --to example.com:443 --to-tls
   # at most 1000 pairs, 2 s to reach the upstream, 30 s idle
   tcpkit relay --listen 9000 --to 10.0.0.5:9000 --max-connections 1000 \\
-      --connect-timeout 2s --idle-timeout 30s";
+      --connect-timeout 2s --idle-timeout 30s
+  # three upstreams, each client to the least busy, checked every 2 s
+  tcpkit relay --listen 9000 --to 10.0.0.5:9000 --to 10.0.0.6:9000 \\
+      --to 10.0.0.7:9000 --balance least-conn --health-interval 2s";
 
 /// Flags to a relay, checked before any socket opens.
-fn relay(args: &Args) -> anyhow::Result<Relay<Backend>> {
+fn relay(args: &Args) -> anyhow::Result<Relay<Upstreams>> {
     if args.connect_timeout.is_zero() || args.connect_timeout > MAX_CONNECT_TIMEOUT {
         return Err(values::invalid(
             "--connect-timeout",
             "must be more than 0 and at most 5m",
         ));
     }
-    let backend = args.edges.backend(&args.to, args.connect_timeout)?;
-    Ok(Relay::new(backend))
+    if let Some(every) = args.health_interval
+        && (every.is_zero() || every > MAX_HEALTH_INTERVAL)
+    {
+        return Err(values::invalid(
+            "--health-interval",
+            "must be more than 0 and at most 1h",
+        ));
+    }
+    let targets = args
+        .to
+        .iter()
+        .map(|text| args.edges.backend(text, args.connect_timeout))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let options = BalanceOptions {
+        policy: match args.balance {
+            Balance::RoundRobin => Policy::RoundRobin,
+            Balance::LeastConn => Policy::LeastConn,
+            Balance::HashSource => Policy::HashSource,
+        },
+        health_interval: args.health_interval,
+        ..BalanceOptions::default()
+    };
+    Ok(Relay::new(Balanced::with_options(targets, options)?))
 }
 
 pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {

@@ -298,7 +298,16 @@ pub fn run_with<U: tcpkit::relay::Upstream>(
         #[cfg(not(target_os = "linux"))]
         let restart = Restart {};
         let summary = match (relay, args.mode) {
-            (Some(relay), _) => serve(server, relay, quiet, restart).await?,
+            (Some(relay), _) => {
+                // Active health checks (--health-interval), for as long as
+                // the relay serves.
+                let checks = relay.upstream().background().map(tokio::spawn);
+                let summary = serve(server, relay, quiet, restart).await;
+                if let Some(checks) = checks {
+                    checks.abort();
+                }
+                summary?
+            }
             (None, Mode::Echo) => serve(server, Echo, quiet, restart).await?,
             (None, Mode::Discard) => serve(server, Discard, quiet, restart).await?,
             (None, Mode::Chat) => {

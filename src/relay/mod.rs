@@ -17,8 +17,14 @@
 //!   passed on, one fixed buffer per direction, idle = both ways quiet).
 //!
 //! A client whose upstream cannot be reached is closed at once, counted
-//! ([`Snapshot::upstream_connect_failures`](crate::metrics::Snapshot)) and
-//! its close logged with the reason.
+//! ([`Snapshot::upstream_connect_failures`](crate::metrics::Snapshot) per
+//! failed connect, [`Snapshot::no_upstream`](crate::metrics::Snapshot) per
+//! client) and its close logged with the reason.
+//!
+//! Several upstreams: [`Balanced`] ([`balance`]) puts any number of
+//! [`Upstream`]s behind one (round-robin, least-conn, hash-source), with
+//! passive and active health and a retry on another upstream when a
+//! connect fails.
 //!
 //! ```no_run
 //! # async fn f() -> tcpkit::Result<()> {
@@ -33,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod balance;
 pub mod either;
 pub mod pair;
 pub mod send_proxy;
@@ -45,6 +52,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+pub use balance::{BackendStatus, BalanceOptions, Balanced, Lease, Policy};
 pub use either::Either;
 pub use pair::{BUF_BYTES, Ended, Side};
 pub use send_proxy::SendProxy;
@@ -107,10 +115,10 @@ async fn serve_pair<U: Upstream>(upstream: Arc<U>, buf_bytes: usize, conn: Conne
         metrics,
         ..
     } = conn;
-    let mut up = match upstream.connect(&peer).await {
-        Ok(up) => up,
+    // `_lease` lives as long as the pair: a balancer counts it.
+    let (mut up, _lease) = match upstream.connect_leased(&peer, Some(&metrics)).await {
+        Ok(leased) => leased,
         Err(e) => {
-            metrics.upstream_connect_failed();
             tracing::warn!(%peer, id, upstream = %upstream.describe(), "upstream connect failed: {e}");
             // Dropping the client's socket closes it now; the reason goes to
             // the close line through `Served`.

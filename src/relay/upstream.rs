@@ -1,9 +1,16 @@
 //! [`Upstream`]: where a relayed client's bytes go.
 //!
 //! The relay asks its upstream for one connected socket per client and
-//! knows nothing else about it. [`Fixed`] is the one chooser today (one
+//! knows nothing else about it. [`Fixed`] is the one-target chooser (one
 //! `HOST:PORT`, resolved at every connect so a changed name is followed);
-//! a balancer over several targets implements the same trait.
+//! [`Balanced`](super::Balanced) chooses among several of any `Upstream`
+//! and implements the same trait.
+//!
+//! Re-resolution schedule: a name is resolved at every connect, the
+//! client's and (with active health checks) each check's, through the
+//! [`Connector`]'s resolver, within the connect deadline. There is no cache
+//! of our own; a caching resolver on the host (nscd, systemd-resolved)
+//! applies its TTLs.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,6 +21,12 @@ use crate::error::Result;
 use crate::service::Stream;
 
 /// Chooses and connects the upstream for one client.
+///
+/// A decorator (PROXY header towards the upstream, TLS origination) wraps
+/// any `Upstream` and implements it again; [`Balanced`](super::Balanced)
+/// goes outermost, over the decorated targets. Only `connect` and
+/// `describe` are required; the other methods have defaults a balancer
+/// overrides.
 pub trait Upstream: Send + Sync + 'static {
     /// Connects to an upstream for `client` (a balancer may hash it),
     /// within the chooser's own deadline. Dropping the future closes any
@@ -22,6 +35,47 @@ pub trait Upstream: Send + Sync + 'static {
 
     /// What the relay forwards to, for logs and the `listening on` line.
     fn describe(&self) -> String;
+
+    /// [`Upstream::connect`], plus a [`Lease`](super::Lease) the relay
+    /// holds while the pair lives (a balancer counts live pairs with it:
+    /// `least-conn`), counting failures into `metrics` if given: the one
+    /// the relay calls. The default has no lease and counts a failure once
+    /// in [`Snapshot::upstream_connect_failures`](crate::metrics::Snapshot)
+    /// and once in [`Snapshot::no_upstream`](crate::metrics::Snapshot); a
+    /// balancer counts each failed attempt.
+    fn connect_leased(
+        &self,
+        client: &Endpoint,
+        metrics: Option<&crate::metrics::Metrics>,
+    ) -> impl Future<Output = Result<(Connected, Option<super::Lease>)>> + Send {
+        async move {
+            match self.connect(client).await {
+                Ok(connected) => Ok((connected, None)),
+                Err(e) => {
+                    if let Some(m) = metrics {
+                        m.upstream_connect_failed();
+                        m.no_upstream();
+                    }
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// An active health check: whether a connect succeeds now. The default
+    /// connects (for an unspecified client, `0.0.0.0:0`) and closes at
+    /// once; a decorator that would send something on behalf of a client
+    /// (a PROXY header) may override it to send v2 `LOCAL` or to check its
+    /// inner upstream only.
+    fn check(&self) -> impl Future<Output = Result<()>> + Send {
+        async move { self.connect(&Endpoint::any_v4(0)).await.map(drop) }
+    }
+
+    /// Work to run beside the relay for as long as it serves, for the
+    /// caller to spawn (a balancer's active health checks). Default: none.
+    fn background(&self) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> {
+        None
+    }
 }
 
 /// An upstream connection and where it went.
