@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tcpkit::endpoint::{Host, Target};
+#[cfg(feature = "tls")]
+use tcpkit::endpoint::Host;
+use tcpkit::endpoint::Target;
 #[cfg(feature = "tls")]
 use tcpkit::relay::ToTls;
 use tcpkit::relay::{Either, Fixed, SendProxy, Unix};
