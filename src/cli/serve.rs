@@ -82,6 +82,17 @@ pub struct Args {
     /// Chat: lines each room replays to whoever joins it ("0" keeps none).
     #[arg(long, default_value_t = tcpkit::service::chat::DEFAULT_HISTORY, value_name = "LINES")]
     history: usize,
+    /// Chat: rooms span every instance on this Redis (redis://HOST:PORT[/DB]):
+    /// lines, each room's history, names and /who are shared. Redis down:
+    /// each instance goes on alone and reconnects (see README, "Chat across
+    /// instances").
+    #[arg(long, value_name = "URL")]
+    bus: Option<String>,
+    /// Chat bus: how long a member's or a name's entry lives unless its
+    /// instance refreshes it (every third of this): a crashed instance's
+    /// members leave every /who within it. 300ms to 24h.
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = values::duration, requires = "bus")]
+    bus_ttl: Duration,
     /// Runtime worker threads, 1 to 1024; 1 uses a single-threaded runtime
     /// [default: cores]
     #[arg(long, value_name = "N", value_parser = values::count(1, values::MAX_WORKERS))]
@@ -156,6 +167,50 @@ fn listen_at(text: &str) -> anyhow::Result<Listen> {
     })
 }
 
+/// `--bus` and `--bus-ttl`, checked (not connected to).
+fn bus_config(args: &Args) -> anyhow::Result<Option<BusConfig>> {
+    let Some(url) = &args.bus else {
+        return Ok(None);
+    };
+    if args.mode != Mode::Chat {
+        return Err(values::invalid("--bus", "needs --mode chat"));
+    }
+    #[cfg(feature = "redis")]
+    {
+        let config = tcpkit::service::chat::redis_bus::RedisConfig {
+            url: url.clone(),
+            ttl: args.bus_ttl,
+            history: args.history,
+        };
+        match config.validate() {
+            Ok(()) => Ok(Some(config)),
+            Err(e) => Err(values::invalid(
+                if args.bus_ttl < tcpkit::service::chat::redis_bus::MIN_TTL
+                    || args.bus_ttl > Duration::from_secs(24 * 3600)
+                {
+                    "--bus-ttl"
+                } else {
+                    "--bus"
+                },
+                e.message(),
+            )),
+        }
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err(values::invalid(
+            "--bus",
+            "this tcpkit was built without the `redis` feature",
+        ))
+    }
+}
+
+#[cfg(feature = "redis")]
+type BusConfig = tcpkit::service::chat::redis_bus::RedisConfig;
+#[cfg(not(feature = "redis"))]
+type BusConfig = ();
+
 /// Flags to a config, checked before any socket opens.
 fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     let mut config = ServerConfig::default();
@@ -167,6 +222,7 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
             "--defer-accept needs a client-speaks-first mode (echo or discard); chat greets first",
         ));
     }
+    bus_config(args)?;
     config.backlog = args.backlog;
     if let Some(max) = args.max_connections {
         config.max_connections = max;
@@ -302,7 +358,11 @@ pub fn run_with(
             (None, Mode::Echo) => serve(server, Echo, quiet, restart).await?,
             (None, Mode::Discard) => serve(server, Discard, quiet, restart).await?,
             (None, Mode::Chat) => {
-                let chat = Chat::new().with_history(args.history);
+                let chat = match bus_config(&args)? {
+                    #[cfg(feature = "redis")]
+                    Some(bus) => tcpkit::service::chat::redis_bus::chat(&bus, server.metrics())?,
+                    _ => Chat::new().with_history(args.history),
+                };
                 serve(server, chat, quiet, restart).await?
             }
         };
