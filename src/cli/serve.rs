@@ -360,7 +360,23 @@ pub fn run_with(
             (None, Mode::Chat) => {
                 let chat = match bus_config(&args)? {
                     #[cfg(feature = "redis")]
-                    Some(bus) => tcpkit::service::chat::redis_bus::chat(&bus, server.metrics())?,
+                    Some(config) => {
+                        use tcpkit::service::chat::redis_bus;
+                        let (chat, bus) = redis_bus::chat(&config, server.metrics())?;
+                        // Connected before the first client if Redis is
+                        // there; if not, serving alone and retrying.
+                        let up = bus.wait_up(redis_bus::CONNECT_TIMEOUT * 2).await;
+                        let url = &config.url;
+                        if up && !quiet {
+                            log::notice("INFO", format_args!("chat bus up: {url}"));
+                        } else if !up {
+                            log::notice(
+                                "WARN",
+                                format_args!("chat bus {url} unreachable: serving this instance alone, reconnecting"),
+                            );
+                        }
+                        chat
+                    }
                     _ => Chat::new().with_history(args.history),
                 };
                 serve(server, chat, quiet, restart).await?

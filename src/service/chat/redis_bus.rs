@@ -183,6 +183,8 @@ struct Inner {
     /// The current command connection (`None` while down).
     conn: Mutex<Option<(MultiplexedConnection, CancellationToken)>>,
     up: AtomicBool,
+    /// `up`, to wait on ([`RedisBus::wait_up`]).
+    up_watch: tokio::sync::watch::Sender<bool>,
     /// Whether the queue was full at the last try (to log once).
     dropping: AtomicBool,
     /// Names claimed here (lowercased) and their owners.
@@ -225,6 +227,7 @@ impl RedisBus {
             tx,
             conn: Mutex::new(None),
             up: AtomicBool::new(false),
+            up_watch: tokio::sync::watch::Sender::new(false),
             dropping: AtomicBool::new(false),
             claims: Mutex::default(),
             hub: Arc::downgrade(hub),
@@ -238,16 +241,26 @@ impl RedisBus {
         tokio::spawn(refresh_loop(Arc::downgrade(&inner)));
         Ok(Arc::new(RedisBus { inner }))
     }
+
+    /// Waits up to `limit` for the bus to be connected and subscribed;
+    /// whether it is.
+    pub async fn wait_up(&self, limit: Duration) -> bool {
+        let mut rx = self.inner.up_watch.subscribe();
+        matches!(
+            tokio::time::timeout(limit, rx.wait_for(|up| *up)).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 /// A chat whose rooms span every instance on `config.url` (its history
 /// kept in Redis, `config.history` lines a room), the bus counted in
-/// `metrics`. Must be called within a tokio runtime.
-pub fn chat(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<super::Chat> {
+/// `metrics`, and its bus. Must be called within a tokio runtime.
+pub fn chat(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<(super::Chat, Arc<RedisBus>)> {
     let chat = super::Chat::new().with_history(0);
     let bus = RedisBus::start(config, chat.hub(), metrics)?;
-    chat.hub().set_bus(bus);
-    Ok(chat)
+    chat.hub().set_bus(bus.clone());
+    Ok((chat, bus))
 }
 
 fn key(kind: &str, name: &str) -> String {
@@ -338,6 +351,7 @@ impl Inner {
     fn set_up(&self, up: bool, why: &str) {
         let was = self.up.swap(up, Ordering::Relaxed);
         self.stats.up.store(u64::from(up), Ordering::Relaxed);
+        self.up_watch.send_replace(up);
         if was == up {
             return;
         }
