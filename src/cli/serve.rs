@@ -90,9 +90,9 @@ pub struct Args {
     bus: Option<String>,
     /// Chat bus: how long a member's or a name's entry lives unless its
     /// instance refreshes it (every third of this): a crashed instance's
-    /// members leave every /who within it. 300ms to 24h.
-    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = values::duration, requires = "bus")]
-    bus_ttl: Duration,
+    /// members leave every /who within it. 300ms to 24h [default: 15s]
+    #[arg(long, value_name = "DURATION", value_parser = values::duration)]
+    bus_ttl: Option<Duration>,
     /// Runtime worker threads, 1 to 1024; 1 uses a single-threaded runtime
     /// [default: cores]
     #[arg(long, value_name = "N", value_parser = values::count(1, values::MAX_WORKERS))]
@@ -170,31 +170,33 @@ fn listen_at(text: &str) -> anyhow::Result<Listen> {
 /// `--bus` and `--bus-ttl`, checked (not connected to).
 fn bus_config(args: &Args) -> anyhow::Result<Option<BusConfig>> {
     let Some(url) = &args.bus else {
+        if args.bus_ttl.is_some() {
+            return Err(values::invalid("--bus-ttl", "needs --bus"));
+        }
         return Ok(None);
     };
-    if args.mode != Mode::Chat {
-        return Err(values::invalid("--bus", "needs --mode chat"));
-    }
     #[cfg(feature = "redis")]
     {
-        let config = tcpkit::service::chat::redis_bus::RedisConfig {
+        use tcpkit::service::chat::redis_bus::{DEFAULT_TTL, MAX_TTL, MIN_TTL, RedisConfig};
+        let ttl = args.bus_ttl.unwrap_or(DEFAULT_TTL);
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(values::invalid(
+                "--bus-ttl",
+                format_args!("{ttl:?} is not between {MIN_TTL:?} and {MAX_TTL:?}"),
+            ));
+        }
+        let config = RedisConfig {
             url: url.clone(),
-            ttl: args.bus_ttl,
+            ttl,
             history: args.history,
         };
-        match config.validate() {
-            Ok(()) => Ok(Some(config)),
-            Err(e) => Err(values::invalid(
-                if args.bus_ttl < tcpkit::service::chat::redis_bus::MIN_TTL
-                    || args.bus_ttl > Duration::from_secs(24 * 3600)
-                {
-                    "--bus-ttl"
-                } else {
-                    "--bus"
-                },
-                e.message(),
-            )),
+        config
+            .validate()
+            .map_err(|e| values::invalid("--bus", e.message()))?;
+        if args.mode != Mode::Chat {
+            return Err(values::invalid("--bus", "needs --mode chat"));
         }
+        Ok(Some(config))
     }
     #[cfg(not(feature = "redis"))]
     {

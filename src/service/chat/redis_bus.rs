@@ -73,6 +73,9 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// The shortest `ttl` accepted (refreshes come every third of it).
 pub const MIN_TTL: Duration = Duration::from_millis(300);
 
+/// The longest `ttl` accepted.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// Lines and notices waiting to be published, at most; more are dropped.
 pub const PUBLISH_QUEUE: usize = 4096;
 
@@ -120,11 +123,14 @@ impl RedisConfig {
     /// Checks the URL's shape and the ttl, without connecting.
     pub fn validate(&self) -> Result<()> {
         client(&self.url)?;
-        if self.ttl < MIN_TTL || self.ttl > Duration::from_secs(24 * 3600) {
+        if !(MIN_TTL..=MAX_TTL).contains(&self.ttl) {
             return Err(Error::new(
                 ErrorKind::InvalidConfig,
                 code::INVALID_CONFIG,
-                format!("bus ttl {:?} must be between 300ms and 24h", self.ttl),
+                format!(
+                    "bus ttl {:?} must be between {MIN_TTL:?} and {MAX_TTL:?}",
+                    self.ttl
+                ),
             ));
         }
         Ok(())
@@ -133,10 +139,13 @@ impl RedisConfig {
 
 fn client(url: &str) -> Result<redis::Client> {
     let bad = |why: String| {
+        // The URL as given, cut short if long (it is echoed in an error).
+        let shown: String = url.chars().take(100).collect();
+        let more = if shown.len() < url.len() { "..." } else { "" };
         Error::new(
             ErrorKind::InvalidConfig,
             code::INVALID_CONFIG,
-            format!("bus {url:?}: {why}"),
+            format!("bus {shown:?}{more}: {why}"),
         )
     };
     if !url.starts_with("redis://") {
