@@ -807,6 +807,22 @@ mod tests {
     }
 
     #[test]
+    fn chat_bus_stats_show_once_watched() {
+        let m = Metrics::new();
+        let bus = Arc::new(BusStats::default());
+        BusStats::add(&bus.published, 3);
+        assert_eq!(m.snapshot().chat_bus_published, 0, "not watched yet");
+        m.watch_chat_bus(&bus);
+        bus.up.store(1, Relaxed);
+        BusStats::add(&bus.dropped, 2);
+        let s = m.snapshot();
+        assert_eq!(
+            (s.chat_bus_up, s.chat_bus_published, s.chat_bus_dropped),
+            (1, 3, 2)
+        );
+    }
+
+    #[test]
     fn chat_gauges_show_once_watched() {
         let m = Metrics::new();
         let g = Arc::new(ChatGauges::default());

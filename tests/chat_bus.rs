@@ -81,6 +81,14 @@ impl Redis {
         }
     }
 
+    /// Sends `signal` to redis-server (SIGSTOP: a stalled Redis).
+    fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on the PID of our own child, still unreaped.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -309,6 +317,43 @@ fn a_redis_restart_is_survived_with_one_notice() {
     for server in [&a, &b] {
         Client::connect(server);
     }
+}
+
+#[test]
+fn a_stalled_redis_is_bounded_and_reported() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (instance(&redis.url()), instance(&redis.url()));
+    let mut on_a = Client::connect(&a);
+    let mut also_a = Client::connect(&a);
+    let mut on_b = Client::connect(&b);
+    on_a.send("before");
+    on_b.expect(&format!("{}: before", on_a.name));
+
+    redis.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    // Delivered here at once, whatever Redis does.
+    on_a.send("stuck");
+    also_a.expect(&format!("{}: stuck", on_a.name));
+    // The publish gets no answer within 2 s: the bus is declared down.
+    let down = "* chat bus is down: lines now reach only members on this server; reconnecting";
+    on_a.expect(down);
+    // The idle instance finds out at its next refresh (every ttl / 3).
+    on_b.expect(down);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "stall noticed after {:?}",
+        stopped.elapsed()
+    );
+    redis.signal(libc::SIGCONT);
+    let back = "* chat bus is back: rooms span every server again";
+    on_a.expect(back);
+    let mut seen = on_b.expect(back);
+    on_a.send("after");
+    seen.extend(on_b.expect(&format!("{}: after", on_a.name)));
+    assert!(
+        !seen.iter().any(|l| l.ends_with(": stuck")),
+        "a line from the stall arrived late: {seen:?}"
+    );
 }
 
 #[test]
