@@ -111,6 +111,41 @@ fn instance(url: &str) -> ServerProcess {
         .0
 }
 
+/// As [`instance`], also serving `--metrics` on a free port: the server
+/// and its `HOST:PORT` for metrics.
+fn instance_with_metrics(url: &str) -> (ServerProcess, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpkit"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--mode", "chat"])
+        .args(["--bus", url, "--bus-ttl", "1s", "--metrics", "127.0.0.1:0"]);
+    let (server, line) = ServerProcess::spawn_with_stderr_line(cmd, None, DEADLINE, "metrics on")
+        .expect("start tcpkit serve --bus --metrics");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
+        .to_owned();
+    (server, addr)
+}
+
+/// The value of sample `series` in a scrape of `addr`'s `/metrics`.
+fn metric(addr: &str, series: &str) -> u64 {
+    let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send request");
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut body).expect("read metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{body}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{series}: {e}"))
+}
+
 /// A chat client with a deadline on every wait.
 struct Client {
     rd: BufReader<TcpStream>,
@@ -277,7 +312,7 @@ fn a_redis_restart_is_survived_with_one_notice() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let (a, b) = (instance(&redis.url()), instance(&redis.url()));
+    let ((a, metrics), b) = (instance_with_metrics(&redis.url()), instance(&redis.url()));
     let mut on_a = Client::connect(&a);
     let mut also_a = Client::connect(&a);
     let mut on_b = Client::connect(&b);
@@ -291,9 +326,15 @@ fn a_redis_restart_is_survived_with_one_notice() {
     on_a.expect(down);
     on_b.expect(down);
     also_a.expect(down);
-    // Within an instance, delivery goes on.
+    assert_eq!(metric(&metrics, "tcpkit_chat_bus_up"), 0);
+    // Within an instance, delivery goes on; what would cross is counted.
+    let dropped = metric(&metrics, "tcpkit_chat_bus_dropped_total");
     on_a.send("during");
     also_a.expect(&format!("{}: during", on_a.name));
+    assert_eq!(
+        metric(&metrics, "tcpkit_chat_bus_dropped_total"),
+        dropped + 1
+    );
 
     let restarted = Instant::now();
     redis.spawn();
@@ -313,6 +354,8 @@ fn a_redis_restart_is_survived_with_one_notice() {
         "a line said during the outage crossed instances later: {seen:?}"
     );
     assert!(!seen.iter().any(|l| l == down), "one notice only: {seen:?}");
+    assert_eq!(metric(&metrics, "tcpkit_chat_bus_up"), 1);
+    assert!(metric(&metrics, "tcpkit_chat_bus_reconnects_total") >= 1);
     // Both instances still serve.
     for server in [&a, &b] {
         Client::connect(server);
