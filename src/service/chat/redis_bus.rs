@@ -16,6 +16,9 @@
 //!   with an expiry of [`RedisConfig::ttl`]; one Lua script claims (set if
 //!   absent or already ours) and refreshes, so of two racing `/nick`s
 //!   exactly one wins. Guests (`user<N>-<tag>`) need no claim.
+//! * A joiner reads the history, then joins here: a line said on another
+//!   instance within that one round trip may be missed by the joiner, or
+//!   shown twice (in the history and live).
 //! * `/who`: a sorted set per room (`tcpkit:chat:who:<room>`) whose scores
 //!   are expiry times (Unix ms, this host's clock): each instance refreshes
 //!   its members every `ttl / 3`, so a crashed instance's members are gone
