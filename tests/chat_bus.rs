@@ -277,6 +277,38 @@ fn three_instances_deliver_10000_lines_exactly_once_in_order() {
 }
 
 #[test]
+fn a_paste_reaches_a_reader_on_another_instance_that_keeps_up() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (instance(&redis.url()), instance(&redis.url()));
+    let mut reader = Client::connect(&b);
+    let mut paster = Client::connect(&a);
+    let joined = format!("* {} joined lobby", paster.name);
+    reader.expect(&joined);
+    // 5,000 lines at once, far more than a queue (256): the reader's
+    // instance paces them as the sender's would (before: dropped as slow
+    // after ~3,000).
+    let paste: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+    let writer = std::thread::spawn(move || {
+        paster.wr.write_all(paste.as_bytes()).expect("paste");
+        paster
+    });
+    let mut next = 0;
+    while next < 5000 {
+        let line = reader
+            .line()
+            .unwrap_or_else(|| panic!("closed or silent after line {next}"));
+        assert!(!line.starts_with("* disconnected"), "{line} after {next}");
+        if let Some((_, n)) = line.split_once(": line ") {
+            assert_eq!(n, next.to_string(), "in order");
+            next += 1;
+        }
+    }
+    drop(writer.join());
+}
+
+#[test]
 fn history_is_shared_and_outlives_the_room() {
     let Some(redis) = Redis::start() else { return };
     let (a, b) = (instance(&redis.url()), instance(&redis.url()));

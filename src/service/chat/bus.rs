@@ -64,4 +64,9 @@ pub trait Bus: Send + Sync + Debug {
 
     /// Whether the bus is connected right now.
     fn is_up(&self) -> bool;
+
+    /// Whether the publish queue is more than half full: a sender then
+    /// waits (a bounded time) before its next line, as it does for a
+    /// lagging reader, so a paste is held back by TCP, not dropped.
+    fn congested(&self) -> bool;
 }

@@ -37,8 +37,14 @@
 //! from [`BACKOFF_MIN`] to [`BACKOFF_MAX`]; after Redis is back, delivery
 //! across instances resumes within `BACKOFF_MAX` plus one connect.
 //! `/who`, `/nick` and a joiner's history wait at most `REQUEST_TIMEOUT`.
-//! Received messages are delivered with `try_send` only, so the
-//! subscription is read as fast as Redis sends.
+//! Received lines are delivered with `try_send`, then paced as a local
+//! sender is: the subscription waits (up to 2 s a reader, then drops it as
+//! slow) until this instance's readers of that room have half their queue
+//! free, so a paste on one instance reaches the readers that keep up on
+//! every instance. What arrives meanwhile waits in the `redis` client's
+//! subscription buffer, which is unbounded: bounded in practice by the
+//! senders' rate times that wait, since senders are paced by their own
+//! instance's readers.
 //!
 //! # Why the `redis` crate
 //!
@@ -383,19 +389,48 @@ impl Inner {
         }
     }
 
-    fn receive(&self, msg: &redis::Msg) {
+    /// Delivers a message from another instance; the room, if it was a
+    /// line (not a notice) that readers here may have to catch up with.
+    fn receive<'m>(&self, msg: &'m redis::Msg) -> Option<&'m str> {
         let payload = msg.get_payload_bytes();
-        let Some(room) = msg.get_channel_name().strip_prefix("tcpkit:chat:room:") else {
-            return;
-        };
+        let room = msg.get_channel_name().strip_prefix("tcpkit:chat:room:")?;
         if payload.len() < 16 || payload[..16] == *self.id.as_bytes() {
-            return;
+            return None;
         }
         BusStats::add(&self.stats.received, 1);
-        if let Some(hub) = self.hub.upgrade() {
-            let kicked = hub.deliver(room, &Bytes::copy_from_slice(&payload[16..]));
-            for _ in 0..kicked {
-                self.metrics.slow_consumer();
+        let hub = self.hub.upgrade()?;
+        let line = Bytes::copy_from_slice(&payload[16..]);
+        let kicked = hub.deliver(room, &line);
+        for _ in 0..kicked {
+            self.metrics.slow_consumer();
+        }
+        (!line.starts_with(b"* ")).then_some(room)
+    }
+
+    /// As a session after its own line (`pace` in `mod.rs`): waits until
+    /// every member of `room` here has half its queue free, dropping as
+    /// slow one that does not within [`super::SLOW_DEADLINE`]. So a paste
+    /// on another instance reaches readers here that keep up, as it does
+    /// on the sender's instance. Meanwhile the subscription's messages wait
+    /// in the client's buffer (at most the senders' rate times that
+    /// deadline per lagging reader).
+    async fn pace(&self, room: &str) {
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        for member in hub.lagging(room, u64::MAX) {
+            let deadline = tokio::time::Instant::now() + super::SLOW_DEADLINE;
+            while member.tx.capacity() * 2 < member.tx.max_capacity()
+                && !member.tx.is_closed()
+                && !member.kick.is_cancelled()
+            {
+                if tokio::time::Instant::now() >= deadline {
+                    for _ in 0..hub.kick(room, member.id) {
+                        self.metrics.slow_consumer();
+                    }
+                    break;
+                }
+                tokio::time::sleep(super::PACE_POLL).await;
             }
         }
     }
@@ -425,7 +460,11 @@ async fn supervise(inner: Arc<Inner>) {
                 let why = loop {
                     tokio::select! {
                         msg = stream.next() => match msg {
-                            Some(msg) => inner.receive(&msg),
+                            Some(msg) => {
+                                if let Some(room) = inner.receive(&msg) {
+                                    inner.pace(room).await;
+                                }
+                            }
                             None => break "subscription closed",
                         },
                         _ = token.cancelled() => break "a request failed",
@@ -688,5 +727,10 @@ impl Bus for RedisBus {
 
     fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
+    }
+
+    fn congested(&self) -> bool {
+        let tx = &self.inner.tx;
+        self.inner.up.load(Ordering::Relaxed) && tx.capacity() * 2 < tx.max_capacity()
     }
 }
