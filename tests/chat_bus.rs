@@ -103,9 +103,14 @@ impl Drop for Redis {
 /// `tcpkit serve --mode chat --bus URL --bus-ttl 1s`, started once its bus
 /// is up (it says so on stderr before `listening on`).
 fn instance(url: &str) -> ServerProcess {
+    instance_with_ttl(url, "1s")
+}
+
+/// [`instance`] with `--bus-ttl TTL`.
+fn instance_with_ttl(url: &str, ttl: &str) -> ServerProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tcpkit"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--mode", "chat"])
-        .args(["--bus", url, "--bus-ttl", "1s"]);
+        .args(["--bus", url, "--bus-ttl", ttl]);
     ServerProcess::spawn_with_stderr_line(cmd, None, DEADLINE, "chat bus up")
         .expect("start tcpkit serve --bus")
         .0
@@ -464,6 +469,35 @@ fn a_killed_instance_leaves_who_within_the_ttl() {
     late.send("/nick ana");
     late.expect("* you are now ana");
     drop(a);
+}
+
+#[test]
+fn a_stopped_instance_leaves_who_at_once() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    // A ttl far longer than the test: only the shutdown can clear them.
+    let mut a = instance_with_ttl(&redis.url(), "60s");
+    let b = instance_with_ttl(&redis.url(), "60s");
+    let mut ana = Client::connect(&a);
+    ana.send("/nick ana");
+    ana.expect("* you are now ana");
+    let mut bob = Client::connect(&b);
+    bob.send("/nick bob");
+    bob.expect("* you are now bob");
+    // Polled: ana's entry is written by the other instance, unannounced.
+    let listed = Instant::now();
+    while bob.who() != set(&["ana", "bob"]) {
+        assert!(listed.elapsed() < DEADLINE, "ana never listed on b");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = a.stop(DEADLINE).expect("stop a");
+    assert!(status.success(), "{status:?}");
+    // Its members' leaves and names were sent before it exited.
+    assert_eq!(bob.who(), set(&["bob"]));
+    let mut late = Client::connect(&b);
+    late.send("/nick ana");
+    late.expect("* you are now ana");
 }
 
 #[test]

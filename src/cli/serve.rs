@@ -360,11 +360,14 @@ pub fn run_with(
             (None, Mode::Echo) => serve(server, Echo, quiet, restart).await?,
             (None, Mode::Discard) => serve(server, Discard, quiet, restart).await?,
             (None, Mode::Chat) => {
+                #[cfg(feature = "redis")]
+                let mut flush = None;
                 let chat = match bus_config(&args)? {
                     #[cfg(feature = "redis")]
                     Some(config) => {
                         use tcpkit::service::chat::redis_bus;
                         let (chat, bus) = redis_bus::chat(&config, server.metrics())?;
+                        flush = Some(bus.clone());
                         // Connected before the first client if Redis is
                         // there; if not, serving alone and retrying.
                         let up = bus.wait_up(redis_bus::CONNECT_TIMEOUT * 2).await;
@@ -381,7 +384,13 @@ pub fn run_with(
                     }
                     _ => Chat::new().with_history(args.history),
                 };
-                serve(server, chat, quiet, restart).await?
+                let summary = serve(server, chat, quiet, restart).await?;
+                // The members' leaves reach Redis before we exit.
+                #[cfg(feature = "redis")]
+                if let Some(bus) = flush {
+                    bus.flush(Duration::from_secs(1)).await;
+                }
+                summary
             }
         };
         #[cfg(target_os = "linux")]

@@ -183,6 +183,9 @@ enum Out {
     /// Every member and claimed name here, refreshed (and the connection
     /// checked).
     Refresh,
+    /// Answered once everything queued before it was sent (dropped, if
+    /// the bus is down: the answer is then the sender's drop).
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The Redis bus. Start it with [`RedisBus::start`].
@@ -258,6 +261,17 @@ impl RedisBus {
         tokio::spawn(publish_loop(inner.clone(), rx));
         tokio::spawn(refresh_loop(Arc::downgrade(&inner)));
         Ok(Arc::new(RedisBus { inner }))
+    }
+
+    /// Waits up to `limit` for everything queued so far (the leaves of a
+    /// server shutting down, say) to be sent; whether it was. So a cleanly
+    /// stopped instance's members leave every `/who` at once, not after
+    /// the ttl.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let flushed =
+            async { self.inner.tx.send(Out::Flush(done)).await.is_ok() && wait.await.is_ok() };
+        matches!(tokio::time::timeout(limit, flushed).await, Ok(true))
     }
 
     /// Waits up to `limit` for the bus to be connected and subscribed;
@@ -523,6 +537,7 @@ async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Out>) {
             .iter()
             .filter(|o| matches!(o, Out::Publish { .. }))
             .count() as u64;
+        let mut flushes = Vec::new();
         let Some((mut conn, token)) = inner.connection() else {
             BusStats::add(&inner.stats.dropped, lines);
             batch.clear();
@@ -569,6 +584,7 @@ async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Out>) {
                         .ignore();
                 }
                 Out::Refresh => refresh(&inner, &mut pipe, expiry, ttl_ms),
+                Out::Flush(done) => flushes.push(done),
             }
         }
         pipe.cmd("PING").ignore();
@@ -582,6 +598,9 @@ async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Out>) {
                 BusStats::add(&inner.stats.dropped, lines);
                 inner.failed("publish", &e, true, &token);
             }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }
