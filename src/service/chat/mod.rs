@@ -404,8 +404,9 @@ async fn read_loop(
 /// Waits, after a line, until every other member of the room has at least
 /// half its queue free again, or drops those that don't within
 /// [`SLOW_DEADLINE`]; with a bus, also until its publish queue is below
-/// half (at most [`SLOW_DEADLINE`]). While it waits this session reads nothing more, so a
-/// pasting client is held back by TCP, not by the server's memory.
+/// half (at most [`SLOW_DEADLINE`]). While it waits this session reads
+/// nothing more, so a pasting client is held back by TCP, not by the
+/// server's memory.
 async fn pace(hub: &Hub, me: &Me, metrics: &Metrics) {
     if let Some(bus) = hub.bus() {
         // The bus's publish queue is a reader too: wait (bounded) for it

@@ -57,8 +57,9 @@
 //! we did not measure `fred`; with `redis` a batch is one write and one
 //! reply, and 3 instances deliver 10,000 lines with fan-out within a few
 //! seconds in the debug-build test (`tests/chat_bus.rs`), so the choice
-//! rests on maintenance and fit. Reconnection is ours (not `ConnectionManager`'s), because
-//! the subscription must be rebuilt with it and members told once.
+//! rests on maintenance and fit. Reconnection is ours (not
+//! `ConnectionManager`'s), because the subscription must be rebuilt with it
+//! and members told once.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
