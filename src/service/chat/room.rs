@@ -9,12 +9,13 @@
 //! thousands of lines reaches readers that keep up instead of kicking them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::bus::Bus;
 use crate::metrics::ChatGauges;
 
 /// One client as the room sees it.
@@ -66,17 +67,39 @@ impl Room {
         slow
     }
 
-    /// Sends `msg`, then tells the room about anyone dropped for it; returns
-    /// how many were dropped.
-    fn broadcast(&mut self, room: &str, from: Option<u64>, msg: &Bytes) -> usize {
-        let mut kicked = 0;
-        let mut slow = self.send_others(from, msg);
-        while let Some(m) = slow.pop() {
-            kicked += 1;
-            let notice = notice(format_args!("{} left {room} (too slow)", m.name));
-            slow.extend(self.send_others(None, &notice));
+    /// Queues notice `msg` to every member but `from` that has room for it;
+    /// one that has none misses it but stays (it is dropped, if it stays
+    /// behind, by the next line said). Notices of joins and leaves grow
+    /// with the square of a room's size when many join at once: counting
+    /// them against a member's queue would drop readers that keep up with
+    /// every line (1,000 simultaneous joins dropped ~700 before).
+    fn announce(&self, from: Option<u64>, msg: &Bytes) {
+        for m in &self.members {
+            if Some(m.id) != from {
+                let _ = m.tx.try_send(msg.clone());
+            }
         }
-        kicked
+    }
+
+    /// Sends line `msg`, then tells the room (and the bus, if any) about
+    /// anyone dropped for it; returns how many were dropped.
+    fn broadcast(
+        &mut self,
+        room: &str,
+        from: Option<u64>,
+        msg: &Bytes,
+        bus: Option<&dyn Bus>,
+    ) -> usize {
+        let slow = self.send_others(from, msg);
+        for m in &slow {
+            let notice = notice(format_args!("{} left {room} (too slow)", m.name));
+            self.announce(None, &notice);
+            if let Some(bus) = bus {
+                bus.presence(room, &m.name, false);
+                bus.publish(room, &notice, false);
+            }
+        }
+        slow.len()
     }
 }
 
@@ -93,6 +116,8 @@ pub struct Hub {
     /// Rooms and members, for the server's metrics: updated under the
     /// lock, only when a room or its membership changes.
     gauges: Arc<ChatGauges>,
+    /// Other instances, when rooms span several (`serve --bus`).
+    bus: OnceLock<Arc<dyn Bus>>,
 }
 
 impl Default for Hub {
@@ -114,7 +139,75 @@ impl Hub {
             rooms: Mutex::default(),
             history,
             gauges: Arc::default(),
+            bus: OnceLock::new(),
         }
+    }
+
+    /// Connects this hub to other instances: from now on what happens in
+    /// its rooms is published on `bus`. The first call wins.
+    pub fn set_bus(&self, bus: Arc<dyn Bus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// The bus, if rooms span several instances.
+    pub fn bus(&self) -> Option<&Arc<dyn Bus>> {
+        self.bus.get()
+    }
+
+    fn bus_ref(&self) -> Option<&dyn Bus> {
+        self.bus.get().map(|b| &**b)
+    }
+
+    /// Delivers `msg`, said in `room` on another instance, to every member
+    /// here; returns how many were dropped as slow. A room with no members
+    /// here ignores it.
+    pub fn deliver(&self, room: &str, msg: &Bytes) -> usize {
+        let bus = self.bus_ref();
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = rooms.get_mut(room) else {
+            return 0;
+        };
+        let before = r.members.len();
+        // Notices (`* ...`; no name starts with a space) are announced as
+        // here; lines count against queues.
+        let kicked = if msg.starts_with(b"* ") {
+            r.announce(None, msg);
+            0
+        } else {
+            r.broadcast(room, None, msg, bus)
+        };
+        let after = r.members.len();
+        if after == 0 {
+            rooms.remove(room);
+        }
+        if after != before {
+            self.gauges
+                .changed(rooms.len(), after as i64 - before as i64);
+        }
+        kicked
+    }
+
+    /// Queues `msg` to every member of every room here (the bus's own
+    /// notices); a full queue skips it (the next line drops that member).
+    pub fn tell_all(&self, msg: &Bytes) {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        for m in rooms.values().flat_map(|r| r.members.iter()) {
+            let _ = m.tx.try_send(msg.clone());
+        }
+    }
+
+    /// Each room here with its members' names (what the bus refreshes).
+    pub fn local_members(&self) -> Vec<(String, Vec<String>)> {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms
+            .iter()
+            .map(|(room, r)| {
+                (
+                    room.clone(),
+                    r.members.iter().map(|m| m.name.clone()).collect(),
+                )
+            })
+            .collect()
     }
 
     /// Rooms and members right now, kept as they change (what a server's
@@ -148,31 +241,52 @@ impl Hub {
     /// slow. The newcomer is first sent the room's recent lines, under the
     /// same lock, so nothing said meanwhile can arrive before them.
     pub fn join(&self, room: &str, member: Member) -> usize {
+        self.join_with(room, member, None)
+    }
+
+    /// [`Hub::join`], replaying `history` (from the bus) instead of the
+    /// room's own when given.
+    pub fn join_with(&self, room: &str, member: Member, history: Option<&[Bytes]>) -> usize {
         let msg = notice(format_args!("{} joined {room}", member.name));
+        let bus = self.bus_ref();
         self.with_room(room, |r| {
-            if !r.history.is_empty() {
-                let n = r.history.len();
+            let replay: Vec<&Bytes> = match history {
+                Some(lines) => lines.iter().collect(),
+                None => r.history.iter().collect(),
+            };
+            if !replay.is_empty() {
+                let n = replay.len();
                 let lines = if n == 1 { "line" } else { "lines" };
                 let header = notice(format_args!("last {n} {lines} in {room}:"));
                 // A queue shorter than the history takes what fits.
                 let _ = std::iter::once(&header)
-                    .chain(&r.history)
+                    .chain(replay)
                     .try_for_each(|line| member.tx.try_send(line.clone()));
             }
             let id = member.id;
+            if let Some(bus) = bus {
+                bus.presence(room, &member.name, true);
+                bus.publish(room, &msg, false);
+            }
             r.members.push(member);
-            r.broadcast(room, Some(id), &msg)
+            r.announce(Some(id), &msg);
+            0
         })
     }
 
     /// Removes member `id` from `room`, announcing it; `None` if it was not
     /// there (e.g. already dropped as slow).
     pub fn leave(&self, room: &str, id: u64) -> Option<Member> {
+        let bus = self.bus_ref();
         self.with_room(room, |r| {
             let at = r.members.iter().position(|m| m.id == id)?;
             let member = r.members.remove(at);
             let msg = notice(format_args!("{} left {room}", member.name));
-            r.broadcast(room, None, &msg);
+            if let Some(bus) = bus {
+                bus.presence(room, &member.name, false);
+                bus.publish(room, &msg, false);
+            }
+            r.announce(None, &msg);
             Some(member)
         })
     }
@@ -181,6 +295,7 @@ impl Hub {
     /// dropped as too slow.
     pub fn say(&self, room: &str, from: u64, msg: &Bytes) -> usize {
         let keep = self.history;
+        let bus = self.bus_ref();
         self.with_room(room, |r| {
             if keep > 0 {
                 if r.history.len() == keep {
@@ -188,7 +303,12 @@ impl Hub {
                 }
                 r.history.push_back(msg.clone());
             }
-            r.broadcast(room, Some(from), msg)
+            // Published under the lock: every instance sees this room's
+            // lines in the order they were delivered here.
+            if let Some(bus) = bus {
+                bus.publish(room, msg, true);
+            }
+            r.broadcast(room, Some(from), msg, bus)
         })
     }
 
@@ -213,8 +333,15 @@ impl Hub {
             return Ok(0);
         };
         let msg = notice(format_args!("{} is now known as {name}", m.name));
+        let bus = self.bus_ref();
+        if let Some(bus) = bus {
+            bus.presence(room, &m.name, false);
+            bus.presence(room, name, true);
+            bus.publish(room, &msg, false);
+        }
         m.name = name.to_owned();
-        Ok(r.broadcast(room, Some(id), &msg))
+        r.announce(Some(id), &msg);
+        Ok(0)
     }
 
     /// Members of `room` other than `from` whose queues are more than half
@@ -233,6 +360,7 @@ impl Hub {
     /// token and telling the others; returns how many were dropped (the
     /// notice may find more).
     pub fn kick(&self, room: &str, id: u64) -> usize {
+        let bus = self.bus_ref();
         self.with_room(room, |r| {
             let Some(at) = r.members.iter().position(|m| m.id == id) else {
                 return 0;
@@ -240,7 +368,12 @@ impl Hub {
             let m = r.members.remove(at);
             m.kick.cancel();
             let msg = notice(format_args!("{} left {room} (too slow)", m.name));
-            1 + r.broadcast(room, None, &msg)
+            if let Some(bus) = bus {
+                bus.presence(room, &m.name, false);
+                bus.publish(room, &msg, false);
+            }
+            r.announce(None, &msg);
+            1
         })
     }
 
@@ -299,6 +432,28 @@ mod tests {
         assert!(hub.leave("lobby", 1).is_some());
         assert!(hub.rooms.lock().unwrap().is_empty());
         assert_eq!(hub.gauges().get(), (0, 0));
+    }
+
+    #[test]
+    fn a_crowd_joining_at_once_drops_nobody() {
+        // 1,000 members, none reading yet, queues of 256: the join
+        // notices alone (~500,000) would overflow every early queue.
+        let hub = Hub::new(0);
+        let mut rxs = Vec::new();
+        let mut kicked = 0;
+        for id in 0..1000 {
+            let (m, rx) = member(id, 256);
+            kicked += hub.join("lobby", m);
+            rxs.push(rx);
+        }
+        assert_eq!(kicked, 0);
+        assert_eq!(hub.who("lobby").len(), 1000);
+        // Every member then reads, and a line reaches all of them.
+        for rx in &mut rxs {
+            while rx.try_recv().is_ok() {}
+        }
+        assert_eq!(hub.say("lobby", 0, &Bytes::from_static(b"hi\r\n")), 0);
+        assert!(rxs[1..].iter_mut().all(|rx| rx.try_recv().is_ok()));
     }
 
     #[test]
