@@ -185,24 +185,41 @@ async fn copy_inner(
             )
             .await
         }
+        // Boxed: its state (two `one_way` futures) would otherwise make
+        // every TCP pair's future as large.
         (client, upstream) => {
-            let (mut c_rd, mut c_wr) = client.split();
-            let (mut u_rd, mut u_wr) = upstream.split();
-            let mut up_buf = vec![0u8; buf_bytes];
-            let mut down_buf = vec![0u8; buf_bytes];
-            let up = one_way(&mut c_rd, &mut u_wr, &mut up_buf, &moved.up);
-            let down = one_way(&mut u_rd, &mut c_wr, &mut down_buf, &moved.down);
-            tokio::pin!(up, down);
-            drive(
-                |cx| up.as_mut().poll(cx),
-                |cx| down.as_mut().poll(cx),
-                limits,
-                shutdown,
-                moved,
-            )
+            Box::pin(buffered(
+                client, upstream, buf_bytes, limits, shutdown, moved,
+            ))
             .await
         }
     }
+}
+
+/// The portable path: one buffer per direction, `AsyncRead`/`AsyncWrite`.
+async fn buffered(
+    client: &mut Stream,
+    upstream: &mut Stream,
+    buf_bytes: usize,
+    limits: &Limits,
+    shutdown: &CancellationToken,
+    moved: &Moved,
+) -> Ended {
+    let (mut c_rd, mut c_wr) = client.split();
+    let (mut u_rd, mut u_wr) = upstream.split();
+    let mut up_buf = vec![0u8; buf_bytes];
+    let mut down_buf = vec![0u8; buf_bytes];
+    let up = one_way(&mut c_rd, &mut u_wr, &mut up_buf, &moved.up);
+    let down = one_way(&mut u_rd, &mut c_wr, &mut down_buf, &moved.down);
+    tokio::pin!(up, down);
+    drive(
+        |cx| up.as_mut().poll(cx),
+        |cx| down.as_mut().poll(cx),
+        limits,
+        shutdown,
+        moved,
+    )
+    .await
 }
 
 /// Runs both directions (each a poll function that is ready once its EOF
