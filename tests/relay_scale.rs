@@ -417,3 +417,46 @@ async fn copy_path_alone_is_byte_exact_both_ways() {
         "splice(2) ran with splice off"
     );
 }
+
+/// Small messages keep the plain read/write path: 500 round trips of 64 B
+/// through a relay with splice on take no pipe and splice no byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_messages_are_copied_not_spliced() {
+    let _heavy = HEAVY.lock().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let up_addr = listener.local_addr().expect("addr");
+    let target = tcpkit::endpoint::HostPort::parse(&up_addr.to_string()).expect("target");
+    let relay = server_util::start(
+        tcpkit::server::ServerBuilder::new(),
+        tcpkit::relay::Relay::new(tcpkit::relay::Fixed::new(target, Duration::from_secs(10))),
+    );
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut b = [0u8; 64];
+        while s.read_exact(&mut b).await.is_ok() {
+            s.write_all(&b).await.expect("echo");
+        }
+    });
+    let before = tcpkit::relay::splice::stats().bytes_spliced;
+    let mut client = TcpStream::connect(relay.addr).await.expect("connect");
+    within(TEST_DEADLINE, "500 round trips", async {
+        let mut back = [0u8; 64];
+        for i in 0..500u32 {
+            let msg = [(i % 251) as u8; 64];
+            client.write_all(&msg).await.expect("send");
+            client.read_exact(&mut back).await.expect("reply");
+            assert_eq!(back, msg, "round trip {i}");
+        }
+    })
+    .await;
+    assert_eq!(
+        tcpkit::relay::splice::stats().bytes_spliced,
+        before,
+        "64 B messages went through splice(2)"
+    );
+    drop(client);
+    within(TEST_DEADLINE, "upstream ends", upstream)
+        .await
+        .expect("upstream");
+    relay.stop().await;
+}
