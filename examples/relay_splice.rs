@@ -7,7 +7,8 @@
 //! (`/proc/self/task/TID/schedstat`), so client and sink do not count.
 //! Rounds alternate copy and splice; medians are printed.
 //!
-//! `cargo run --release --example relay_splice [MIB [ROUNDS]]` (default 128
+//! `cargo run --release --example relay_splice [MIB [ROUNDS [WRITE_KIB]]]`
+//! (the client's writes are 64 KiB unless WRITE_KIB says; default 128
 //! MiB, 3 rounds: a few seconds; the figures in `relay::splice`'s
 //! documentation are `relay_splice 256 5`).
 
@@ -93,7 +94,7 @@ mod linux {
 
     /// Sends `bytes` through the relay to a sink; returns (seconds, relay
     /// CPU seconds).
-    fn round(splice: bool, bytes: usize) -> (f64, f64) {
+    fn round(splice: bool, bytes: usize, write: usize) -> (f64, f64) {
         let sink = TcpListener::bind("127.0.0.1:0").expect("bind sink");
         let sink_addr = sink.local_addr().expect("sink addr");
         let sink = std::thread::spawn(move || {
@@ -114,7 +115,7 @@ mod linux {
             pin(1);
             let _ = rx.recv();
             let mut s = TcpStream::connect(relay.addr).expect("connect relay");
-            let chunk = vec![0x5au8; 64 * 1024];
+            let chunk = vec![0x5au8; write];
             let mut sent = 0;
             while sent < bytes {
                 let n = chunk.len().min(bytes - sent);
@@ -147,17 +148,21 @@ mod linux {
         let mut args = std::env::args().skip(1);
         let mib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(128);
         let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+        let write_kib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
+        let write = write_kib.max(1) * 1024;
         let bytes = mib << 20;
         let gb = bytes as f64 / 1e9;
-        println!("one-way bulk, 1 connection, {mib} MiB per round, {rounds} rounds");
+        println!(
+            "one-way bulk, 1 connection, {write_kib} KiB writes, {mib} MiB per round, {rounds} rounds"
+        );
         let mut results = Vec::new();
-        for (name, splice) in [("copy", false), ("splice", true)] {
+        for (name, splice) in [("copy", false), ("auto", true)] {
             results.push((name, splice, Vec::new(), Vec::new()));
         }
         let spliced_before = splice::stats().bytes_spliced;
         for _ in 0..rounds {
             for (_, splice, rates, cpus) in results.iter_mut() {
-                let (secs, cpu) = round(*splice, bytes);
+                let (secs, cpu) = round(*splice, bytes, write);
                 rates.push(bytes as f64 / 1e6 / secs);
                 cpus.push(cpu / gb);
             }
@@ -179,7 +184,7 @@ mod linux {
         }
         let spliced = splice::stats().bytes_spliced - spliced_before;
         println!(
-            "spliced {spliced} of {} bytes moved with splice on",
+            "spliced {spliced} of {} bytes moved with splice on (auto)",
             bytes * rounds
         );
     }

@@ -33,6 +33,22 @@
 //! An earlier 3-round run: copy 152 MB/s at 1.03 s/GB, splice 253 MB/s
 //! at 0.59 s/GB. Splice halves the relay's CPU per GB.
 //!
+//! The switch rule against smaller client writes (`relay_splice 128 3 W`,
+//! 07:38 UTC, load average 6; "auto" is this rule, medians of 3):
+//!
+//! | client writes | copy MB/s, s/GB | auto MB/s, s/GB | spliced |
+//! |---------------|-----------------|-----------------|---------|
+//! | 1 KiB (64 MiB)| 376, 0.906      | 376, 0.572      | 96 %    |
+//! | 4 KiB         | 231, 0.958      | 312, 0.490      | 99.6 %  |
+//! | 16 KiB        | 222, 0.932      | 387, 0.512      | 99.6 %  |
+//! | 64 KiB        | 252, 1.045      | 398, 0.568      | 99.5 %  |
+//!
+//! A stream of small writes still queues a buffer's worth while the relay
+//! works, so it is spliced, and that never cost more than copying; a
+//! request/reply exchange of small messages never fills a read, so it
+//! stays on read/write (`tests/relay_scale.rs` checks that 64 B round
+//! trips splice nothing). Not measured: a sweep of the threshold itself.
+//!
 //! # File descriptors
 //!
 //! A pipe costs two descriptors. At most [`MAX_PIPES`] exist at once
