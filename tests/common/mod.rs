@@ -40,12 +40,25 @@ pub fn have_program(program: &str) -> bool {
     found
 }
 
-/// A loopback port nothing listens on: bound on port 0 and released, so
-/// a test that dials it is refused (or never dials it) without naming a
-/// fixed port that something on the host might use.
+/// A loopback port nothing listens on, and nothing else can take: a
+/// socket bound to port 0 but never listening, kept open (leaked) for the
+/// rest of the test process. A dial to it is refused at once. (Binding and
+/// releasing was not enough: a test running in parallel could be given the
+/// same port for its own listener, and a "refused" dial then reached it.)
 pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("socket");
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any.into()).expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("local_addr")
+        .port();
+    // Held, never listened on: the port stays ours and refuses every SYN.
+    std::mem::forget(socket);
+    port
 }
 
 #[cfg(feature = "cli")]
