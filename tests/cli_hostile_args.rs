@@ -265,6 +265,7 @@ const CASES: &[Case] = &[
         &[],
     ),
     case("bench", "--mode", ENUM, &[]),
+    case("bench", "--chat-protocol", ENUM, &[]),
     case("bench", "--rooms", &["0", "16777217", "-1", "x", ""], &[]),
     case(
         "bench",

@@ -36,8 +36,9 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
@@ -66,6 +67,157 @@ pub const MAX_FAILURES_LISTED: usize = 10;
 /// The shortest line: `c<id> <seq> <µs>` needs at most this with small
 /// numbers; longer stamps simply make a longer line.
 pub const MIN_LINE_BYTES: usize = 8;
+
+/// The dialect of the chat server under test: how a client joins its room,
+/// how messages are framed, whether the sender hears its own line, and what
+/// the server puts in front of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatProtocol {
+    /// `tcpkit serve --mode chat`: a `* welcome` notice, `/join ROOM`
+    /// answered `* you joined ROOM`; lines end in `\n` and reach the others
+    /// as `name: line`; notices start with `* `; the sender does not hear
+    /// itself.
+    #[default]
+    Tcpkit,
+    /// `ncat --chat` (one room per server): no join; every connect is
+    /// announced to every client (the newcomer included) as `<announce>
+    /// ...` lines, so the first line a client reads proves it is in the
+    /// broadcast set; lines reach the others as `<userN> line`; the sender
+    /// does not hear itself.
+    Ncat,
+    /// The Boost.Asio chat example (one room per listening port): each
+    /// message is a 4-byte header, the body length as ASCII decimal
+    /// right-aligned in spaces (`sprintf("%4d")`, read back with `atoi`),
+    /// then at most [`ASIO_MAX_BODY`] bytes of body with no newline; the
+    /// server sends every message to every member, the sender included, and
+    /// replays its last 100 messages to a newcomer. A client joins by saying
+    /// `c<id> join` and waiting for its own echo.
+    Asio,
+}
+
+/// The Boost.Asio chat example's `chat_message::max_body_length`.
+pub const ASIO_MAX_BODY: usize = 512;
+
+/// The Boost.Asio chat example's `chat_message::header_length`.
+pub const ASIO_HEADER: usize = 4;
+
+impl ChatProtocol {
+    /// The dialect's name (`--chat-protocol`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ChatProtocol::Tcpkit => "tcpkit",
+            ChatProtocol::Ncat => "ncat",
+            ChatProtocol::Asio => "asio",
+        }
+    }
+
+    /// Whether the server has rooms a client joins by name; otherwise each
+    /// server (target) is one room.
+    pub fn has_rooms(self) -> bool {
+        self == ChatProtocol::Tcpkit
+    }
+
+    /// Appends one message with `body` (no newline) to `out`, framed.
+    pub fn encode(self, body: &[u8], out: &mut Vec<u8>) {
+        match self {
+            ChatProtocol::Tcpkit | ChatProtocol::Ncat => {
+                out.extend_from_slice(body);
+                out.push(b'\n');
+            }
+            ChatProtocol::Asio => {
+                let _ = std::io::Write::write_fmt(out, format_args!("{:4}", body.len()));
+                out.extend_from_slice(body);
+            }
+        }
+    }
+
+    /// Takes the next whole message off the front of `buf`, without its
+    /// framing (`\n` or `\r\n`, or the Asio header): `Ok(None)` if it is not
+    /// all there yet; an error if the framing is broken.
+    pub fn decode(self, buf: &mut BytesMut) -> std::result::Result<Option<BytesMut>, String> {
+        match self {
+            ChatProtocol::Tcpkit | ChatProtocol::Ncat => {
+                let Some(at) = buf.iter().position(|&b| b == b'\n') else {
+                    return Ok(None);
+                };
+                let mut line = buf.split_to(at + 1);
+                line.truncate(at);
+                if line.ends_with(b"\r") {
+                    line.truncate(at - 1);
+                }
+                Ok(Some(line))
+            }
+            ChatProtocol::Asio => {
+                if buf.len() < ASIO_HEADER {
+                    return Ok(None);
+                }
+                let len = asio_body_length(&buf[..ASIO_HEADER])?;
+                if buf.len() < ASIO_HEADER + len {
+                    return Ok(None);
+                }
+                let _ = buf.split_to(ASIO_HEADER);
+                Ok(Some(buf.split_to(len)))
+            }
+        }
+    }
+
+    /// What a received message is, once its framing is off.
+    fn classify(self, msg: &[u8]) -> Heard<'_> {
+        match self {
+            ChatProtocol::Tcpkit => {
+                if let Some(notice) = msg.strip_prefix(b"* ") {
+                    return Heard::Notice(notice);
+                }
+                match msg.windows(2).position(|w| w == b": ") {
+                    Some(at) => Heard::Said(&msg[at + 2..]),
+                    None => Heard::Said(msg),
+                }
+            }
+            ChatProtocol::Ncat => {
+                if let Some(notice) = msg.strip_prefix(b"<announce> ") {
+                    return Heard::Notice(notice);
+                }
+                match (msg.first(), msg.windows(2).position(|w| w == b"> ")) {
+                    (Some(b'<'), Some(at)) => Heard::Said(&msg[at + 2..]),
+                    _ => Heard::Said(msg),
+                }
+            }
+            ChatProtocol::Asio => Heard::Said(msg),
+        }
+    }
+}
+
+/// The Asio header's length, read as `atoi` does (leading spaces, digits),
+/// but strictly: anything else in the 4 bytes, or more than
+/// [`ASIO_MAX_BODY`], is broken framing.
+fn asio_body_length(header: &[u8]) -> std::result::Result<usize, String> {
+    let text = std::str::from_utf8(header).unwrap_or("");
+    let digits = text.trim_start_matches(' ');
+    match digits.parse::<usize>() {
+        Ok(n)
+            if !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && n <= ASIO_MAX_BODY =>
+        {
+            Ok(n)
+        }
+        _ => Err(format!(
+            "broken Asio chat header {:?} (want the body length, 0..={ASIO_MAX_BODY}, as 4 ASCII characters)",
+            String::from_utf8_lossy(header)
+        )),
+    }
+}
+
+/// A received message, its server's framing and prefix off.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard<'a> {
+    /// A server notice (`* ...` from tcpkit, `<announce> ...` from ncat),
+    /// without its marker.
+    Notice(&'a [u8]),
+    /// What a member said, its prefix (`name: `, `<userN> `) stripped.
+    Said(&'a [u8]),
+}
 
 /// A validated description of one chat run.
 #[derive(Debug, Clone)]
@@ -96,6 +248,8 @@ pub struct ChatConfig {
     pub connect_timeout: Duration,
     /// The server's PID, for its CPU time.
     pub server_pid: Option<u32>,
+    /// The servers' dialect.
+    pub protocol: ChatProtocol,
 }
 
 impl ChatConfig {
@@ -115,6 +269,7 @@ impl ChatConfig {
             threads: 1,
             connect_timeout: Duration::from_secs(5),
             server_pid: None,
+            protocol: ChatProtocol::Tcpkit,
         }
     }
 
@@ -169,6 +324,20 @@ impl ChatConfig {
         }
         if self.threads == 0 {
             return bad("threads must be at least 1".into());
+        }
+        if !self.protocol.has_rooms() && self.targets.len() != self.rooms {
+            return bad(format!(
+                "a {} chat server is one room: give one target per room ({} target(s) for {} room(s))",
+                self.protocol.name(),
+                self.targets.len(),
+                self.rooms
+            ));
+        }
+        if self.protocol == ChatProtocol::Asio && self.size_bytes > ASIO_MAX_BODY + 1 {
+            return bad(format!(
+                "size {} B is more than an Asio chat body of {ASIO_MAX_BODY} B (+1, as sizes count a newline)",
+                self.size_bytes
+            ));
         }
         Ok(())
     }
@@ -225,6 +394,8 @@ pub struct Failure {
 pub struct ChatReport {
     /// Always `chat`.
     pub mode: &'static str,
+    /// The servers' dialect (`tcpkit`, `ncat`, `asio`).
+    pub protocol: ChatProtocol,
     /// The servers, as given.
     pub targets: Vec<String>,
     /// Clients that joined, per target (same order).
@@ -327,7 +498,8 @@ impl ChatReport {
         };
         let _ = writeln!(
             s,
-            "chat: {} clients in {} room(s) on {} target(s), {} B lines, {load}",
+            "chat ({}): {} clients in {} room(s) on {} target(s), {} B lines, {load}",
+            self.protocol.name(),
             self.connections,
             self.rooms,
             self.targets.len(),
@@ -743,6 +915,7 @@ fn build_report(
     let client_cpu = after.1.saturating_sub(before.1);
     ChatReport {
         mode: "chat",
+        protocol: config.protocol,
         targets: config.targets.iter().map(ToString::to_string).collect(),
         joined_per_target,
         connections: config.connections,
@@ -811,7 +984,7 @@ async fn client(
         let _permit = shared.joining.acquire().await;
         join(i, &shared, target).await
     };
-    let (reader, writer) = match joined {
+    let (reader, leftover, writer) = match joined {
         Ok(halves) => {
             stats.established = true;
             halves
@@ -834,7 +1007,7 @@ async fn client(
     };
     let (sent_in_window, send_result) = {
         let send = say(i, &shared, plan, writer);
-        let hear = hear(i, &shared, plan, reader, &mut stats);
+        let hear = hear(i, &shared, plan, reader, leftover, &mut stats);
         let (sent, ()) = tokio::join!(send, hear);
         sent
     };
@@ -863,13 +1036,17 @@ fn room_name(shared: &Shared, room: usize) -> String {
     format!("{}-{room}", shared.nonce)
 }
 
-/// Connects, reads the welcome, joins the room and reads the reply.
+/// Connects and joins the room as the server's dialect wants: for tcpkit,
+/// reads the welcome, says `/join ROOM` and reads the reply; for ncat, reads
+/// the first `<announce>` line; for Asio, says `c<id> join` and reads until
+/// its own echo. Returns the halves and what was read past the join.
 async fn join(
     i: usize,
     shared: &Shared,
     target: usize,
-) -> std::result::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf), String> {
+) -> std::result::Result<(OwnedReadHalf, BytesMut, OwnedWriteHalf), String> {
     let config = &shared.config;
+    let protocol = config.protocol;
     let endpoint = config.targets[target];
     let deadline = config.connect_timeout;
     let stream =
@@ -883,45 +1060,83 @@ async fn join(
             }
         };
     let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let room = room_name(shared, config.room_of(i));
     let exchange = async {
-        let mut line = Vec::new();
-        let n = rd
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 || !line.starts_with(b"* welcome") {
-            return Err(format!(
-                "no `* welcome` line, got {:?}",
-                String::from_utf8_lossy(&line).trim_end()
-            ));
-        }
-        wr.write_all(format!("/join {room}\n").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let want = format!("* you joined {room}");
-        loop {
-            line.clear();
-            let n = rd
-                .read_until(b'\n', &mut line)
-                .await
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("closed before `* you joined`".into());
+        match protocol {
+            ChatProtocol::Tcpkit => {
+                let first = next_message(protocol, &mut rd, &mut buf).await?;
+                if !first.starts_with(b"* welcome") {
+                    return Err(format!(
+                        "no `* welcome` line, got {:?}",
+                        String::from_utf8_lossy(&first)
+                    ));
+                }
+                wr.write_all(format!("/join {room}\n").as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let want = format!("* you joined {room}");
+                while !next_message(protocol, &mut rd, &mut buf)
+                    .await?
+                    .starts_with(want.as_bytes())
+                {}
+                Ok(())
             }
-            if line.starts_with(want.as_bytes()) {
-                return Ok(());
+            ChatProtocol::Ncat => {
+                let first = next_message(protocol, &mut rd, &mut buf).await?;
+                match protocol.classify(&first) {
+                    Heard::Notice(_) => Ok(()),
+                    Heard::Said(_) => Err(format!(
+                        "no `<announce>` line first, got {:?}",
+                        String::from_utf8_lossy(&first)
+                    )),
+                }
+            }
+            ChatProtocol::Asio => {
+                let hello = format!("c{i} join");
+                let mut framed = Vec::new();
+                protocol.encode(hello.as_bytes(), &mut framed);
+                wr.write_all(&framed).await.map_err(|e| e.to_string())?;
+                while next_message(protocol, &mut rd, &mut buf).await?[..] != *hello.as_bytes() {}
+                Ok(())
             }
         }
     };
-    match tokio::time::timeout(deadline, exchange).await {
-        Ok(Ok(())) => Ok((rd, wr)),
-        Ok(Err(e)) => Err(format!("c{i}: join {room} on {endpoint}: {e}")),
+    let what = if protocol.has_rooms() {
+        format!("join {room}")
+    } else {
+        "join".to_string()
+    };
+    let result = tokio::time::timeout(deadline, exchange).await;
+    match result {
+        Ok(Ok(())) => Ok((rd, buf, wr)),
+        Ok(Err(e)) => Err(format!("c{i}: {what} on {endpoint}: {e}")),
         Err(_) => Err(format!(
-            "c{i}: join {room} on {endpoint}: no reply within {deadline:?}"
+            "c{i}: {what} on {endpoint}: no reply within {deadline:?}"
         )),
+    }
+}
+
+/// Bytes a read asks for at least.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads until `buf` holds a whole message and takes it.
+async fn next_message(
+    protocol: ChatProtocol,
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> std::result::Result<BytesMut, String> {
+    loop {
+        if let Some(msg) = protocol.decode(buf)? {
+            return Ok(msg);
+        }
+        buf.reserve(READ_CHUNK);
+        match rd.read_buf(buf).await {
+            Ok(0) => return Err("the server closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
@@ -951,6 +1166,7 @@ async fn say(
         .rate_per_s
         .map(|rate| Duration::from_secs_f64(config.connections as f64 / rate));
     let offset = interval.map(|iv| iv.mul_f64(i as f64 / config.connections as f64));
+    let mut body = Vec::with_capacity(config.size_bytes + 32);
     let mut line = Vec::with_capacity(config.size_bytes + 32);
     let mut seq = 0u64;
     let mut in_window = 0;
@@ -1005,13 +1221,14 @@ async fn say(
                 now
             }
         };
-        line.clear();
+        body.clear();
         let us = stamp.duration_since(shared.base).as_micros() as u64;
-        let _ = std::io::Write::write_fmt(&mut line, format_args!("c{i} {seq} {us}"));
-        if line.len() + 1 < config.size_bytes {
-            line.resize(config.size_bytes - 1, b'.');
+        let _ = std::io::Write::write_fmt(&mut body, format_args!("c{i} {seq} {us}"));
+        if body.len() + 1 < config.size_bytes {
+            body.resize(config.size_bytes - 1, b'.');
         }
-        line.push(b'\n');
+        line.clear();
+        config.protocol.encode(&body, &mut line);
         if let Err(e) = wr.write_all(&line).await {
             break Err(SendEnd::Io(e));
         }
@@ -1022,7 +1239,11 @@ async fn say(
         shared.sent[i].store(seq, Release);
     };
     if !matches!(result, Err(SendEnd::Io(_))) {
-        let _ = wr.write_all(format!("c{i} end {seq}\n").as_bytes()).await;
+        line.clear();
+        config
+            .protocol
+            .encode(format!("c{i} end {seq}").as_bytes(), &mut line);
+        let _ = wr.write_all(&line).await;
     }
     shared.senders_done.fetch_add(1, Release);
     shared.progress_wake.notify_waiters();
@@ -1039,10 +1260,12 @@ async fn hear(
     i: usize,
     shared: &Shared,
     plan: Plan,
-    mut rd: BufReader<OwnedReadHalf>,
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
     stats: &mut ClientStats,
 ) {
     let config = &shared.config;
+    let protocol = config.protocol;
     let r = config.rooms;
     let room = config.room_of(i);
     let mut ended = vec![false; config.room_size(room)];
@@ -1062,60 +1285,79 @@ async fn hear(
     let mut check = tokio::time::interval(Duration::from_millis(100));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = i as u32;
-    let mut line = Vec::with_capacity(config.size_bytes + 64);
     while ends_needed > 0 {
-        // A read cut short by the tick keeps its partial line.
-        if line.ends_with(b"\n") {
-            line.clear();
-        }
-        let read = tokio::select! {
-            r = rd.read_until(b'\n', &mut line) => r,
-            _ = check.tick() => {
-                ends_needed = waiting_for(&ended);
+        let msg = match protocol.decode(&mut buf) {
+            Ok(Some(msg)) => msg,
+            Ok(None) => {
+                buf.reserve(READ_CHUNK);
+                // `read_buf` is cancel safe: a read cut short by the tick
+                // loses nothing.
+                let read = tokio::select! {
+                    r = rd.read_buf(&mut buf) => r,
+                    _ = check.tick() => {
+                        ends_needed = waiting_for(&ended);
+                        continue;
+                    }
+                    _ = shared.stop.cancelled() => break,
+                };
+                match read {
+                    // At the run's end the bench closes its own connections.
+                    Ok(0) | Err(_) if shared.stop.is_cancelled() => break,
+                    Ok(0) => {
+                        if !stats.slow_dropped {
+                            stats.broken = true;
+                            shared.gone[i].store(true, Relaxed);
+                            stats
+                                .errors
+                                .push(format!("c{i}: the server closed the connection mid-run"));
+                        }
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        if !stats.slow_dropped {
+                            stats.broken = true;
+                            shared.gone[i].store(true, Relaxed);
+                            stats.errors.push(format!("c{i}: read: {e}"));
+                        }
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing after broken framing can be trusted.
+                stats.broken = true;
+                shared.gone[i].store(true, Relaxed);
+                stats.errors.push(format!("c{i}: {e}"));
+                break;
+            }
+        };
+        let now = Instant::now();
+        let text = match protocol.classify(&msg) {
+            Heard::Notice(notice) => {
+                if protocol == ChatProtocol::Tcpkit {
+                    if notice.starts_with(b"disconnected: you fell behind") {
+                        stats.slow_dropped = true;
+                        shared.gone[i].store(true, Relaxed);
+                    } else if notice.ends_with(b"(too slow)") {
+                        stats.slow_notices += 1;
+                    }
+                }
                 continue;
             }
-            _ = shared.stop.cancelled() => break,
+            Heard::Said(text) => text,
         };
-        match read {
-            // At the run's end the bench closes its own connections.
-            Ok(0) | Err(_) if shared.stop.is_cancelled() => break,
-            Ok(0) => {
-                if !stats.slow_dropped {
-                    stats.broken = true;
-                    shared.gone[i].store(true, Relaxed);
-                    stats
-                        .errors
-                        .push(format!("c{i}: the server closed the connection mid-run"));
-                }
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if !stats.slow_dropped {
-                    stats.broken = true;
-                    shared.gone[i].store(true, Relaxed);
-                    stats.errors.push(format!("c{i}: read: {e}"));
-                }
-                break;
-            }
-        }
-        let now = Instant::now();
-        let text = trim_newline(&line);
-        if text.starts_with(b"* ") {
-            if text.starts_with(b"* disconnected: you fell behind") {
-                stats.slow_dropped = true;
-                shared.gone[i].store(true, Relaxed);
-            } else if text.ends_with(b"(too slow)") {
-                stats.slow_notices += 1;
-            }
-            continue;
-        }
         let Some((from, what)) = parse(text) else {
             stats.misrouted += 1;
-            let detail = format!("not a bench line: {:?}", String::from_utf8_lossy(text));
+            let detail = format!("not a bench line: {:?}", String::from_utf8_lossy(&msg));
             stats.fail(FailureKind::Misrouted, me, detail);
             continue;
         };
+        // Asio sends every line to its sender too; joins are before the
+        // barrier (and in Asio's replayed history).
+        if matches!(what, Said::Join) || (from as usize == i && protocol == ChatProtocol::Asio) {
+            continue;
+        }
         let j = from as usize;
         if j >= config.connections || j % r != room || j == i {
             stats.misrouted += 1;
@@ -1125,6 +1367,7 @@ async fn hear(
         }
         let slot = j / r;
         match what {
+            Said::Join => {}
             Said::End => {
                 ended[slot] = true;
                 ends_needed = waiting_for(&ended);
@@ -1177,23 +1420,23 @@ async fn hear(
     shared.progress_wake.notify_waiters();
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Said {
     Line(u64, u64),
     End,
+    Join,
 }
 
-fn trim_newline(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-/// `name: c<id> <seq> <µs>[....]` or `name: c<id> end <count>`.
+/// `c<id> <seq> <µs>[....]`, `c<id> end <count>` or `c<id> join` (the
+/// server's prefix already off).
 fn parse(text: &[u8]) -> Option<(u32, Said)> {
-    let at = text.windows(2).position(|w| w == b": ")?;
-    let body = std::str::from_utf8(&text[at + 2..]).ok()?;
+    let body = std::str::from_utf8(text).ok()?;
     let mut words = body.split(' ');
     let id = words.next()?.strip_prefix('c')?.parse().ok()?;
     let second = words.next()?;
+    if second == "join" {
+        return words.next().is_none().then_some((id, Said::Join));
+    }
     let third = words.next()?.trim_end_matches('.');
     if words.next().is_some() {
         return None;
@@ -1211,14 +1454,104 @@ mod tests {
 
     #[test]
     fn parses_lines_and_ends_and_refuses_the_rest() {
-        assert!(matches!(
-            parse(b"user3: c7 12 3456...."),
-            Some((7, Said::Line(12, 3456)))
-        ));
-        assert!(matches!(parse(b"user3: c7 end 40"), Some((7, Said::End))));
-        assert!(parse(b"user3: hello there").is_none());
-        assert!(parse(b"c7 12 3456").is_none());
-        assert!(parse(b"x: c7 12 34 56").is_none());
+        assert_eq!(parse(b"c7 12 3456...."), Some((7, Said::Line(12, 3456))));
+        assert_eq!(parse(b"c7 end 40"), Some((7, Said::End)));
+        assert_eq!(parse(b"c7 join"), Some((7, Said::Join)));
+        assert!(parse(b"c7 join now").is_none());
+        assert!(parse(b"hello there").is_none());
+        assert!(parse(b"user3: c7 12 3456").is_none());
+        assert!(parse(b"c7 12 34 56").is_none());
+    }
+
+    #[test]
+    fn asio_frames_carry_the_body_length_as_4_ascii_digits_right_aligned() {
+        let mut out = Vec::new();
+        ChatProtocol::Asio.encode(b"c7 12 3456", &mut out);
+        ChatProtocol::Asio.encode(b"", &mut out);
+        assert_eq!(out, b"  10c7 12 3456   0");
+        // Split anywhere: nothing until a whole frame is there.
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in out {
+            buf.extend_from_slice(&[byte]);
+            while let Some(msg) = ChatProtocol::Asio.decode(&mut buf).expect("framing") {
+                got.push(msg.to_vec());
+            }
+        }
+        assert_eq!(got, [b"c7 12 3456".to_vec(), Vec::new()]);
+        assert!(buf.is_empty());
+        for bad in [&b" 513"[..], b"512 ", b"abcd", b"  -1", b"    ", b"1 2 "] {
+            let mut buf = BytesMut::from(bad);
+            let err = ChatProtocol::Asio
+                .decode(&mut buf)
+                .expect_err("broken header");
+            assert!(err.contains("broken Asio chat header"), "{err}");
+        }
+        let mut buf = BytesMut::from(&b" 512"[..]);
+        buf.extend_from_slice(&[b'y'; 512]);
+        let msg = ChatProtocol::Asio.decode(&mut buf).expect("framing");
+        assert_eq!(msg.map(|m| m.len()), Some(512));
+    }
+
+    #[test]
+    fn line_dialects_frame_on_newlines_and_strip_their_prefixes() {
+        let mut out = Vec::new();
+        ChatProtocol::Ncat.encode(b"c1 0 9", &mut out);
+        assert_eq!(out, b"c1 0 9\n");
+        let mut buf = BytesMut::from(
+            &b"<user5> c1 0 9\r\n<announce> 127.0.0.1 is connected as <user6>.\npart"[..],
+        );
+        let first = ChatProtocol::Ncat
+            .decode(&mut buf)
+            .expect("framing")
+            .expect("a line");
+        assert_eq!(ChatProtocol::Ncat.classify(&first), Heard::Said(b"c1 0 9"));
+        let second = ChatProtocol::Ncat
+            .decode(&mut buf)
+            .expect("framing")
+            .expect("a line");
+        assert!(
+            matches!(ChatProtocol::Ncat.classify(&second), Heard::Notice(n) if n.starts_with(b"127.0.0.1"))
+        );
+        assert_eq!(ChatProtocol::Ncat.decode(&mut buf), Ok(None));
+        assert_eq!(&buf[..], b"part");
+        // A line without the prefix stays whole (and fails parse later).
+        assert_eq!(
+            ChatProtocol::Ncat.classify(b"c1 0 9"),
+            Heard::Said(b"c1 0 9")
+        );
+        assert_eq!(
+            ChatProtocol::Tcpkit.classify(b"user3: c1 0 9"),
+            Heard::Said(b"c1 0 9")
+        );
+        assert_eq!(
+            ChatProtocol::Tcpkit.classify(b"* welcome"),
+            Heard::Notice(b"welcome")
+        );
+        // Asio has no prefix and no notices.
+        assert_eq!(
+            ChatProtocol::Asio.classify(b"* x: y"),
+            Heard::Said(b"* x: y")
+        );
+    }
+
+    #[test]
+    fn anchors_are_one_room_per_target() {
+        let mut c = ChatConfig::new(vec![Endpoint::loopback_v4(1)]);
+        c.connections = 4;
+        c.rooms = 2;
+        c.validate().expect("tcpkit: 2 rooms on 1 target");
+        c.protocol = ChatProtocol::Ncat;
+        let err = c.validate().expect_err("ncat: 2 rooms on 1 target");
+        assert!(err.message().contains("one target per room"), "{err}");
+        c.targets.push(Endpoint::loopback_v4(2));
+        c.validate().expect("ncat: 2 rooms on 2 targets");
+        c.protocol = ChatProtocol::Asio;
+        c.size_bytes = ASIO_MAX_BODY + 2;
+        let err = c.validate().expect_err("a body over 512 B");
+        assert!(err.message().contains("Asio chat body"), "{err}");
+        c.size_bytes = ASIO_MAX_BODY + 1;
+        c.validate().expect("a 512 B body");
     }
 
     #[test]
