@@ -605,3 +605,28 @@ fn the_ncat_adapter_verifies_every_line_of_ncat_chat_rooms() {
     assert_eq!(n(&r, "verification_failures"), 0, "{r}");
     drop(rooms);
 }
+
+#[test]
+fn a_slow_reader_is_in_the_room_but_owed_nothing() {
+    // Client 0 joins room 0 and never reads; the other 4 verify as usual.
+    let (out, report) = bench(&[
+        "-c",
+        "5",
+        "--rooms",
+        "1",
+        "--slow-readers",
+        "1",
+        "--lines",
+        "20",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    let r = report.expect("a JSON report");
+    assert_eq!(n(&r, "slow_readers"), 1, "{r}");
+    assert_eq!(n(&r, "connections_established"), 4, "{r}");
+    assert_eq!(n(&r, "connect_failures"), 0, "{r}");
+    assert_eq!(n(&r, "lines_sent"), 80, "{r}");
+    assert_eq!(n(&r, "expected_deliveries"), 80 * 3, "{r}");
+    assert_eq!(n(&r, "delivered"), 80 * 3, "{r}");
+    assert_eq!(n(&r, "verification_failures"), 0, "{r}");
+}

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -53,8 +53,9 @@ use crate::error::{Error, ErrorKind, Result, code};
 /// line still in flight before the run ends and what is missing is lost.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
-/// A closed-loop sender whose lines nobody receives for this long gives up
-/// (a receiver died or the server stalled), so a bounded run still ends.
+/// A closed-loop sender whose lines nobody receives for this long, or any
+/// sender whose write the server does not take for this long, gives up (a
+/// receiver died or the server stalled), so a run still ends.
 pub const STALL: Duration = Duration::from_secs(10);
 
 /// Clients between connect and `* you joined` at once (see
@@ -250,7 +251,16 @@ pub struct ChatConfig {
     pub server_pid: Option<u32>,
     /// The servers' dialect.
     pub protocol: ChatProtocol,
+    /// Clients `0..slow_readers` join their room and then neither read
+    /// nor say anything, with a small receive buffer ([`SLOW_READER_RCVBUF`]):
+    /// the server must drop them, or stall the room. Nobody expects lines
+    /// from or to them.
+    pub slow_readers: usize,
 }
+
+/// A slow reader's `SO_RCVBUF` request (the kernel doubles it), so that the
+/// server's queue for it fills within seconds even at a modest rate.
+pub const SLOW_READER_RCVBUF: usize = 4096;
 
 impl ChatConfig {
     /// Defaults: 100 clients in 1 room, 64-byte lines, 1 in flight, 10 s
@@ -270,6 +280,7 @@ impl ChatConfig {
             connect_timeout: Duration::from_secs(5),
             server_pid: None,
             protocol: ChatProtocol::Tcpkit,
+            slow_readers: 0,
         }
     }
 
@@ -291,10 +302,10 @@ impl ChatConfig {
                 self.rooms, self.connections
             ));
         }
-        if self.connections < 2 * self.rooms {
+        if self.connections < 2 * self.rooms + self.slow_readers {
             return bad(format!(
-                "connections {} must be at least 2 × rooms {}: every room needs a sender and a receiver",
-                self.connections, self.rooms
+                "connections {} must be at least 2 × rooms {} + slow readers {}: every room needs a sender and a receiver",
+                self.connections, self.rooms, self.slow_readers
             ));
         }
         if self.size_bytes < MIN_LINE_BYTES || self.size_bytes > super::MAX_IN_FLIGHT_BYTES {
@@ -420,6 +431,9 @@ pub struct ChatReport {
     /// The measured window.
     #[serde(rename = "duration_s", serialize_with = "super::report::secs")]
     pub duration: Duration,
+    /// Clients that joined and then stopped reading (not in the counts
+    /// below).
+    pub slow_readers: usize,
     /// Clients that connected and joined their room.
     pub connections_established: u64,
     /// Clients that could not connect or join.
@@ -476,6 +490,8 @@ pub struct ChatReport {
     pub server_cpu_us_per_delivered: Option<f64>,
     /// Server CPU, % of one core over the window.
     pub server_cpu_pct: Option<f64>,
+    /// Server resident memory at the window's end, KiB.
+    pub server_rss_kib: Option<u64>,
     /// Why the server's CPU is missing, if it is.
     pub server_note: Option<String>,
     /// The bench's own CPU per delivered line, µs.
@@ -519,9 +535,10 @@ impl ChatReport {
         let _ = writeln!(s, "  run        {span}");
         let _ = writeln!(
             s,
-            "  clients    {} joined, {} failed ({})",
+            "  clients    {} joined, {} failed, {} slow reader(s) ({})",
             self.connections_established,
             self.connect_failures,
+            self.slow_readers,
             self.joined_per_target
                 .iter()
                 .zip(&self.targets)
@@ -823,7 +840,7 @@ fn build_report(
     let sent: Vec<u64> = shared.sent.iter().map(|s| s.load(Acquire)).collect();
     for (i, s) in stats.iter().enumerate() {
         errors.extend(s.errors.iter().cloned());
-        if !s.established {
+        if !s.established || i < config.slow_readers {
             continue;
         }
         established += 1;
@@ -930,8 +947,9 @@ fn build_report(
             None => config.warmup,
         },
         duration: window,
+        slow_readers: config.slow_readers,
         connections_established: established,
-        connect_failures: config.connections as u64 - established,
+        connect_failures: (config.connections - config.slow_readers) as u64 - established,
         lines_sent: sent.iter().sum(),
         lines_sent_in_window: sent_in_window,
         expected_deliveries: expected,
@@ -960,6 +978,10 @@ fn build_report(
         server_pid: config.server_pid,
         server_cpu_us_per_delivered: server_cpu.map(per),
         server_cpu_pct: server_cpu.map(|c| c.as_secs_f64() / wall * 100.0),
+        server_rss_kib: match &after.2 {
+            Some(Ok(a)) => Some(a.rss_kib),
+            _ => None,
+        },
         server_note,
         client_cpu_us_per_delivered: per(client_cpu),
         client_cpu_pct: client_cpu.as_secs_f64() / wall * 100.0,
@@ -996,6 +1018,15 @@ async fn client(
             return stats;
         }
     };
+    if i < config.slow_readers {
+        // Joined, and counted out of every expectation; then silent until
+        // the run ends (or the server closes on it).
+        shared.absent[i].store(true, Relaxed);
+        arrive(&shared);
+        shared.stop.cancelled().await;
+        drop((reader, leftover, writer));
+        return stats;
+    }
     arrive(&shared);
     let plan = loop {
         if let Some(plan) = *plan_rx.borrow_and_update() {
@@ -1049,16 +1080,27 @@ async fn join(
     let protocol = config.protocol;
     let endpoint = config.targets[target];
     let deadline = config.connect_timeout;
-    let stream =
-        match tokio::time::timeout(deadline, TcpStream::connect(endpoint.socket_addr())).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("c{i}: connect to {endpoint}: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "c{i}: connect to {endpoint}: timed out after {deadline:?}"
-                ));
-            }
+    let connect = async {
+        let addr = endpoint.socket_addr();
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
         };
+        if i < config.slow_readers {
+            socket.set_recv_buffer_size(SLOW_READER_RCVBUF as u32)?;
+        }
+        socket.connect(addr).await
+    };
+    let stream = match tokio::time::timeout(deadline, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("c{i}: connect to {endpoint}: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "c{i}: connect to {endpoint}: timed out after {deadline:?}"
+            ));
+        }
+    };
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -1229,8 +1271,12 @@ async fn say(
         }
         line.clear();
         config.protocol.encode(&body, &mut line);
-        if let Err(e) = wr.write_all(&line).await {
-            break Err(SendEnd::Io(e));
+        // A server that stops reading (one stalled on a slow member) would
+        // hold the write forever: after STALL the sender gives up.
+        match tokio::time::timeout(STALL, wr.write_all(&line)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break Err(SendEnd::Io(e)),
+            Err(_) => break Err(SendEnd::Stalled),
         }
         if plan.counts(us) {
             in_window += 1;
@@ -1243,7 +1289,7 @@ async fn say(
         config
             .protocol
             .encode(format!("c{i} end {seq}").as_bytes(), &mut line);
-        let _ = wr.write_all(&line).await;
+        let _ = tokio::time::timeout(STALL, wr.write_all(&line)).await;
     }
     shared.senders_done.fetch_add(1, Release);
     shared.progress_wake.notify_waiters();

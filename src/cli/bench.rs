@@ -79,6 +79,10 @@ struct Options {
     /// per room.
     #[arg(long, value_name = "DIALECT", value_enum)]
     chat_protocol: Option<ChatProtocolArg>,
+    /// Chat mode: clients 0..K join their room, then never read (with a
+    /// 4 KiB receive buffer): the server must drop them or stall the room.
+    #[arg(long, value_name = "K", value_parser = values::count(1, values::MAX_CONNECTIONS))]
+    slow_readers: Option<usize>,
     /// Workload.
     #[arg(long, short = 'm', value_enum, default_value_t = ModeArg::Echo)]
     mode: ModeArg,
@@ -182,6 +186,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
         ("--rooms", args.rooms.is_some()),
         ("--lines", args.lines.is_some()),
         ("--chat-protocol", args.chat_protocol.is_some()),
+        ("--slow-readers", args.slow_readers.is_some()),
     ] {
         if set {
             return Err(values::invalid(flag, "applies to --mode chat only"));
@@ -264,6 +269,7 @@ pub(super) struct ChatArgs {
     pub rooms: usize,
     pub lines: Option<usize>,
     pub protocol: tcpkit::bench::chat::ChatProtocol,
+    pub slow_readers: usize,
     pub size: usize,
     pub pipeline: usize,
     pub rate: Option<f64>,
@@ -309,6 +315,7 @@ impl From<&Options> for ChatArgs {
                 Some(ChatProtocolArg::Ncat) => tcpkit::bench::chat::ChatProtocol::Ncat,
                 Some(ChatProtocolArg::Asio) => tcpkit::bench::chat::ChatProtocol::Asio,
             },
+            slow_readers: a.slow_readers.unwrap_or(0),
             size: a.size,
             pipeline: a.pipeline,
             rate: a.rate,

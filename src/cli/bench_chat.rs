@@ -53,6 +53,7 @@ pub(super) fn run(args: ChatArgs, _globals: Globals) -> anyhow::Result<ExitCode>
         connect_timeout: args.connect_timeout,
         server_pid: args.server_pid,
         protocol: args.protocol,
+        slow_readers: args.slow_readers,
         ..ChatConfig::new(targets)
     };
     if config.targets.is_empty() && args.protocol != chat::ChatProtocol::Tcpkit {
