@@ -44,40 +44,8 @@ log() { echo "chat_compare: $*" >&2; }
 [[ -x $TCPKIT ]] || { log "build $TCPKIT first (cargo build --release)"; exit 1; }
 command -v ncat >/dev/null || { log "ncat is not installed (apt-get install ncat)"; exit 1; }
 
-# The loopback ports (hex in /proc/net/tcp) that PID and its descendants
-# listen on, one a line.
-ports_of() {
-  python3 - "$1" <<'PY'
-import os, sys
-root = int(sys.argv[1])
-kids = {}
-for p in os.listdir("/proc"):
-    if p.isdigit():
-        try:
-            ppid = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        kids.setdefault(ppid, []).append(int(p))
-tree, todo = [], [root]
-while todo:
-    p = todo.pop()
-    tree.append(p)
-    todo.extend(kids.get(p, []))
-inodes = set()
-for p in tree:
-    try:
-        for fd in os.listdir(f"/proc/{p}/fd"):
-            link = os.readlink(f"/proc/{p}/fd/{fd}")
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
-    except OSError:
-        pass
-for line in open("/proc/net/tcp").readlines()[1:]:
-    f = line.split()
-    if f[3] == "0A" and f[9] in inodes:
-        print(int(f[1].split(":")[1], 16))
-PY
-}
+# shellcheck source=bench/chat_lib.sh
+. "$REPO/bench/chat_lib.sh"
 
 # start SERVER ROOMS: starts the server(s) on CPU 0 in the background; sets
 # PID (whose process tree is measured) and TARGETS (comma-separated).
@@ -90,7 +58,8 @@ start() {
       ;;
     ncat)
       want=$rooms
-      taskset -c 0 bash -c 'for _ in $(seq "$1"); do
+      # shellcheck disable=SC2016 # expanded by the inner shell
+  taskset -c 0 bash -c 'for _ in $(seq "$1"); do
           ncat --chat --max-conns 1000 -l 127.0.0.1 0 </dev/null >/dev/null 2>&1 &
         done; wait' _ "$rooms" &
       ;;
@@ -107,16 +76,10 @@ start() {
     sleep 0.05
   done
   [[ $(grep -c . <<<"$ports") -ge $want ]] || { log "$server did not listen"; stop; exit 1; }
-  TARGETS=$(sed 's/^/127.0.0.1:/' <<<"$ports" | paste -sd,)
+  TARGETS=$(awk '{print "127.0.0.1:" $1}' <<<"$ports" | paste -sd,)
 }
 
-stop() { # the server's process tree, by PID, children first
-  local kids
-  kids=$(pgrep -P "$PID" || true)
-  [[ -n $kids ]] && kill -TERM $kids 2>/dev/null || true
-  kill -TERM "$PID" 2>/dev/null || true
-  wait "$PID" 2>/dev/null || true
-}
+stop() { stop_tree "$PID"; }
 
 # run LABEL SERVER ROOMS CLIENTS [bench args...]: one run, its JSON
 # report (with label and server) appended to RESULTS.
