@@ -40,6 +40,7 @@ pub struct Metrics {
     buffered_bytes_max: AtomicU64,
     tls_handshakes: AtomicU64,
     chat: OnceLock<Arc<ChatGauges>>,
+    chat_bus: OnceLock<Arc<BusStats>>,
 }
 
 /// Why a connection ended, as counted by [`Metrics::closed`] and exported
@@ -197,6 +198,33 @@ impl ChatGauges {
     /// Rooms and members right now.
     pub fn get(&self) -> (u64, u64) {
         (self.rooms.load(Relaxed), self.members.load(Relaxed))
+    }
+}
+
+/// Chat's message bus between instances (`serve --mode chat --bus`): its
+/// state and what went through it. The bus updates these as it works;
+/// [`Metrics::watch_chat_bus`] makes a server's snapshot read them.
+#[derive(Debug, Default)]
+pub struct BusStats {
+    /// 1 while connected and subscribed, else 0.
+    pub up: AtomicU64,
+    /// Room lines and notices published to the bus.
+    pub published: AtomicU64,
+    /// Room lines and notices received from other instances.
+    pub received: AtomicU64,
+    /// Lines and notices not published: the publish queue was full, or the
+    /// bus was down or failed to take them.
+    pub dropped: AtomicU64,
+    /// Requests to the bus that got no answer in time (a stalled server).
+    pub stalls: AtomicU64,
+    /// Connections to the bus made after the first.
+    pub reconnects: AtomicU64,
+}
+
+impl BusStats {
+    /// Adds `n` to `counter` (one of this struct's fields).
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
     }
 }
 
@@ -447,6 +475,19 @@ pub struct Snapshot {
     pub chat_rooms: u64,
     /// Chat members right now (0 for other services).
     pub chat_members: u64,
+    /// Chat bus (`--bus`): 1 while connected and subscribed, 0 when down
+    /// or when there is no bus.
+    pub chat_bus_up: u64,
+    /// Chat bus: lines and notices published ([`BusStats::published`]).
+    pub chat_bus_published: u64,
+    /// Chat bus: lines and notices received from other instances.
+    pub chat_bus_received: u64,
+    /// Chat bus: lines and notices dropped on the way out.
+    pub chat_bus_dropped: u64,
+    /// Chat bus: requests that timed out (a stalled bus).
+    pub chat_bus_stalls: u64,
+    /// Chat bus: reconnections.
+    pub chat_bus_reconnects: u64,
     /// Closes on purpose (a reason line, the connection limit) that shut
     /// the write side down and read what the client still sent, so the
     /// client got the reason instead of a reset (`service::linger`).
@@ -488,6 +529,8 @@ impl Metrics {
             errors_by_kind: self.close_errors.each_ref().map(|c| c.load(Relaxed)),
         };
         let (chat_rooms, chat_members) = self.chat.get().map_or((0, 0), |g| g.get());
+        let bus =
+            |f: fn(&BusStats) -> &AtomicU64| self.chat_bus.get().map_or(0, |b| f(b).load(Relaxed));
         Snapshot {
             connections_accepted: self.accepted.load(Relaxed),
             connections_rejected: self.rejected_by(Rejection::MaxConnections),
@@ -512,6 +555,12 @@ impl Metrics {
             },
             chat_rooms,
             chat_members,
+            chat_bus_up: bus(|b| &b.up),
+            chat_bus_published: bus(|b| &b.published),
+            chat_bus_received: bus(|b| &b.received),
+            chat_bus_dropped: bus(|b| &b.dropped),
+            chat_bus_stalls: bus(|b| &b.stalls),
+            chat_bus_reconnects: bus(|b| &b.reconnects),
             lingering_closes: self.lingering_closes.load(Relaxed),
             lingering_cut_off: self.lingering_cut_off.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
@@ -617,6 +666,14 @@ impl Metrics {
     pub fn watch_chat(&self, gauges: &Arc<ChatGauges>) {
         if self.chat.get().is_none() {
             let _ = self.chat.set(gauges.clone());
+        }
+    }
+
+    /// From now on [`Metrics::snapshot`] reports `stats` as the chat bus's.
+    /// The first call wins.
+    pub fn watch_chat_bus(&self, stats: &Arc<BusStats>) {
+        if self.chat_bus.get().is_none() {
+            let _ = self.chat_bus.set(stats.clone());
         }
     }
 
@@ -746,6 +803,22 @@ mod tests {
         assert!(
             json.contains("\"errors\":{\"connection_reset\":1,"),
             "{json}"
+        );
+    }
+
+    #[test]
+    fn chat_bus_stats_show_once_watched() {
+        let m = Metrics::new();
+        let bus = Arc::new(BusStats::default());
+        BusStats::add(&bus.published, 3);
+        assert_eq!(m.snapshot().chat_bus_published, 0, "not watched yet");
+        m.watch_chat_bus(&bus);
+        bus.up.store(1, Relaxed);
+        BusStats::add(&bus.dropped, 2);
+        let s = m.snapshot();
+        assert_eq!(
+            (s.chat_bus_up, s.chat_bus_published, s.chat_bus_dropped),
+            (1, 3, 2)
         );
     }
 

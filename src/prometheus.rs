@@ -214,6 +214,42 @@ impl Collector for SnapshotCollector {
             "Chat clients disconnected for falling behind.",
             s.slow_consumers,
         )?;
+        gauge(
+            e,
+            "tcpkit_chat_bus_up",
+            "Chat bus (--bus): 1 while connected and subscribed, else 0.",
+            s.chat_bus_up,
+        )?;
+        counter(
+            e,
+            "tcpkit_chat_bus_published",
+            "Chat lines and notices published to the bus.",
+            s.chat_bus_published,
+        )?;
+        counter(
+            e,
+            "tcpkit_chat_bus_received",
+            "Chat lines and notices received from other instances over the bus.",
+            s.chat_bus_received,
+        )?;
+        counter(
+            e,
+            "tcpkit_chat_bus_dropped",
+            "Chat lines and notices not published (queue full, bus down or failing).",
+            s.chat_bus_dropped,
+        )?;
+        counter(
+            e,
+            "tcpkit_chat_bus_stalls",
+            "Chat bus requests that got no answer in time.",
+            s.chat_bus_stalls,
+        )?;
+        counter(
+            e,
+            "tcpkit_chat_bus_reconnects",
+            "Chat bus reconnections.",
+            s.chat_bus_reconnects,
+        )?;
         counter(
             e,
             "tcpkit_relay_upstream_connect_failures",

@@ -160,6 +160,29 @@ const CASES: &[Case] = &[
         &[],
     ),
     case("serve", "--history", &["-1", "18446744073709551616"], &[]),
+    // Checked before anything connects: not a redis:// URL, no host, a
+    // broken one, a database that is not a number, very long text.
+    case(
+        "serve",
+        "--bus",
+        &[
+            "",
+            "http://127.0.0.1:1",
+            "redis://",
+            "redis://[::1",
+            "redis://127.0.0.1:1/x",
+            "redis://127.0.0.1:99999",
+            "#LONG_TEXT",
+        ],
+        &[],
+    ),
+    // Without --bus, and out of range.
+    case(
+        "serve",
+        "--bus-ttl",
+        &["0", "299ms", "25h", "300000000000y", "-1s", "soon", ""],
+        &[],
+    ),
     case("serve", "--workers", &["0", "1025", "100000", "-1"], &[]),
     case("serve", "--engine", ENUM, &[]),
     case("serve", "--shutdown-grace", DURATIONS, &[]),

@@ -31,6 +31,8 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
     mut_arg("max_line", |a| a.hide(true).conflicts_with("to")),
     mut_arg("history", |a| a.hide(true).conflicts_with("to")),
     mut_arg("no_defer_accept", |a| a.hide(true).conflicts_with("to")),
+    mut_arg("bus", |a| a.hide(true).conflicts_with("to")),
+    mut_arg("bus_ttl", |a| a.hide(true)),
     after_help = codes_help(&[Exit::Ok, Exit::Failure, Exit::Usage, Exit::Resolve, Exit::Io, Exit::Bind]),
     after_long_help = EXAMPLES,
 )]

@@ -82,6 +82,17 @@ pub struct Args {
     /// Chat: lines each room replays to whoever joins it ("0" keeps none).
     #[arg(long, default_value_t = tcpkit::service::chat::DEFAULT_HISTORY, value_name = "LINES")]
     history: usize,
+    /// Chat: rooms span every instance on this Redis (redis://HOST:PORT[/DB]):
+    /// lines, each room's history, names and /who are shared. Redis down:
+    /// each instance goes on alone and reconnects (see README, "Chat across
+    /// instances").
+    #[arg(long, value_name = "URL")]
+    bus: Option<String>,
+    /// Chat bus: how long a member's or a name's entry lives unless its
+    /// instance refreshes it (every third of this): a crashed instance's
+    /// members leave every /who within it. 300ms to 24h [default: 15s]
+    #[arg(long, value_name = "DURATION", value_parser = values::duration)]
+    bus_ttl: Option<Duration>,
     /// Runtime worker threads, 1 to 1024; 1 uses a single-threaded runtime
     /// [default: cores]
     #[arg(long, value_name = "N", value_parser = values::count(1, values::MAX_WORKERS))]
@@ -156,6 +167,52 @@ fn listen_at(text: &str) -> anyhow::Result<Listen> {
     })
 }
 
+/// `--bus` and `--bus-ttl`, checked (not connected to).
+fn bus_config(args: &Args) -> anyhow::Result<Option<BusConfig>> {
+    let Some(url) = &args.bus else {
+        if args.bus_ttl.is_some() {
+            return Err(values::invalid("--bus-ttl", "needs --bus"));
+        }
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        use tcpkit::service::chat::redis_bus::{DEFAULT_TTL, MAX_TTL, MIN_TTL, RedisConfig};
+        let ttl = args.bus_ttl.unwrap_or(DEFAULT_TTL);
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(values::invalid(
+                "--bus-ttl",
+                format_args!("{ttl:?} is not between {MIN_TTL:?} and {MAX_TTL:?}"),
+            ));
+        }
+        let config = RedisConfig {
+            url: url.clone(),
+            ttl,
+            history: args.history,
+        };
+        config
+            .validate()
+            .map_err(|e| values::invalid("--bus", e.message()))?;
+        if args.mode != Mode::Chat {
+            return Err(values::invalid("--bus", "needs --mode chat"));
+        }
+        Ok(Some(config))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err(values::invalid(
+            "--bus",
+            "this tcpkit was built without the `redis` feature",
+        ))
+    }
+}
+
+#[cfg(feature = "redis")]
+type BusConfig = tcpkit::service::chat::redis_bus::RedisConfig;
+#[cfg(not(feature = "redis"))]
+type BusConfig = ();
+
 /// Flags to a config, checked before any socket opens.
 fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     let mut config = ServerConfig::default();
@@ -167,6 +224,7 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
             "--defer-accept needs a client-speaks-first mode (echo or discard); chat greets first",
         ));
     }
+    bus_config(args)?;
     config.backlog = args.backlog;
     if let Some(max) = args.max_connections {
         config.max_connections = max;
@@ -302,7 +360,27 @@ pub fn run_with(
             (None, Mode::Echo) => serve(server, Echo, quiet, restart).await?,
             (None, Mode::Discard) => serve(server, Discard, quiet, restart).await?,
             (None, Mode::Chat) => {
-                let chat = Chat::new().with_history(args.history);
+                let chat = match bus_config(&args)? {
+                    #[cfg(feature = "redis")]
+                    Some(config) => {
+                        use tcpkit::service::chat::redis_bus;
+                        let (chat, bus) = redis_bus::chat(&config, server.metrics())?;
+                        // Connected before the first client if Redis is
+                        // there; if not, serving alone and retrying.
+                        let up = bus.wait_up(redis_bus::CONNECT_TIMEOUT * 2).await;
+                        let url = &config.url;
+                        if up && !quiet {
+                            log::notice("INFO", format_args!("chat bus up: {url}"));
+                        } else if !up {
+                            log::notice(
+                                "WARN",
+                                format_args!("chat bus {url} unreachable: serving this instance alone, reconnecting"),
+                            );
+                        }
+                        chat
+                    }
+                    _ => Chat::new().with_history(args.history),
+                };
                 serve(server, chat, quiet, restart).await?
             }
         };

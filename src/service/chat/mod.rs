@@ -18,11 +18,18 @@
 //! a lingering close ([`crate::service::linger`]) so that a client still
 //! sending reads that reason instead of a reset.
 //!
+//! With a [`bus::Bus`] (`serve --bus`), rooms span instances: see
+//! [`bus`], and [`redis_bus`] for the Redis implementation (feature `redis`).
+//!
 //! * `room`: [`Room`], the [`Hub`] of rooms, and the non-blocking fan-out.
+//! * `bus`: the trait between a hub and other instances.
 //! * `outbox`: a member's queue and the write side, cancel-safe, flushed at close.
 //! * this file: one client's session (read loop, commands, closing).
 
+pub mod bus;
 mod outbox;
+#[cfg(feature = "redis")]
+pub mod redis_bus;
 mod room;
 
 use std::sync::Arc;
@@ -110,6 +117,11 @@ impl Chat {
         self.hub = Arc::new(Hub::new(lines));
         self
     }
+
+    /// The rooms this chat serves (shared by its clones).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
 }
 
 impl Service for Chat {
@@ -130,6 +142,10 @@ impl Service for Chat {
 struct Me {
     id: u64,
     name: String,
+    /// The name it was born with (`user<id>`, `user<id>-<tag>` with a bus).
+    guest: String,
+    /// A name claimed on the bus, to give up when it changes or leaves.
+    claimed: Option<String>,
     room: String,
     tx: mpsc::Sender<Bytes>,
     kick: CancellationToken,
@@ -179,9 +195,15 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
     } = conn;
     metrics.watch_chat(hub.gauges());
     let (tx, rx) = mpsc::channel(queue);
+    let guest = match hub.bus() {
+        Some(bus) => format!("user{id}-{}", bus.tag()),
+        None => format!("user{id}"),
+    };
     let mut me = Me {
         id,
-        name: format!("user{id}"),
+        name: guest.clone(),
+        guest,
+        claimed: None,
         room: DEFAULT_ROOM.to_owned(),
         tx,
         kick: CancellationToken::new(),
@@ -192,7 +214,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
         "welcome {}, you are in {}; commands: /nick NAME, /join ROOM, /who, /quit",
         me.name, me.room
     ));
-    count_slow(&metrics, hub.join(&me.room, me.member()));
+    join(&hub, &me, &metrics, false).await;
 
     let mut out = Outbox::new(rx, metrics.clone());
     let last_write = LastWrite::new();
@@ -226,6 +248,9 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
     if !matches!(reason, CloseReason::SlowConsumer) {
         hub.leave(&me.room, me.id);
     }
+    if let (Some(bus), Some(name)) = (hub.bus(), me.claimed.take()) {
+        bus.release(&name, me.id);
+    }
     let text = farewell(&reason, max_line, queue);
     out.close(&mut wr, &reason, text, &last_write).await;
     if lingers(&reason) {
@@ -258,6 +283,24 @@ fn farewell(reason: &CloseReason, max_line: usize, queue: usize) -> Option<Strin
         CloseReason::IdleTimeout => "idle for too long; closing".to_owned(),
         _ => return None,
     })
+}
+
+/// Joins `me.room`: with a bus, its history comes from the bus (none if
+/// the bus cannot answer in time). With `tell`, says `you joined` first
+/// (ahead of the history), once nothing is left to wait for: a client that
+/// reads it is in the room.
+async fn join(hub: &Hub, me: &Me, metrics: &Metrics, tell: bool) {
+    let history = match hub.bus() {
+        Some(bus) => Some(bus.history(&me.room).await.unwrap_or_default()),
+        None => None,
+    };
+    if tell {
+        me.tell(format_args!("you joined {}", me.room));
+    }
+    count_slow(
+        metrics,
+        hub.join_with(&me.room, me.member(), history.as_deref()),
+    );
 }
 
 fn count_slow(metrics: &Metrics, kicked: usize) {
@@ -351,7 +394,7 @@ async fn read_loop(
         // The codec strips the terminator: count it as one byte (a `\r`
         // before it goes uncounted, so chat's bytes in are approximate).
         me.bytes_in += line.len() as u64 + 1;
-        if let Some(reason) = handle_line(hub, me, line, metrics) {
+        if let Some(reason) = handle_line(hub, me, line, metrics).await {
             return reason;
         }
         pace(hub, me, metrics).await;
@@ -382,7 +425,12 @@ async fn pace(hub: &Hub, me: &Me, metrics: &Metrics) {
 }
 
 /// One line from the client: a command or a message for the room.
-fn handle_line(hub: &Hub, me: &mut Me, line: Bytes, metrics: &Metrics) -> Option<CloseReason> {
+async fn handle_line(
+    hub: &Hub,
+    me: &mut Me,
+    line: Bytes,
+    metrics: &Metrics,
+) -> Option<CloseReason> {
     if line.is_empty() {
         return None;
     }
@@ -401,22 +449,25 @@ fn handle_line(hub: &Hub, me: &mut Me, line: Bytes, metrics: &Metrics) -> Option
     let arg = words.next().map(str::trim).unwrap_or_default();
     match command {
         "/quit" => return Some(CloseReason::Done),
-        "/who" => {
-            let names = hub.who(&me.room).join(", ");
-            me.tell(format_args!("in {}: {names}", me.room));
-        }
-        "/nick" => match valid_name(arg).and_then(|name| guest_name_free(name, me.id)) {
-            Err(why) => me.tell(format_args!("error: /nick {why}")),
-            Ok(name) => match hub.rename(&me.room, me.id, name) {
-                Err(room::NameTaken) => {
-                    me.tell(format_args!("error: /nick {name} is taken"));
-                }
-                Ok(kicked) => {
-                    count_slow(metrics, kicked);
-                    me.name = name.to_owned();
-                    me.tell(format_args!("you are now {name}"));
+        "/who" => match hub.bus() {
+            Some(bus) => match bus.who(&me.room).await {
+                Some(names) => me.tell(format_args!("in {}: {}", me.room, names.join(", "))),
+                None => {
+                    let names = hub.who(&me.room).join(", ");
+                    me.tell(format_args!(
+                        "in {} (this server only, the chat bus is down): {names}",
+                        me.room
+                    ));
                 }
             },
+            None => {
+                let names = hub.who(&me.room).join(", ");
+                me.tell(format_args!("in {}: {names}", me.room));
+            }
+        },
+        "/nick" => match valid_name(arg).and_then(|name| guest_name_free(name, &me.guest)) {
+            Err(why) => me.tell(format_args!("error: /nick {why}")),
+            Ok(name) => nick(hub, me, name.to_owned(), metrics).await,
         },
         "/join" => match valid_name(arg) {
             Err(why) => me.tell(format_args!("error: /join {why}")),
@@ -427,9 +478,7 @@ fn handle_line(hub: &Hub, me: &mut Me, line: Bytes, metrics: &Metrics) -> Option
                     return Some(CloseReason::SlowConsumer);
                 }
                 me.room = room.to_owned();
-                // Before joining, so it comes ahead of the room's history.
-                me.tell(format_args!("you joined {room}"));
-                count_slow(metrics, hub.join(&me.room, me.member()));
+                join(hub, me, metrics, true).await;
             }
         },
         other => me.tell(format_args!(
@@ -437,6 +486,55 @@ fn handle_line(hub: &Hub, me: &mut Me, line: Bytes, metrics: &Metrics) -> Option
         )),
     }
     None
+}
+
+/// `/nick name`: with a bus, the name is first claimed on every instance.
+async fn nick(hub: &Hub, me: &mut Me, name: String, metrics: &Metrics) {
+    let own = name == me.guest;
+    if let Some(bus) = hub.bus()
+        && !own
+    {
+        match bus.claim(&name, me.id).await {
+            bus::Claim::Granted => {}
+            bus::Claim::Taken => {
+                me.tell(format_args!("error: /nick {name} is taken"));
+                return;
+            }
+            bus::Claim::Unavailable => {
+                me.tell(format_args!(
+                    "error: /nick {name}: names cannot be checked while the chat bus is down; try again later"
+                ));
+                return;
+            }
+        }
+    }
+    match hub.rename(&me.room, me.id, &name) {
+        Err(room::NameTaken) => {
+            if let Some(bus) = hub.bus()
+                && !own
+                && me.claimed.as_deref() != Some(name.as_str())
+            {
+                bus.release(&name, me.id);
+            }
+            me.tell(format_args!("error: /nick {name} is taken"));
+        }
+        Ok(kicked) => {
+            count_slow(metrics, kicked);
+            if let Some(bus) = hub.bus() {
+                let old = me.claimed.take();
+                if let Some(old) = old
+                    && !old.eq_ignore_ascii_case(&name)
+                {
+                    bus.release(&old, me.id);
+                }
+                if !own {
+                    me.claimed = Some(name.clone());
+                }
+            }
+            me.tell(format_args!("you are now {name}"));
+            me.name = name;
+        }
+    }
 }
 
 /// A nick or room name: 1 to [`MAX_NAME`] bytes, no spaces or control
@@ -457,18 +555,20 @@ fn valid_name(arg: &str) -> Result<&str, String> {
     Ok(arg)
 }
 
-/// Guests are named `user<connection id>`: a `/nick` of that shape is
-/// refused unless it is the client's own guest name, so a later guest can
-/// never be born with a name someone else took.
-fn guest_name_free(name: &str, id: u64) -> Result<&str, String> {
-    let (prefix, digits) = match (name.get(..4), name.get(4..)) {
-        (Some(prefix), Some(digits)) => (prefix, digits),
+/// Guests are named `user<connection id>` (`user<id>-<instance tag>` with
+/// a bus): a `/nick` of that shape is refused unless it is the client's
+/// own guest name, so a later guest can never be born with a name someone
+/// else took.
+fn guest_name_free<'a>(name: &'a str, guest: &str) -> Result<&'a str, String> {
+    let (prefix, rest) = match (name.get(..4), name.get(4..)) {
+        (Some(prefix), Some(rest)) => (prefix, rest),
         _ => return Ok(name),
     };
+    let digits = rest.find('-').map_or(rest, |at| &rest[..at]);
     let guest_shaped = prefix.eq_ignore_ascii_case("user")
         && !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit());
-    if guest_shaped && digits != id.to_string() {
+    if guest_shaped && name != guest {
         return Err(format!("{name}: user<N> names are reserved for guests"));
     }
     Ok(name)
@@ -518,13 +618,20 @@ mod tests {
 
     #[test]
     fn guest_names_are_reserved() {
-        assert_eq!(guest_name_free("user7", 7), Ok("user7"));
-        assert!(guest_name_free("user8", 7).is_err());
-        assert!(guest_name_free("USER8", 7).is_err());
-        assert_eq!(guest_name_free("user", 7), Ok("user"));
-        assert_eq!(guest_name_free("users", 7), Ok("users"));
-        assert_eq!(guest_name_free("user8x", 7), Ok("user8x"));
-        assert_eq!(guest_name_free("ûser8", 7), Ok("ûser8"));
-        assert_eq!(guest_name_free("abcé", 7), Ok("abcé"));
+        assert_eq!(guest_name_free("user7", "user7"), Ok("user7"));
+        assert!(guest_name_free("user8", "user7").is_err());
+        assert!(guest_name_free("USER8", "user7").is_err());
+        assert_eq!(guest_name_free("user", "user7"), Ok("user"));
+        assert_eq!(guest_name_free("users", "user7"), Ok("users"));
+        assert_eq!(guest_name_free("user8x", "user7"), Ok("user8x"));
+        assert_eq!(guest_name_free("ûser8", "user7"), Ok("ûser8"));
+        assert_eq!(guest_name_free("abcé", "user7"), Ok("abcé"));
+        // With a bus, guests carry the instance's tag: reserved too.
+        assert_eq!(
+            guest_name_free("user7-ab12", "user7-ab12"),
+            Ok("user7-ab12")
+        );
+        assert!(guest_name_free("user7-cd34", "user7-ab12").is_err());
+        assert!(guest_name_free("user8-", "user7-ab12").is_err());
     }
 }

@@ -9,12 +9,13 @@
 //! thousands of lines reaches readers that keep up instead of kicking them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::bus::Bus;
 use crate::metrics::ChatGauges;
 
 /// One client as the room sees it.
@@ -66,15 +67,25 @@ impl Room {
         slow
     }
 
-    /// Sends `msg`, then tells the room about anyone dropped for it; returns
-    /// how many were dropped.
-    fn broadcast(&mut self, room: &str, from: Option<u64>, msg: &Bytes) -> usize {
+    /// Sends `msg`, then tells the room (and the bus, if any) about anyone
+    /// dropped for it; returns how many were dropped.
+    fn broadcast(
+        &mut self,
+        room: &str,
+        from: Option<u64>,
+        msg: &Bytes,
+        bus: Option<&dyn Bus>,
+    ) -> usize {
         let mut kicked = 0;
         let mut slow = self.send_others(from, msg);
         while let Some(m) = slow.pop() {
             kicked += 1;
             let notice = notice(format_args!("{} left {room} (too slow)", m.name));
             slow.extend(self.send_others(None, &notice));
+            if let Some(bus) = bus {
+                bus.presence(room, &m.name, false);
+                bus.publish(room, &notice, false);
+            }
         }
         kicked
     }
@@ -93,6 +104,8 @@ pub struct Hub {
     /// Rooms and members, for the server's metrics: updated under the
     /// lock, only when a room or its membership changes.
     gauges: Arc<ChatGauges>,
+    /// Other instances, when rooms span several (`serve --bus`).
+    bus: OnceLock<Arc<dyn Bus>>,
 }
 
 impl Default for Hub {
@@ -114,7 +127,68 @@ impl Hub {
             rooms: Mutex::default(),
             history,
             gauges: Arc::default(),
+            bus: OnceLock::new(),
         }
+    }
+
+    /// Connects this hub to other instances: from now on what happens in
+    /// its rooms is published on `bus`. The first call wins.
+    pub fn set_bus(&self, bus: Arc<dyn Bus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// The bus, if rooms span several instances.
+    pub fn bus(&self) -> Option<&Arc<dyn Bus>> {
+        self.bus.get()
+    }
+
+    fn bus_ref(&self) -> Option<&dyn Bus> {
+        self.bus.get().map(|b| &**b)
+    }
+
+    /// Delivers `msg`, said in `room` on another instance, to every member
+    /// here; returns how many were dropped as slow. A room with no members
+    /// here ignores it.
+    pub fn deliver(&self, room: &str, msg: &Bytes) -> usize {
+        let bus = self.bus_ref();
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = rooms.get_mut(room) else {
+            return 0;
+        };
+        let before = r.members.len();
+        let kicked = r.broadcast(room, None, msg, bus);
+        let after = r.members.len();
+        if after == 0 {
+            rooms.remove(room);
+        }
+        if after != before {
+            self.gauges
+                .changed(rooms.len(), after as i64 - before as i64);
+        }
+        kicked
+    }
+
+    /// Queues `msg` to every member of every room here (the bus's own
+    /// notices); a full queue skips it (the next line drops that member).
+    pub fn tell_all(&self, msg: &Bytes) {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        for m in rooms.values().flat_map(|r| r.members.iter()) {
+            let _ = m.tx.try_send(msg.clone());
+        }
+    }
+
+    /// Each room here with its members' names (what the bus refreshes).
+    pub fn local_members(&self) -> Vec<(String, Vec<String>)> {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms
+            .iter()
+            .map(|(room, r)| {
+                (
+                    room.clone(),
+                    r.members.iter().map(|m| m.name.clone()).collect(),
+                )
+            })
+            .collect()
     }
 
     /// Rooms and members right now, kept as they change (what a server's
@@ -148,31 +222,51 @@ impl Hub {
     /// slow. The newcomer is first sent the room's recent lines, under the
     /// same lock, so nothing said meanwhile can arrive before them.
     pub fn join(&self, room: &str, member: Member) -> usize {
+        self.join_with(room, member, None)
+    }
+
+    /// [`Hub::join`], replaying `history` (from the bus) instead of the
+    /// room's own when given.
+    pub fn join_with(&self, room: &str, member: Member, history: Option<&[Bytes]>) -> usize {
         let msg = notice(format_args!("{} joined {room}", member.name));
+        let bus = self.bus_ref();
         self.with_room(room, |r| {
-            if !r.history.is_empty() {
-                let n = r.history.len();
+            let replay: Vec<&Bytes> = match history {
+                Some(lines) => lines.iter().collect(),
+                None => r.history.iter().collect(),
+            };
+            if !replay.is_empty() {
+                let n = replay.len();
                 let lines = if n == 1 { "line" } else { "lines" };
                 let header = notice(format_args!("last {n} {lines} in {room}:"));
                 // A queue shorter than the history takes what fits.
                 let _ = std::iter::once(&header)
-                    .chain(&r.history)
+                    .chain(replay)
                     .try_for_each(|line| member.tx.try_send(line.clone()));
             }
             let id = member.id;
+            if let Some(bus) = bus {
+                bus.presence(room, &member.name, true);
+                bus.publish(room, &msg, false);
+            }
             r.members.push(member);
-            r.broadcast(room, Some(id), &msg)
+            r.broadcast(room, Some(id), &msg, bus)
         })
     }
 
     /// Removes member `id` from `room`, announcing it; `None` if it was not
     /// there (e.g. already dropped as slow).
     pub fn leave(&self, room: &str, id: u64) -> Option<Member> {
+        let bus = self.bus_ref();
         self.with_room(room, |r| {
             let at = r.members.iter().position(|m| m.id == id)?;
             let member = r.members.remove(at);
             let msg = notice(format_args!("{} left {room}", member.name));
-            r.broadcast(room, None, &msg);
+            if let Some(bus) = bus {
+                bus.presence(room, &member.name, false);
+                bus.publish(room, &msg, false);
+            }
+            r.broadcast(room, None, &msg, bus);
             Some(member)
         })
     }
@@ -181,6 +275,7 @@ impl Hub {
     /// dropped as too slow.
     pub fn say(&self, room: &str, from: u64, msg: &Bytes) -> usize {
         let keep = self.history;
+        let bus = self.bus_ref();
         self.with_room(room, |r| {
             if keep > 0 {
                 if r.history.len() == keep {
@@ -188,7 +283,12 @@ impl Hub {
                 }
                 r.history.push_back(msg.clone());
             }
-            r.broadcast(room, Some(from), msg)
+            // Published under the lock: every instance sees this room's
+            // lines in the order they were delivered here.
+            if let Some(bus) = bus {
+                bus.publish(room, msg, true);
+            }
+            r.broadcast(room, Some(from), msg, bus)
         })
     }
 
@@ -213,8 +313,14 @@ impl Hub {
             return Ok(0);
         };
         let msg = notice(format_args!("{} is now known as {name}", m.name));
+        let bus = self.bus_ref();
+        if let Some(bus) = bus {
+            bus.presence(room, &m.name, false);
+            bus.presence(room, name, true);
+            bus.publish(room, &msg, false);
+        }
         m.name = name.to_owned();
-        Ok(r.broadcast(room, Some(id), &msg))
+        Ok(r.broadcast(room, Some(id), &msg, bus))
     }
 
     /// Members of `room` other than `from` whose queues are more than half
@@ -233,6 +339,7 @@ impl Hub {
     /// token and telling the others; returns how many were dropped (the
     /// notice may find more).
     pub fn kick(&self, room: &str, id: u64) -> usize {
+        let bus = self.bus_ref();
         self.with_room(room, |r| {
             let Some(at) = r.members.iter().position(|m| m.id == id) else {
                 return 0;
@@ -240,7 +347,11 @@ impl Hub {
             let m = r.members.remove(at);
             m.kick.cancel();
             let msg = notice(format_args!("{} left {room} (too slow)", m.name));
-            1 + r.broadcast(room, None, &msg)
+            if let Some(bus) = bus {
+                bus.presence(room, &m.name, false);
+                bus.publish(room, &msg, false);
+            }
+            1 + r.broadcast(room, None, &msg, bus)
         })
     }
 
