@@ -62,6 +62,12 @@ pub const STALL: Duration = Duration::from_secs(10);
 /// `Shared::joining`).
 pub const JOINING_AT_ONCE: usize = 32;
 
+/// Clients joining at once against ncat: below its listen backlog of 10
+/// (`ss -ltn` shows it), since a connect that overflows the accept queue
+/// waits for the kernel's SYN-ACK retries, and ncat 7.93 quits ("getpeername
+/// ... failed ... QUITTING") when it accepts one that gave up meanwhile.
+pub const NCAT_JOINING_AT_ONCE: usize = 8;
+
 /// Failures listed in the report (the counts cover all).
 pub const MAX_FAILURES_LISTED: usize = 10;
 
@@ -728,7 +734,10 @@ async fn run_async(config: ChatConfig) -> Result<ChatReport> {
         receivers_done: AtomicUsize::new(0),
         progress_wake: Notify::new(),
         stop: CancellationToken::new(),
-        joining: tokio::sync::Semaphore::new(JOINING_AT_ONCE),
+        joining: tokio::sync::Semaphore::new(match config.protocol {
+            ChatProtocol::Ncat => NCAT_JOINING_AT_ONCE,
+            _ => JOINING_AT_ONCE,
+        }),
         config,
     });
     let (plan_tx, plan_rx) = watch::channel(None::<Plan>);
@@ -1028,17 +1037,46 @@ async fn client(
         return stats;
     }
     arrive(&shared);
+    // Keep reading while others join: ncat announces every connect to every
+    // client, and a client that stops reading here would fill its buffers
+    // and stall (or get dropped by) the server before the run begins.
+    let (mut reader, mut buf) = (reader, leftover);
+    let mut early = Vec::new();
+    let mut eof = false;
     let plan = loop {
         if let Some(plan) = *plan_rx.borrow_and_update() {
             break plan;
         }
-        if plan_rx.changed().await.is_err() {
-            return stats;
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            changed = plan_rx.changed() => {
+                if changed.is_err() {
+                    return stats;
+                }
+            }
+            read = reader.read_buf(&mut buf), if !eof => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    // Seen again, and reported, by `hear`.
+                    eof = true;
+                    continue;
+                }
+                // Notices and joins go; a line said by a client that saw the
+                // plan first stays for `hear`.
+                while let Ok(Some(msg)) = config.protocol.decode(&mut buf) {
+                    let keep = match config.protocol.classify(&msg) {
+                        Heard::Notice(_) => false,
+                        Heard::Said(text) => !matches!(parse(text), Some((_, Said::Join))),
+                    };
+                    if keep {
+                        early.push(msg);
+                    }
+                }
+            }
         }
     };
     let (sent_in_window, send_result) = {
         let send = say(i, &shared, plan, writer);
-        let hear = hear(i, &shared, plan, reader, leftover, &mut stats);
+        let hear = hear(i, &shared, plan, reader, early, buf, &mut stats);
         let (sent, ()) = tokio::join!(send, hear);
         sent
     };
@@ -1307,6 +1345,7 @@ async fn hear(
     shared: &Shared,
     plan: Plan,
     mut rd: OwnedReadHalf,
+    early: Vec<BytesMut>,
     mut buf: BytesMut,
     stats: &mut ClientStats,
 ) {
@@ -1331,8 +1370,13 @@ async fn hear(
     let mut check = tokio::time::interval(Duration::from_millis(100));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = i as u32;
+    let mut early = early.into_iter();
     while ends_needed > 0 {
-        let msg = match protocol.decode(&mut buf) {
+        let decoded = match early.next() {
+            Some(msg) => Ok(Some(msg)),
+            None => protocol.decode(&mut buf),
+        };
+        let msg = match decoded {
             Ok(Some(msg)) => msg,
             Ok(None) => {
                 buf.reserve(READ_CHUNK);
