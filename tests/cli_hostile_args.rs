@@ -305,6 +305,13 @@ const CASES: &[Case] = &[
         &[],
     ),
     case("bench", "--mode", ENUM, &[]),
+    case("bench", "--chat-protocol", ENUM, &[]),
+    case(
+        "bench",
+        "--slow-readers",
+        &["0", "16777217", "-1", "x", ""],
+        &[],
+    ),
     case("bench", "--rooms", &["0", "16777217", "-1", "x", ""], &[]),
     case(
         "bench",

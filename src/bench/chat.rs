@@ -36,9 +36,10 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -52,13 +53,20 @@ use crate::error::{Error, ErrorKind, Result, code};
 /// line still in flight before the run ends and what is missing is lost.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
-/// A closed-loop sender whose lines nobody receives for this long gives up
-/// (a receiver died or the server stalled), so a bounded run still ends.
+/// A closed-loop sender whose lines nobody receives for this long, or any
+/// sender whose write the server does not take for this long, gives up (a
+/// receiver died or the server stalled), so a run still ends.
 pub const STALL: Duration = Duration::from_secs(10);
 
 /// Clients between connect and `* you joined` at once (see
 /// `Shared::joining`).
 pub const JOINING_AT_ONCE: usize = 32;
+
+/// Clients joining at once against ncat: below its listen backlog of 10
+/// (`ss -ltn` shows it), since a connect that overflows the accept queue
+/// waits for the kernel's SYN-ACK retries, and ncat 7.93 quits ("getpeername
+/// ... failed ... QUITTING") when it accepts one that gave up meanwhile.
+pub const NCAT_JOINING_AT_ONCE: usize = 8;
 
 /// Failures listed in the report (the counts cover all).
 pub const MAX_FAILURES_LISTED: usize = 10;
@@ -66,6 +74,157 @@ pub const MAX_FAILURES_LISTED: usize = 10;
 /// The shortest line: `c<id> <seq> <µs>` needs at most this with small
 /// numbers; longer stamps simply make a longer line.
 pub const MIN_LINE_BYTES: usize = 8;
+
+/// The dialect of the chat server under test: how a client joins its room,
+/// how messages are framed, whether the sender hears its own line, and what
+/// the server puts in front of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatProtocol {
+    /// `tcpkit serve --mode chat`: a `* welcome` notice, `/join ROOM`
+    /// answered `* you joined ROOM`; lines end in `\n` and reach the others
+    /// as `name: line`; notices start with `* `; the sender does not hear
+    /// itself.
+    #[default]
+    Tcpkit,
+    /// `ncat --chat` (one room per server): no join; every connect is
+    /// announced to every client (the newcomer included) as `<announce>
+    /// ...` lines, so the first line a client reads proves it is in the
+    /// broadcast set; lines reach the others as `<userN> line`; the sender
+    /// does not hear itself.
+    Ncat,
+    /// The Boost.Asio chat example (one room per listening port): each
+    /// message is a 4-byte header, the body length as ASCII decimal
+    /// right-aligned in spaces (`sprintf("%4d")`, read back with `atoi`),
+    /// then at most [`ASIO_MAX_BODY`] bytes of body with no newline; the
+    /// server sends every message to every member, the sender included, and
+    /// replays its last 100 messages to a newcomer. A client joins by saying
+    /// `c<id> join` and waiting for its own echo.
+    Asio,
+}
+
+/// The Boost.Asio chat example's `chat_message::max_body_length`.
+pub const ASIO_MAX_BODY: usize = 512;
+
+/// The Boost.Asio chat example's `chat_message::header_length`.
+pub const ASIO_HEADER: usize = 4;
+
+impl ChatProtocol {
+    /// The dialect's name (`--chat-protocol`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ChatProtocol::Tcpkit => "tcpkit",
+            ChatProtocol::Ncat => "ncat",
+            ChatProtocol::Asio => "asio",
+        }
+    }
+
+    /// Whether the server has rooms a client joins by name; otherwise each
+    /// server (target) is one room.
+    pub fn has_rooms(self) -> bool {
+        self == ChatProtocol::Tcpkit
+    }
+
+    /// Appends one message with `body` (no newline) to `out`, framed.
+    pub fn encode(self, body: &[u8], out: &mut Vec<u8>) {
+        match self {
+            ChatProtocol::Tcpkit | ChatProtocol::Ncat => {
+                out.extend_from_slice(body);
+                out.push(b'\n');
+            }
+            ChatProtocol::Asio => {
+                let _ = std::io::Write::write_fmt(out, format_args!("{:4}", body.len()));
+                out.extend_from_slice(body);
+            }
+        }
+    }
+
+    /// Takes the next whole message off the front of `buf`, without its
+    /// framing (`\n` or `\r\n`, or the Asio header): `Ok(None)` if it is not
+    /// all there yet; an error if the framing is broken.
+    pub fn decode(self, buf: &mut BytesMut) -> std::result::Result<Option<BytesMut>, String> {
+        match self {
+            ChatProtocol::Tcpkit | ChatProtocol::Ncat => {
+                let Some(at) = buf.iter().position(|&b| b == b'\n') else {
+                    return Ok(None);
+                };
+                let mut line = buf.split_to(at + 1);
+                line.truncate(at);
+                if line.ends_with(b"\r") {
+                    line.truncate(at - 1);
+                }
+                Ok(Some(line))
+            }
+            ChatProtocol::Asio => {
+                if buf.len() < ASIO_HEADER {
+                    return Ok(None);
+                }
+                let len = asio_body_length(&buf[..ASIO_HEADER])?;
+                if buf.len() < ASIO_HEADER + len {
+                    return Ok(None);
+                }
+                let _ = buf.split_to(ASIO_HEADER);
+                Ok(Some(buf.split_to(len)))
+            }
+        }
+    }
+
+    /// What a received message is, once its framing is off.
+    fn classify(self, msg: &[u8]) -> Heard<'_> {
+        match self {
+            ChatProtocol::Tcpkit => {
+                if let Some(notice) = msg.strip_prefix(b"* ") {
+                    return Heard::Notice(notice);
+                }
+                match msg.windows(2).position(|w| w == b": ") {
+                    Some(at) => Heard::Said(&msg[at + 2..]),
+                    None => Heard::Said(msg),
+                }
+            }
+            ChatProtocol::Ncat => {
+                if let Some(notice) = msg.strip_prefix(b"<announce> ") {
+                    return Heard::Notice(notice);
+                }
+                match (msg.first(), msg.windows(2).position(|w| w == b"> ")) {
+                    (Some(b'<'), Some(at)) => Heard::Said(&msg[at + 2..]),
+                    _ => Heard::Said(msg),
+                }
+            }
+            ChatProtocol::Asio => Heard::Said(msg),
+        }
+    }
+}
+
+/// The Asio header's length, read as `atoi` does (leading spaces, digits),
+/// but strictly: anything else in the 4 bytes, or more than
+/// [`ASIO_MAX_BODY`], is broken framing.
+fn asio_body_length(header: &[u8]) -> std::result::Result<usize, String> {
+    let text = std::str::from_utf8(header).unwrap_or("");
+    let digits = text.trim_start_matches(' ');
+    match digits.parse::<usize>() {
+        Ok(n)
+            if !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && n <= ASIO_MAX_BODY =>
+        {
+            Ok(n)
+        }
+        _ => Err(format!(
+            "broken Asio chat header {:?} (want the body length, 0..={ASIO_MAX_BODY}, as 4 ASCII characters)",
+            String::from_utf8_lossy(header)
+        )),
+    }
+}
+
+/// A received message, its server's framing and prefix off.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard<'a> {
+    /// A server notice (`* ...` from tcpkit, `<announce> ...` from ncat),
+    /// without its marker.
+    Notice(&'a [u8]),
+    /// What a member said, its prefix (`name: `, `<userN> `) stripped.
+    Said(&'a [u8]),
+}
 
 /// A validated description of one chat run.
 #[derive(Debug, Clone)]
@@ -96,7 +255,18 @@ pub struct ChatConfig {
     pub connect_timeout: Duration,
     /// The server's PID, for its CPU time.
     pub server_pid: Option<u32>,
+    /// The servers' dialect.
+    pub protocol: ChatProtocol,
+    /// Clients `0..slow_readers` join their room and then neither read
+    /// nor say anything, with a small receive buffer ([`SLOW_READER_RCVBUF`]):
+    /// the server must drop them, or stall the room. Nobody expects lines
+    /// from or to them.
+    pub slow_readers: usize,
 }
+
+/// A slow reader's `SO_RCVBUF` request (the kernel doubles it), so that the
+/// server's queue for it fills within seconds even at a modest rate.
+pub const SLOW_READER_RCVBUF: usize = 4096;
 
 impl ChatConfig {
     /// Defaults: 100 clients in 1 room, 64-byte lines, 1 in flight, 10 s
@@ -115,6 +285,8 @@ impl ChatConfig {
             threads: 1,
             connect_timeout: Duration::from_secs(5),
             server_pid: None,
+            protocol: ChatProtocol::Tcpkit,
+            slow_readers: 0,
         }
     }
 
@@ -136,10 +308,10 @@ impl ChatConfig {
                 self.rooms, self.connections
             ));
         }
-        if self.connections < 2 * self.rooms {
+        if self.connections < 2 * self.rooms + self.slow_readers {
             return bad(format!(
-                "connections {} must be at least 2 × rooms {}: every room needs a sender and a receiver",
-                self.connections, self.rooms
+                "connections {} must be at least 2 × rooms {} + slow readers {}: every room needs a sender and a receiver",
+                self.connections, self.rooms, self.slow_readers
             ));
         }
         if self.size_bytes < MIN_LINE_BYTES || self.size_bytes > super::MAX_IN_FLIGHT_BYTES {
@@ -169,6 +341,20 @@ impl ChatConfig {
         }
         if self.threads == 0 {
             return bad("threads must be at least 1".into());
+        }
+        if !self.protocol.has_rooms() && self.targets.len() != self.rooms {
+            return bad(format!(
+                "a {} chat server is one room: give one target per room ({} target(s) for {} room(s))",
+                self.protocol.name(),
+                self.targets.len(),
+                self.rooms
+            ));
+        }
+        if self.protocol == ChatProtocol::Asio && self.size_bytes > ASIO_MAX_BODY + 1 {
+            return bad(format!(
+                "size {} B is more than an Asio chat body of {ASIO_MAX_BODY} B (+1, as sizes count a newline)",
+                self.size_bytes
+            ));
         }
         Ok(())
     }
@@ -225,6 +411,8 @@ pub struct Failure {
 pub struct ChatReport {
     /// Always `chat`.
     pub mode: &'static str,
+    /// The servers' dialect (`tcpkit`, `ncat`, `asio`).
+    pub protocol: ChatProtocol,
     /// The servers, as given.
     pub targets: Vec<String>,
     /// Clients that joined, per target (same order).
@@ -249,6 +437,9 @@ pub struct ChatReport {
     /// The measured window.
     #[serde(rename = "duration_s", serialize_with = "super::report::secs")]
     pub duration: Duration,
+    /// Clients that joined and then stopped reading (not in the counts
+    /// below).
+    pub slow_readers: usize,
     /// Clients that connected and joined their room.
     pub connections_established: u64,
     /// Clients that could not connect or join.
@@ -305,6 +496,8 @@ pub struct ChatReport {
     pub server_cpu_us_per_delivered: Option<f64>,
     /// Server CPU, % of one core over the window.
     pub server_cpu_pct: Option<f64>,
+    /// Server resident memory at the window's end, KiB.
+    pub server_rss_kib: Option<u64>,
     /// Why the server's CPU is missing, if it is.
     pub server_note: Option<String>,
     /// The bench's own CPU per delivered line, µs.
@@ -327,7 +520,8 @@ impl ChatReport {
         };
         let _ = writeln!(
             s,
-            "chat: {} clients in {} room(s) on {} target(s), {} B lines, {load}",
+            "chat ({}): {} clients in {} room(s) on {} target(s), {} B lines, {load}",
+            self.protocol.name(),
             self.connections,
             self.rooms,
             self.targets.len(),
@@ -347,9 +541,10 @@ impl ChatReport {
         let _ = writeln!(s, "  run        {span}");
         let _ = writeln!(
             s,
-            "  clients    {} joined, {} failed ({})",
+            "  clients    {} joined, {} failed, {} slow reader(s) ({})",
             self.connections_established,
             self.connect_failures,
+            self.slow_readers,
             self.joined_per_target
                 .iter()
                 .zip(&self.targets)
@@ -539,7 +734,10 @@ async fn run_async(config: ChatConfig) -> Result<ChatReport> {
         receivers_done: AtomicUsize::new(0),
         progress_wake: Notify::new(),
         stop: CancellationToken::new(),
-        joining: tokio::sync::Semaphore::new(JOINING_AT_ONCE),
+        joining: tokio::sync::Semaphore::new(match config.protocol {
+            ChatProtocol::Ncat => NCAT_JOINING_AT_ONCE,
+            _ => JOINING_AT_ONCE,
+        }),
         config,
     });
     let (plan_tx, plan_rx) = watch::channel(None::<Plan>);
@@ -651,7 +849,7 @@ fn build_report(
     let sent: Vec<u64> = shared.sent.iter().map(|s| s.load(Acquire)).collect();
     for (i, s) in stats.iter().enumerate() {
         errors.extend(s.errors.iter().cloned());
-        if !s.established {
+        if !s.established || i < config.slow_readers {
             continue;
         }
         established += 1;
@@ -743,6 +941,7 @@ fn build_report(
     let client_cpu = after.1.saturating_sub(before.1);
     ChatReport {
         mode: "chat",
+        protocol: config.protocol,
         targets: config.targets.iter().map(ToString::to_string).collect(),
         joined_per_target,
         connections: config.connections,
@@ -757,8 +956,9 @@ fn build_report(
             None => config.warmup,
         },
         duration: window,
+        slow_readers: config.slow_readers,
         connections_established: established,
-        connect_failures: config.connections as u64 - established,
+        connect_failures: (config.connections - config.slow_readers) as u64 - established,
         lines_sent: sent.iter().sum(),
         lines_sent_in_window: sent_in_window,
         expected_deliveries: expected,
@@ -787,6 +987,10 @@ fn build_report(
         server_pid: config.server_pid,
         server_cpu_us_per_delivered: server_cpu.map(per),
         server_cpu_pct: server_cpu.map(|c| c.as_secs_f64() / wall * 100.0),
+        server_rss_kib: match &after.2 {
+            Some(Ok(a)) => Some(a.rss_kib),
+            _ => None,
+        },
         server_note,
         client_cpu_us_per_delivered: per(client_cpu),
         client_cpu_pct: client_cpu.as_secs_f64() / wall * 100.0,
@@ -811,7 +1015,7 @@ async fn client(
         let _permit = shared.joining.acquire().await;
         join(i, &shared, target).await
     };
-    let (reader, writer) = match joined {
+    let (reader, leftover, writer) = match joined {
         Ok(halves) => {
             stats.established = true;
             halves
@@ -823,18 +1027,56 @@ async fn client(
             return stats;
         }
     };
+    if i < config.slow_readers {
+        // Joined, and counted out of every expectation; then silent until
+        // the run ends (or the server closes on it).
+        shared.absent[i].store(true, Relaxed);
+        arrive(&shared);
+        shared.stop.cancelled().await;
+        drop((reader, leftover, writer));
+        return stats;
+    }
     arrive(&shared);
+    // Keep reading while others join: ncat announces every connect to every
+    // client, and a client that stops reading here would fill its buffers
+    // and stall (or get dropped by) the server before the run begins.
+    let (mut reader, mut buf) = (reader, leftover);
+    let mut early = Vec::new();
+    let mut eof = false;
     let plan = loop {
         if let Some(plan) = *plan_rx.borrow_and_update() {
             break plan;
         }
-        if plan_rx.changed().await.is_err() {
-            return stats;
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            changed = plan_rx.changed() => {
+                if changed.is_err() {
+                    return stats;
+                }
+            }
+            read = reader.read_buf(&mut buf), if !eof => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    // Seen again, and reported, by `hear`.
+                    eof = true;
+                    continue;
+                }
+                // Notices and joins go; a line said by a client that saw the
+                // plan first stays for `hear`.
+                while let Ok(Some(msg)) = config.protocol.decode(&mut buf) {
+                    let keep = match config.protocol.classify(&msg) {
+                        Heard::Notice(_) => false,
+                        Heard::Said(text) => !matches!(parse(text), Some((_, Said::Join))),
+                    };
+                    if keep {
+                        early.push(msg);
+                    }
+                }
+            }
         }
     };
     let (sent_in_window, send_result) = {
         let send = say(i, &shared, plan, writer);
-        let hear = hear(i, &shared, plan, reader, &mut stats);
+        let hear = hear(i, &shared, plan, reader, early, buf, &mut stats);
         let (sent, ()) = tokio::join!(send, hear);
         sent
     };
@@ -863,65 +1105,118 @@ fn room_name(shared: &Shared, room: usize) -> String {
     format!("{}-{room}", shared.nonce)
 }
 
-/// Connects, reads the welcome, joins the room and reads the reply.
+/// Connects and joins the room as the server's dialect wants: for tcpkit,
+/// reads the welcome, says `/join ROOM` and reads the reply; for ncat, reads
+/// the first `<announce>` line; for Asio, says `c<id> join` and reads until
+/// its own echo. Returns the halves and what was read past the join.
 async fn join(
     i: usize,
     shared: &Shared,
     target: usize,
-) -> std::result::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf), String> {
+) -> std::result::Result<(OwnedReadHalf, BytesMut, OwnedWriteHalf), String> {
     let config = &shared.config;
+    let protocol = config.protocol;
     let endpoint = config.targets[target];
     let deadline = config.connect_timeout;
-    let stream =
-        match tokio::time::timeout(deadline, TcpStream::connect(endpoint.socket_addr())).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("c{i}: connect to {endpoint}: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "c{i}: connect to {endpoint}: timed out after {deadline:?}"
-                ));
-            }
+    let connect = async {
+        let addr = endpoint.socket_addr();
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
         };
-    let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
-    let room = room_name(shared, config.room_of(i));
-    let exchange = async {
-        let mut line = Vec::new();
-        let n = rd
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 || !line.starts_with(b"* welcome") {
+        if i < config.slow_readers {
+            socket.set_recv_buffer_size(SLOW_READER_RCVBUF as u32)?;
+        }
+        socket.connect(addr).await
+    };
+    let stream = match tokio::time::timeout(deadline, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("c{i}: connect to {endpoint}: {e}")),
+        Err(_) => {
             return Err(format!(
-                "no `* welcome` line, got {:?}",
-                String::from_utf8_lossy(&line).trim_end()
+                "c{i}: connect to {endpoint}: timed out after {deadline:?}"
             ));
         }
-        wr.write_all(format!("/join {room}\n").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let want = format!("* you joined {room}");
-        loop {
-            line.clear();
-            let n = rd
-                .read_until(b'\n', &mut line)
-                .await
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("closed before `* you joined`".into());
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let room = room_name(shared, config.room_of(i));
+    let exchange = async {
+        match protocol {
+            ChatProtocol::Tcpkit => {
+                let first = next_message(protocol, &mut rd, &mut buf).await?;
+                if !first.starts_with(b"* welcome") {
+                    return Err(format!(
+                        "no `* welcome` line, got {:?}",
+                        String::from_utf8_lossy(&first)
+                    ));
+                }
+                wr.write_all(format!("/join {room}\n").as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let want = format!("* you joined {room}");
+                while !next_message(protocol, &mut rd, &mut buf)
+                    .await?
+                    .starts_with(want.as_bytes())
+                {}
+                Ok(())
             }
-            if line.starts_with(want.as_bytes()) {
-                return Ok(());
+            ChatProtocol::Ncat => {
+                let first = next_message(protocol, &mut rd, &mut buf).await?;
+                match protocol.classify(&first) {
+                    Heard::Notice(_) => Ok(()),
+                    Heard::Said(_) => Err(format!(
+                        "no `<announce>` line first, got {:?}",
+                        String::from_utf8_lossy(&first)
+                    )),
+                }
+            }
+            ChatProtocol::Asio => {
+                let hello = format!("c{i} join");
+                let mut framed = Vec::new();
+                protocol.encode(hello.as_bytes(), &mut framed);
+                wr.write_all(&framed).await.map_err(|e| e.to_string())?;
+                while next_message(protocol, &mut rd, &mut buf).await?[..] != *hello.as_bytes() {}
+                Ok(())
             }
         }
     };
-    match tokio::time::timeout(deadline, exchange).await {
-        Ok(Ok(())) => Ok((rd, wr)),
-        Ok(Err(e)) => Err(format!("c{i}: join {room} on {endpoint}: {e}")),
+    let what = if protocol.has_rooms() {
+        format!("join {room}")
+    } else {
+        "join".to_string()
+    };
+    let result = tokio::time::timeout(deadline, exchange).await;
+    match result {
+        Ok(Ok(())) => Ok((rd, buf, wr)),
+        Ok(Err(e)) => Err(format!("c{i}: {what} on {endpoint}: {e}")),
         Err(_) => Err(format!(
-            "c{i}: join {room} on {endpoint}: no reply within {deadline:?}"
+            "c{i}: {what} on {endpoint}: no reply within {deadline:?}"
         )),
+    }
+}
+
+/// Bytes a read asks for at least.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads until `buf` holds a whole message and takes it.
+async fn next_message(
+    protocol: ChatProtocol,
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> std::result::Result<BytesMut, String> {
+    loop {
+        if let Some(msg) = protocol.decode(buf)? {
+            return Ok(msg);
+        }
+        buf.reserve(READ_CHUNK);
+        match rd.read_buf(buf).await {
+            Ok(0) => return Err("the server closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
@@ -951,6 +1246,7 @@ async fn say(
         .rate_per_s
         .map(|rate| Duration::from_secs_f64(config.connections as f64 / rate));
     let offset = interval.map(|iv| iv.mul_f64(i as f64 / config.connections as f64));
+    let mut body = Vec::with_capacity(config.size_bytes + 32);
     let mut line = Vec::with_capacity(config.size_bytes + 32);
     let mut seq = 0u64;
     let mut in_window = 0;
@@ -1005,15 +1301,20 @@ async fn say(
                 now
             }
         };
-        line.clear();
+        body.clear();
         let us = stamp.duration_since(shared.base).as_micros() as u64;
-        let _ = std::io::Write::write_fmt(&mut line, format_args!("c{i} {seq} {us}"));
-        if line.len() + 1 < config.size_bytes {
-            line.resize(config.size_bytes - 1, b'.');
+        let _ = std::io::Write::write_fmt(&mut body, format_args!("c{i} {seq} {us}"));
+        if body.len() + 1 < config.size_bytes {
+            body.resize(config.size_bytes - 1, b'.');
         }
-        line.push(b'\n');
-        if let Err(e) = wr.write_all(&line).await {
-            break Err(SendEnd::Io(e));
+        line.clear();
+        config.protocol.encode(&body, &mut line);
+        // A server that stops reading (one stalled on a slow member) would
+        // hold the write forever: after STALL the sender gives up.
+        match tokio::time::timeout(STALL, wr.write_all(&line)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break Err(SendEnd::Io(e)),
+            Err(_) => break Err(SendEnd::Stalled),
         }
         if plan.counts(us) {
             in_window += 1;
@@ -1022,7 +1323,11 @@ async fn say(
         shared.sent[i].store(seq, Release);
     };
     if !matches!(result, Err(SendEnd::Io(_))) {
-        let _ = wr.write_all(format!("c{i} end {seq}\n").as_bytes()).await;
+        line.clear();
+        config
+            .protocol
+            .encode(format!("c{i} end {seq}").as_bytes(), &mut line);
+        let _ = tokio::time::timeout(STALL, wr.write_all(&line)).await;
     }
     shared.senders_done.fetch_add(1, Release);
     shared.progress_wake.notify_waiters();
@@ -1039,10 +1344,13 @@ async fn hear(
     i: usize,
     shared: &Shared,
     plan: Plan,
-    mut rd: BufReader<OwnedReadHalf>,
+    mut rd: OwnedReadHalf,
+    early: Vec<BytesMut>,
+    mut buf: BytesMut,
     stats: &mut ClientStats,
 ) {
     let config = &shared.config;
+    let protocol = config.protocol;
     let r = config.rooms;
     let room = config.room_of(i);
     let mut ended = vec![false; config.room_size(room)];
@@ -1062,60 +1370,84 @@ async fn hear(
     let mut check = tokio::time::interval(Duration::from_millis(100));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = i as u32;
-    let mut line = Vec::with_capacity(config.size_bytes + 64);
+    let mut early = early.into_iter();
     while ends_needed > 0 {
-        // A read cut short by the tick keeps its partial line.
-        if line.ends_with(b"\n") {
-            line.clear();
-        }
-        let read = tokio::select! {
-            r = rd.read_until(b'\n', &mut line) => r,
-            _ = check.tick() => {
-                ends_needed = waiting_for(&ended);
+        let decoded = match early.next() {
+            Some(msg) => Ok(Some(msg)),
+            None => protocol.decode(&mut buf),
+        };
+        let msg = match decoded {
+            Ok(Some(msg)) => msg,
+            Ok(None) => {
+                buf.reserve(READ_CHUNK);
+                // `read_buf` is cancel safe: a read cut short by the tick
+                // loses nothing.
+                let read = tokio::select! {
+                    r = rd.read_buf(&mut buf) => r,
+                    _ = check.tick() => {
+                        ends_needed = waiting_for(&ended);
+                        continue;
+                    }
+                    _ = shared.stop.cancelled() => break,
+                };
+                match read {
+                    // At the run's end the bench closes its own connections.
+                    Ok(0) | Err(_) if shared.stop.is_cancelled() => break,
+                    Ok(0) => {
+                        if !stats.slow_dropped {
+                            stats.broken = true;
+                            shared.gone[i].store(true, Relaxed);
+                            stats
+                                .errors
+                                .push(format!("c{i}: the server closed the connection mid-run"));
+                        }
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        if !stats.slow_dropped {
+                            stats.broken = true;
+                            shared.gone[i].store(true, Relaxed);
+                            stats.errors.push(format!("c{i}: read: {e}"));
+                        }
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing after broken framing can be trusted.
+                stats.broken = true;
+                shared.gone[i].store(true, Relaxed);
+                stats.errors.push(format!("c{i}: {e}"));
+                break;
+            }
+        };
+        let now = Instant::now();
+        let text = match protocol.classify(&msg) {
+            Heard::Notice(notice) => {
+                if protocol == ChatProtocol::Tcpkit {
+                    if notice.starts_with(b"disconnected: you fell behind") {
+                        stats.slow_dropped = true;
+                        shared.gone[i].store(true, Relaxed);
+                    } else if notice.ends_with(b"(too slow)") {
+                        stats.slow_notices += 1;
+                    }
+                }
                 continue;
             }
-            _ = shared.stop.cancelled() => break,
+            Heard::Said(text) => text,
         };
-        match read {
-            // At the run's end the bench closes its own connections.
-            Ok(0) | Err(_) if shared.stop.is_cancelled() => break,
-            Ok(0) => {
-                if !stats.slow_dropped {
-                    stats.broken = true;
-                    shared.gone[i].store(true, Relaxed);
-                    stats
-                        .errors
-                        .push(format!("c{i}: the server closed the connection mid-run"));
-                }
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if !stats.slow_dropped {
-                    stats.broken = true;
-                    shared.gone[i].store(true, Relaxed);
-                    stats.errors.push(format!("c{i}: read: {e}"));
-                }
-                break;
-            }
-        }
-        let now = Instant::now();
-        let text = trim_newline(&line);
-        if text.starts_with(b"* ") {
-            if text.starts_with(b"* disconnected: you fell behind") {
-                stats.slow_dropped = true;
-                shared.gone[i].store(true, Relaxed);
-            } else if text.ends_with(b"(too slow)") {
-                stats.slow_notices += 1;
-            }
-            continue;
-        }
         let Some((from, what)) = parse(text) else {
             stats.misrouted += 1;
-            let detail = format!("not a bench line: {:?}", String::from_utf8_lossy(text));
+            let detail = format!("not a bench line: {:?}", String::from_utf8_lossy(&msg));
             stats.fail(FailureKind::Misrouted, me, detail);
             continue;
         };
+        // Asio sends every line to its sender too; joins are before the
+        // barrier (and in Asio's replayed history).
+        if matches!(what, Said::Join) || (from as usize == i && protocol == ChatProtocol::Asio) {
+            continue;
+        }
         let j = from as usize;
         if j >= config.connections || j % r != room || j == i {
             stats.misrouted += 1;
@@ -1125,6 +1457,7 @@ async fn hear(
         }
         let slot = j / r;
         match what {
+            Said::Join => {}
             Said::End => {
                 ended[slot] = true;
                 ends_needed = waiting_for(&ended);
@@ -1177,23 +1510,23 @@ async fn hear(
     shared.progress_wake.notify_waiters();
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Said {
     Line(u64, u64),
     End,
+    Join,
 }
 
-fn trim_newline(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-/// `name: c<id> <seq> <µs>[....]` or `name: c<id> end <count>`.
+/// `c<id> <seq> <µs>[....]`, `c<id> end <count>` or `c<id> join` (the
+/// server's prefix already off).
 fn parse(text: &[u8]) -> Option<(u32, Said)> {
-    let at = text.windows(2).position(|w| w == b": ")?;
-    let body = std::str::from_utf8(&text[at + 2..]).ok()?;
+    let body = std::str::from_utf8(text).ok()?;
     let mut words = body.split(' ');
     let id = words.next()?.strip_prefix('c')?.parse().ok()?;
     let second = words.next()?;
+    if second == "join" {
+        return words.next().is_none().then_some((id, Said::Join));
+    }
     let third = words.next()?.trim_end_matches('.');
     if words.next().is_some() {
         return None;
@@ -1211,14 +1544,104 @@ mod tests {
 
     #[test]
     fn parses_lines_and_ends_and_refuses_the_rest() {
-        assert!(matches!(
-            parse(b"user3: c7 12 3456...."),
-            Some((7, Said::Line(12, 3456)))
-        ));
-        assert!(matches!(parse(b"user3: c7 end 40"), Some((7, Said::End))));
-        assert!(parse(b"user3: hello there").is_none());
-        assert!(parse(b"c7 12 3456").is_none());
-        assert!(parse(b"x: c7 12 34 56").is_none());
+        assert_eq!(parse(b"c7 12 3456...."), Some((7, Said::Line(12, 3456))));
+        assert_eq!(parse(b"c7 end 40"), Some((7, Said::End)));
+        assert_eq!(parse(b"c7 join"), Some((7, Said::Join)));
+        assert!(parse(b"c7 join now").is_none());
+        assert!(parse(b"hello there").is_none());
+        assert!(parse(b"user3: c7 12 3456").is_none());
+        assert!(parse(b"c7 12 34 56").is_none());
+    }
+
+    #[test]
+    fn asio_frames_carry_the_body_length_as_4_ascii_digits_right_aligned() {
+        let mut out = Vec::new();
+        ChatProtocol::Asio.encode(b"c7 12 3456", &mut out);
+        ChatProtocol::Asio.encode(b"", &mut out);
+        assert_eq!(out, b"  10c7 12 3456   0");
+        // Split anywhere: nothing until a whole frame is there.
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in out {
+            buf.extend_from_slice(&[byte]);
+            while let Some(msg) = ChatProtocol::Asio.decode(&mut buf).expect("framing") {
+                got.push(msg.to_vec());
+            }
+        }
+        assert_eq!(got, [b"c7 12 3456".to_vec(), Vec::new()]);
+        assert!(buf.is_empty());
+        for bad in [&b" 513"[..], b"512 ", b"abcd", b"  -1", b"    ", b"1 2 "] {
+            let mut buf = BytesMut::from(bad);
+            let err = ChatProtocol::Asio
+                .decode(&mut buf)
+                .expect_err("broken header");
+            assert!(err.contains("broken Asio chat header"), "{err}");
+        }
+        let mut buf = BytesMut::from(&b" 512"[..]);
+        buf.extend_from_slice(&[b'y'; 512]);
+        let msg = ChatProtocol::Asio.decode(&mut buf).expect("framing");
+        assert_eq!(msg.map(|m| m.len()), Some(512));
+    }
+
+    #[test]
+    fn line_dialects_frame_on_newlines_and_strip_their_prefixes() {
+        let mut out = Vec::new();
+        ChatProtocol::Ncat.encode(b"c1 0 9", &mut out);
+        assert_eq!(out, b"c1 0 9\n");
+        let mut buf = BytesMut::from(
+            &b"<user5> c1 0 9\r\n<announce> 127.0.0.1 is connected as <user6>.\npart"[..],
+        );
+        let first = ChatProtocol::Ncat
+            .decode(&mut buf)
+            .expect("framing")
+            .expect("a line");
+        assert_eq!(ChatProtocol::Ncat.classify(&first), Heard::Said(b"c1 0 9"));
+        let second = ChatProtocol::Ncat
+            .decode(&mut buf)
+            .expect("framing")
+            .expect("a line");
+        assert!(
+            matches!(ChatProtocol::Ncat.classify(&second), Heard::Notice(n) if n.starts_with(b"127.0.0.1"))
+        );
+        assert_eq!(ChatProtocol::Ncat.decode(&mut buf), Ok(None));
+        assert_eq!(&buf[..], b"part");
+        // A line without the prefix stays whole (and fails parse later).
+        assert_eq!(
+            ChatProtocol::Ncat.classify(b"c1 0 9"),
+            Heard::Said(b"c1 0 9")
+        );
+        assert_eq!(
+            ChatProtocol::Tcpkit.classify(b"user3: c1 0 9"),
+            Heard::Said(b"c1 0 9")
+        );
+        assert_eq!(
+            ChatProtocol::Tcpkit.classify(b"* welcome"),
+            Heard::Notice(b"welcome")
+        );
+        // Asio has no prefix and no notices.
+        assert_eq!(
+            ChatProtocol::Asio.classify(b"* x: y"),
+            Heard::Said(b"* x: y")
+        );
+    }
+
+    #[test]
+    fn anchors_are_one_room_per_target() {
+        let mut c = ChatConfig::new(vec![Endpoint::loopback_v4(1)]);
+        c.connections = 4;
+        c.rooms = 2;
+        c.validate().expect("tcpkit: 2 rooms on 1 target");
+        c.protocol = ChatProtocol::Ncat;
+        let err = c.validate().expect_err("ncat: 2 rooms on 1 target");
+        assert!(err.message().contains("one target per room"), "{err}");
+        c.targets.push(Endpoint::loopback_v4(2));
+        c.validate().expect("ncat: 2 rooms on 2 targets");
+        c.protocol = ChatProtocol::Asio;
+        c.size_bytes = ASIO_MAX_BODY + 2;
+        let err = c.validate().expect_err("a body over 512 B");
+        assert!(err.message().contains("Asio chat body"), "{err}");
+        c.size_bytes = ASIO_MAX_BODY + 1;
+        c.validate().expect("a 512 B body");
     }
 
     #[test]

@@ -73,6 +73,16 @@ struct Options {
     /// of --duration and --warmup), so the delivered count is exact.
     #[arg(long, value_name = "N", value_parser = values::count(1, 1 << 40))]
     lines: Option<usize>,
+    /// Chat mode: the servers' dialect. `tcpkit` joins rooms by name;
+    /// `ncat` (`ncat --chat`) and `asio` (the Boost.Asio chat example,
+    /// 4-byte length header) are one room per server, so give one --target
+    /// per room.
+    #[arg(long, value_name = "DIALECT", value_enum)]
+    chat_protocol: Option<ChatProtocolArg>,
+    /// Chat mode: clients 0..K join their room, then never read (with a
+    /// 4 KiB receive buffer): the server must drop them or stall the room.
+    #[arg(long, value_name = "K", value_parser = values::count(1, values::MAX_CONNECTIONS))]
+    slow_readers: Option<usize>,
     /// Workload.
     #[arg(long, short = 'm', value_enum, default_value_t = ModeArg::Echo)]
     mode: ModeArg,
@@ -175,6 +185,8 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     for (flag, set) in [
         ("--rooms", args.rooms.is_some()),
         ("--lines", args.lines.is_some()),
+        ("--chat-protocol", args.chat_protocol.is_some()),
+        ("--slow-readers", args.slow_readers.is_some()),
     ] {
         if set {
             return Err(values::invalid(flag, "applies to --mode chat only"));
@@ -256,6 +268,8 @@ pub(super) struct ChatArgs {
     pub connections: usize,
     pub rooms: usize,
     pub lines: Option<usize>,
+    pub protocol: tcpkit::bench::chat::ChatProtocol,
+    pub slow_readers: usize,
     pub size: usize,
     pub pipeline: usize,
     pub rate: Option<f64>,
@@ -296,6 +310,12 @@ impl From<&Options> for ChatArgs {
             connections: a.connections,
             rooms: a.rooms.unwrap_or(1),
             lines: a.lines,
+            protocol: match a.chat_protocol {
+                None | Some(ChatProtocolArg::Tcpkit) => tcpkit::bench::chat::ChatProtocol::Tcpkit,
+                Some(ChatProtocolArg::Ncat) => tcpkit::bench::chat::ChatProtocol::Ncat,
+                Some(ChatProtocolArg::Asio) => tcpkit::bench::chat::ChatProtocol::Asio,
+            },
+            slow_readers: a.slow_readers.unwrap_or(0),
             size: a.size,
             pipeline: a.pipeline,
             rate: a.rate,
@@ -314,6 +334,17 @@ impl From<&Options> for ChatArgs {
             unsupported,
         }
     }
+}
+
+/// `--chat-protocol`'s dialects (see `tcpkit::bench::chat::ChatProtocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ChatProtocolArg {
+    /// `tcpkit serve --mode chat`.
+    Tcpkit,
+    /// `ncat --chat`.
+    Ncat,
+    /// The Boost.Asio chat example.
+    Asio,
 }
 
 /// `--send-proxy`'s versions.

@@ -52,8 +52,19 @@ pub(super) fn run(args: ChatArgs, _globals: Globals) -> anyhow::Result<ExitCode>
         threads,
         connect_timeout: args.connect_timeout,
         server_pid: args.server_pid,
+        protocol: args.protocol,
+        slow_readers: args.slow_readers,
         ..ChatConfig::new(targets)
     };
+    if config.targets.is_empty() && args.protocol != chat::ChatProtocol::Tcpkit {
+        return Err(values::invalid(
+            "--chat-protocol",
+            format_args!(
+                "{} needs --target (the embedded server is tcpkit's)",
+                args.protocol.name()
+            ),
+        ));
+    }
     if config.targets.is_empty() {
         // Filled in once the embedded server listens; validated first.
         config.targets.push(tcpkit::Endpoint::loopback_v4(1));
