@@ -66,7 +66,7 @@ RESULTS=${RESULTS:-$REPO/target/relay_compare/results.jsonl}
 
 print_table() { # results.jsonl
   python3 - "$1" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 from collections import defaultdict
 
 runs = defaultdict(list)
@@ -76,6 +76,12 @@ for line in open(sys.argv[1]):
     runs[(r["kind"], r["config"])].append(r)
     if r["config"] not in configs:
         configs.append(r["config"])
+# Runs whose bench failed (connections broke, ...): kept apart, counted here.
+failed = defaultdict(list)
+if os.path.exists(sys.argv[1] + ".failed"):
+    for line in open(sys.argv[1] + ".failed"):
+        r = json.loads(line)
+        failed[r["config"]].append(r["kind"])
 order = ["tcpkit", "haproxy", "haproxy_splice", "nginx", "socat", "direct"]
 configs = [c for c in order if c in configs] + [c for c in configs if c not in order]
 label = {"tcpkit": "`tcpkit relay --workers 1`", "haproxy": "HAProxy `mode tcp`",
@@ -121,12 +127,13 @@ def nruns(config):
     return max((len(rs) for (k, c), rs in runs.items() if c == config), default=0)
 
 print("\nRelay CPU and memory: median (min–max) over rounds; the relay's process tree on CPU 0\n")
-print("| relay | runs | bulk MB/s | bulk CPU s/GB | 50 × 64 B: µs/msg | connect: µs/conn | conns/s | idle KiB/pair | errors |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| relay | runs | bulk MB/s | bulk CPU s/GB | 50 × 64 B: µs/msg | connect: µs/conn | conns/s | idle KiB/pair | errors | failed runs |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for c in configs:
     print(f"| {label.get(c, c)} | {nruns(c)} | {cell('bulk', c, 'mb_per_s', ',.0f')} | {cell('bulk', c, 'cpu_gb', '.3f')} "
           f"| {cell('echo', c, 'server_cpu_us_per_msg', '.2f')} | {cell('connect', c, 'server_cpu_us_per_msg', '.1f')} "
-          f"| {cell('connect', c, 'msgs_per_s', ',.0f', False)} | {cell('idle', c, 'server_rss_per_conn_kib', '.2f')} | {errors(c)} |")
+          f"| {cell('connect', c, 'msgs_per_s', ',.0f', False)} | {cell('idle', c, 'server_rss_per_conn_kib', '.2f')} | {errors(c)} "
+          f"| {', '.join(f'{k} ×{failed[c].count(k)}' for k in dict.fromkeys(failed[c])) or 0} |")
 
 print("\nLatency (µs, medians over rounds; round trip through the relay to the echo and back)\n")
 print("| relay | 1 conn p50 | 1 conn p99 | 1 conn msgs/s | 1,000 conns p50 | 1,000 conns p99 | 1,000 conns msgs/s | p50 added (1 / 1,000) | p99 added (1 / 1,000) |")
@@ -151,7 +158,7 @@ def target(name, kind, what, ref, limit, spec, higher_better=False):
         return
     ratio = ours / theirs
     met = ratio >= limit if higher_better else ratio <= limit
-    print(f"| {name} | {ours:{spec}} | {label.get(ref, ref)}: {theirs:{spec}} | {ratio:.2f} | {'yes' if met else '**no**'} |")
+    print(f"| {name} | {ours:{spec}} | {label.get(ref, ref)}: {theirs:{spec}} | {ratio:.3f} | {'yes' if met else '**no**'} |")
 for ref in ("haproxy", "haproxy_splice"):
     target("bulk CPU/GB ≤ 0.9 × HAProxy", "bulk", "cpu_gb", ref, 0.9, ".3f")
     target("bulk MB/s ≥ 1.0 × HAProxy", "bulk", "mb_per_s", ref, 1.0, ",.0f", higher_better=True)
