@@ -9,7 +9,9 @@
 //! * [`upstream`]: where to connect ([`Upstream`], with [`Fixed`] as the
 //!   one chooser today), each connect under its own deadline;
 //! * [`pair`]: the two-way copy (half-close carried each way, resets
-//!   passed on, one fixed buffer per direction, idle = both ways quiet).
+//!   passed on, idle = both ways quiet). A TCP ⇄ TCP pair holds no buffer
+//!   while idle and, on Linux, moves bulk transfers with `splice(2)`
+//!   through pipes lent by `splice` (a bounded pool: see its fd budget).
 //!
 //! A client whose upstream cannot be reached is closed at once, counted
 //! ([`Snapshot::upstream_connect_failures`](crate::metrics::Snapshot)) and
@@ -29,6 +31,8 @@
 //! ```
 
 pub mod pair;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod upstream;
 
 use std::future::Future;
@@ -46,21 +50,34 @@ use crate::service::{CloseReason, Connection, Served, Service};
 pub struct Relay<U> {
     upstream: Arc<U>,
     buf_bytes: usize,
+    splice: bool,
 }
 
 impl<U: Upstream> Relay<U> {
-    /// A relay to `upstream` with [`BUF_BYTES`] per direction.
+    /// A relay to `upstream` reading [`BUF_BYTES`] at a time, with
+    /// `splice(2)` on (Linux).
     pub fn new(upstream: U) -> Relay<U> {
         Relay {
             upstream: Arc::new(upstream),
             buf_bytes: BUF_BYTES,
+            splice: true,
         }
     }
 
-    /// Bytes held per direction of each pair (at least 1): the most a pair
-    /// buffers for a side that does not read.
+    /// Bytes per read (at least 1): the most a direction of a pair holds
+    /// for a side that does not read. A TCP ⇄ TCP pair holds them only
+    /// while they are in flight (none while idle); other pairs (TLS, UNIX)
+    /// keep one such buffer per direction for their whole life.
     pub fn with_buffer(mut self, bytes: usize) -> Relay<U> {
         self.buf_bytes = bytes.max(1);
+        self
+    }
+
+    /// Whether TCP ⇄ TCP bulk transfers may go through `splice(2)` (Linux
+    /// only; on by default, ignored elsewhere). Off, every byte is copied
+    /// through the worker thread's buffer.
+    pub fn with_splice(mut self, on: bool) -> Relay<U> {
+        self.splice = on;
         self
     }
 
@@ -77,22 +94,32 @@ impl<U: Upstream> Service for Relay<U> {
 
     fn serve(&self, conn: Connection) -> impl Future<Output = Served> + Send + 'static {
         let upstream = self.upstream.clone();
-        let buf_bytes = self.buf_bytes;
-        serve_pair(upstream, buf_bytes, conn)
+        let limits = pair::Limits {
+            idle_timeout: conn.idle_timeout,
+            buf_bytes: self.buf_bytes,
+            splice: self.splice,
+        };
+        serve_pair(upstream, limits, conn)
     }
 }
 
-async fn serve_pair<U: Upstream>(upstream: Arc<U>, buf_bytes: usize, conn: Connection) -> Served {
+async fn serve_pair<U: Upstream>(
+    upstream: Arc<U>,
+    limits: pair::Limits,
+    conn: Connection,
+) -> Served {
     let Connection {
         mut stream,
         peer,
         id,
         shutdown,
-        idle_timeout,
         metrics,
         ..
     } = conn;
-    let mut up = match upstream.connect(&peer).await {
+    // Boxed: the connect future (resolution, Happy Eyeballs) is large and
+    // lives only until the upstream answers; unboxed, every idle pair's
+    // task would keep room for it.
+    let mut up = match Box::pin(upstream.connect(&peer)).await {
         Ok(up) => up,
         Err(e) => {
             metrics.upstream_connect_failed();
@@ -107,10 +134,6 @@ async fn serve_pair<U: Upstream>(upstream: Arc<U>, buf_bytes: usize, conn: Conne
         }
     };
     tracing::debug!(%peer, id, upstream = %up.peer, "upstream connected");
-    let limits = pair::Limits {
-        idle_timeout,
-        buf_bytes,
-    };
     let moved = pair::Moved::default();
     let mut cut_off = CutOff {
         moved: &moved,

@@ -1,23 +1,42 @@
 //! The two-way copy of one relayed pair: client ⇄ upstream.
 //!
-//! Each direction owns one fixed buffer and reads into it only once the
-//! previous chunk is fully written to the other side, so a side that stops
-//! reading stops reads on the other (backpressure) and a pair never holds
-//! more than two buffers. An EOF is passed on as `shutdown(SHUT_WR)` while
-//! the other direction keeps flowing (half-close); an error on either side
-//! ends the pair and resets the other side (`SO_LINGER` 0, then close), so
-//! an abort is never passed on as a clean end. The pair ends cleanly when
-//! both directions have passed their EOF on.
+//! A direction reads a chunk only once the previous one is fully written to
+//! the other side, so a side that stops reading stops reads on the other
+//! (backpressure) and a pair never holds more than one chunk per
+//! direction. An EOF is passed on as `shutdown(SHUT_WR)` while the other
+//! direction keeps flowing (half-close); an error on either side ends the
+//! pair and resets the other side (`SO_LINGER` 0, then close), so an abort
+//! is never passed on as a clean end. The pair ends cleanly when both
+//! directions have passed their EOF on.
 //!
-//! This is the portable path; a `splice(2)` path can replace [`copy`]
-//! behind the same [`Moved`]/[`Ended`] result.
+//! Two paths behind the same [`Moved`]/[`Ended`] result:
+//!
+//! * **TCP ⇄ TCP** (both sides [`Stream::Tcp`]): readiness-driven, like the
+//!   echo pump. An idle pair holds no buffer and no pipe: it waits for read
+//!   readiness, reads into a buffer owned by the worker *thread*, writes
+//!   straight on, and only the unwritten rest of a chunk (the other side's
+//!   window was full) is copied into a buffer of the pair's own until it
+//!   is out. On Linux a direction whose read filled the whole buffer
+//!   switches to `splice(2)` through a pipe lent by [`super::splice`], and
+//!   back to copying once a splice moves less than a buffer (HAProxy's
+//!   `splice-auto` idea); the pipe goes back to the pool as soon as it is
+//!   empty and the socket has nothing more to read, and bytes in it are
+//!   written out before an EOF is passed on.
+//! * **anything else** (TLS, UNIX, in-memory streams): the portable path,
+//!   one buffer per direction for the pair's life.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+#[cfg(target_os = "linux")]
+use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, tcp};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::{DRAIN_QUIET, FOREVER, Stream};
@@ -91,13 +110,17 @@ impl Moved {
     }
 }
 
-/// Timing of one pair.
+/// Timing and sizes of one pair.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Close when nothing moved either way for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
-    /// Bytes per direction.
+    /// Bytes per read, and so the most a direction holds for a side that
+    /// does not read.
     pub buf_bytes: usize,
+    /// Linux, TCP ⇄ TCP: let bulk transfers go through `splice(2)` (ignored
+    /// elsewhere).
+    pub splice: bool,
 }
 
 /// Copies both ways until the pair ends, then resets the side that did
@@ -140,13 +163,54 @@ async fn copy_inner(
     shutdown: &CancellationToken,
     moved: &Moved,
 ) -> Ended {
-    let (mut c_rd, mut c_wr) = client.split();
-    let (mut u_rd, mut u_wr) = upstream.split();
-    let mut up_buf = vec![0u8; limits.buf_bytes];
-    let mut down_buf = vec![0u8; limits.buf_bytes];
-    let up = one_way(&mut c_rd, &mut u_wr, &mut up_buf, &moved.up);
-    let down = one_way(&mut u_rd, &mut c_wr, &mut down_buf, &moved.down);
-    tokio::pin!(up, down);
+    let buf_bytes = limits.buf_bytes.max(1);
+    match (client, upstream) {
+        (Stream::Tcp(client), Stream::Tcp(upstream)) => {
+            let (mut c_rd, mut c_wr) = client.split();
+            let (mut u_rd, mut u_wr) = upstream.split();
+            let (mut up, mut down) = (Flow::new(limits.splice), Flow::new(limits.splice));
+            drive(
+                |cx| up.poll(cx, &mut c_rd, &mut u_wr, buf_bytes, &moved.up),
+                |cx| down.poll(cx, &mut u_rd, &mut c_wr, buf_bytes, &moved.down),
+                limits,
+                shutdown,
+                moved,
+            )
+            .await
+        }
+        (client, upstream) => {
+            let (mut c_rd, mut c_wr) = client.split();
+            let (mut u_rd, mut u_wr) = upstream.split();
+            let mut up_buf = vec![0u8; buf_bytes];
+            let mut down_buf = vec![0u8; buf_bytes];
+            let up = one_way(&mut c_rd, &mut u_wr, &mut up_buf, &moved.up);
+            let down = one_way(&mut u_rd, &mut c_wr, &mut down_buf, &moved.down);
+            tokio::pin!(up, down);
+            drive(
+                |cx| up.as_mut().poll(cx),
+                |cx| down.as_mut().poll(cx),
+                limits,
+                shutdown,
+                moved,
+            )
+            .await
+        }
+    }
+}
+
+/// Runs both directions (each a poll function that is ready once its EOF
+/// was passed on) under the idle timeout and the shutdown drain.
+async fn drive<U, D>(
+    mut up: U,
+    mut down: D,
+    limits: &Limits,
+    shutdown: &CancellationToken,
+    moved: &Moved,
+) -> Ended
+where
+    U: FnMut(&mut Context<'_>) -> Poll<Result<(), Failure>>,
+    D: FnMut(&mut Context<'_>) -> Poll<Result<(), Failure>>,
+{
     let (mut up_done, mut down_done) = (false, false);
     let mut slice = limits.idle_timeout.unwrap_or(FOREVER) / SLICES;
     let tick = tokio::time::sleep(slice);
@@ -157,11 +221,14 @@ async fn copy_inner(
     let (mut quiet, mut seen, mut draining) = (0u32, 0u64, false);
     loop {
         tokio::select! {
-            r = &mut up, if !up_done => match r {
+            // I/O first: the timer and the shutdown wait are only polled
+            // when neither direction can move.
+            biased;
+            r = std::future::poll_fn(&mut up), if !up_done => match r {
                 Ok(()) => up_done = true,
                 Err(f) => return f.ended(Side::Client, Side::Upstream),
             },
-            r = &mut down, if !down_done => match r {
+            r = std::future::poll_fn(&mut down), if !down_done => match r {
                 Ok(()) => down_done = true,
                 Err(f) => return f.ended(Side::Upstream, Side::Client),
             },
@@ -193,6 +260,218 @@ async fn copy_inner(
             return Ended::Done;
         }
     }
+}
+
+thread_local! {
+    /// The read buffer of every TCP ⇄ TCP pair on this worker thread: a
+    /// chunk lives in it only between its read and its (first) write.
+    static CHUNK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One direction of a TCP ⇄ TCP pair between wake-ups: nothing at all
+/// while idle.
+#[derive(Debug)]
+struct Flow {
+    /// The unwritten rest of the last chunk (empty, unallocated, when
+    /// nothing is owed).
+    owed: Vec<u8>,
+    /// How much of `owed` is written.
+    owed_at: usize,
+    /// The reader's EOF was seen: pass it on once everything is out.
+    eof: bool,
+    /// Bulk mode: reads go through a pipe (Linux).
+    #[cfg(target_os = "linux")]
+    splicing: bool,
+    /// Splice allowed at all (`Limits::splice`).
+    #[cfg(target_os = "linux")]
+    may_splice: bool,
+    /// The pipe lent while bytes are in flight in bulk mode.
+    #[cfg(target_os = "linux")]
+    pipe: Option<super::splice::Lease>,
+}
+
+impl Flow {
+    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+    fn new(may_splice: bool) -> Flow {
+        Flow {
+            owed: Vec::new(),
+            owed_at: 0,
+            eof: false,
+            #[cfg(target_os = "linux")]
+            splicing: false,
+            #[cfg(target_os = "linux")]
+            may_splice,
+            #[cfg(target_os = "linux")]
+            pipe: None,
+        }
+    }
+
+    /// Moves what it can from `rd` to `wr`: what is owed first, then reads;
+    /// ready once the EOF is passed on (or on a failure).
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        rd: &mut tcp::ReadHalf<'_>,
+        wr: &mut tcp::WriteHalf<'_>,
+        buf_bytes: usize,
+        moved: &AtomicU64,
+    ) -> Poll<Result<(), Failure>> {
+        loop {
+            if self.owed_at < self.owed.len() {
+                let n = ready!(Pin::new(&mut *wr).poll_write(cx, &self.owed[self.owed_at..]))
+                    .map_err(Failure::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(Failure::Write(io::ErrorKind::WriteZero.into())));
+                }
+                self.owed_at += n;
+                moved.fetch_add(n as u64, Relaxed);
+                if self.owed_at == self.owed.len() {
+                    // Give the memory back: an idle pair holds none.
+                    self.owed = Vec::new();
+                    self.owed_at = 0;
+                }
+                continue;
+            }
+            #[cfg(target_os = "linux")]
+            if let Some(lease) = self.pipe.as_mut() {
+                if lease.held() > 0 {
+                    ready!(drain_pipe(cx, lease, wr.as_ref(), moved))?;
+                    continue;
+                }
+                if !self.splicing || self.eof {
+                    // Empty and no longer wanted: back to the pool.
+                    self.pipe = None;
+                }
+            }
+            if self.eof {
+                // Everything read was written: shutdown(SHUT_WR), the FIN.
+                return Pin::new(&mut *wr).poll_shutdown(cx).map_err(Failure::Write);
+            }
+            #[cfg(target_os = "linux")]
+            if self.splicing {
+                ready!(self.fill_pipe(cx, rd.as_ref(), buf_bytes))?;
+                continue;
+            }
+            ready!(self.copy_chunk(cx, rd, wr, buf_bytes, moved))?;
+        }
+    }
+
+    /// Reads one chunk into the thread's buffer and writes what the other
+    /// side takes at once; the rest becomes `owed`.
+    fn copy_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        rd: &mut tcp::ReadHalf<'_>,
+        wr: &mut tcp::WriteHalf<'_>,
+        buf_bytes: usize,
+        moved: &AtomicU64,
+    ) -> Poll<Result<(), Failure>> {
+        CHUNK.with_borrow_mut(|chunk| {
+            if chunk.len() < buf_bytes {
+                chunk.resize(buf_bytes, 0);
+            }
+            let buf = &mut chunk[..buf_bytes];
+            // `poll_read`, not readiness + `try_read`: after a short read
+            // tokio clears the readiness it saw before the read, so the next
+            // wait parks without a `recvfrom` that says `EAGAIN`.
+            let mut rb = ReadBuf::new(&mut *buf);
+            ready!(Pin::new(&mut *rd).poll_read(cx, &mut rb)).map_err(Failure::Read)?;
+            let n = rb.filled().len();
+            if n == 0 {
+                self.eof = true;
+                return Poll::Ready(Ok(()));
+            }
+            #[cfg(target_os = "linux")]
+            if self.may_splice && n == buf_bytes {
+                // The socket had at least a buffer's worth: bulk.
+                self.splicing = true;
+            }
+            let mut at = 0;
+            while at < n {
+                match Pin::new(&mut *wr).poll_write(cx, &buf[at..n]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Failure::Write(io::ErrorKind::WriteZero.into())));
+                    }
+                    Poll::Ready(Ok(w)) => {
+                        at += w;
+                        // Partial writes count as progress: a slow but live
+                        // reader is not idle.
+                        moved.fetch_add(w as u64, Relaxed);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::Write(e))),
+                    Poll::Pending => break,
+                }
+            }
+            if at < n {
+                self.owed = buf[at..n].to_vec();
+                self.owed_at = 0;
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    /// Bulk mode: splices what the socket has into a pipe from the pool.
+    /// With nothing to read the pipe (empty) goes back to the pool before
+    /// the wait; a splice of less than a buffer ends bulk mode.
+    #[cfg(target_os = "linux")]
+    fn fill_pipe(
+        &mut self,
+        cx: &mut Context<'_>,
+        rd: &TcpStream,
+        buf_bytes: usize,
+    ) -> Poll<Result<(), Failure>> {
+        use std::os::fd::AsRawFd;
+        if self.pipe.is_none() {
+            self.pipe = super::splice::take();
+            if self.pipe.is_none() {
+                // No pipe to be had (budget spent, EMFILE): copy.
+                self.splicing = false;
+                return Poll::Ready(Ok(()));
+            }
+        }
+        match rd.poll_read_ready(cx) {
+            Poll::Pending => {
+                // Idle: no pipe held while waiting.
+                self.pipe = None;
+                return Poll::Pending;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::Read(e))),
+            Poll::Ready(Ok(())) => {}
+        }
+        let Some(lease) = self.pipe.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        match rd.try_io(Interest::READABLE, || lease.fill_from(rd.as_raw_fd())) {
+            Ok(0) => self.eof = true,
+            Ok(n) if n < buf_bytes => self.splicing = false,
+            Ok(_) => {}
+            // Readiness cleared: the next poll waits.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Poll::Ready(Err(Failure::Read(e))),
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Writes what the pipe holds to `wr` (one `splice(2)`), or waits for room.
+#[cfg(target_os = "linux")]
+fn drain_pipe(
+    cx: &mut Context<'_>,
+    lease: &mut super::splice::Lease,
+    wr: &TcpStream,
+    moved: &AtomicU64,
+) -> Poll<Result<(), Failure>> {
+    use std::os::fd::AsRawFd;
+    ready!(wr.poll_write_ready(cx)).map_err(Failure::Write)?;
+    match wr.try_io(Interest::WRITABLE, || lease.drain_to(wr.as_raw_fd())) {
+        Ok(n) => {
+            moved.fetch_add(n as u64, Relaxed);
+        }
+        // Readiness cleared: the next poll waits for room.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Poll::Ready(Err(Failure::Write(e))),
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// A failure in one direction, before we know which side it names.
