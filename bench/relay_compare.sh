@@ -149,16 +149,25 @@ for c in configs:
           f"| {added(c, 'lat1', 'p50')} / {added(c, 'lat1000', 'p50')} | {added(c, 'lat1', 'p99')} / {added(c, 'lat1000', 'p99')} |")
 
 print("\nTargets (tcpkit relay ÷ the reference, medians of the same run)\n")
-print("| target | tcpkit | reference | ratio | met |")
-print("|---|---|---|---|---|")
+print("| target | tcpkit | reference | ratio of medians | met | per-round ratio, median (min–max) |")
+print("|---|---|---|---|---|---|")
+# The same ratio taken within each round (runs seconds apart drift less
+# together than runs minutes apart): the spread says how firm the verdict is.
+def paired(kind, what, ref):
+    mine = {r["round"]: figure(r, what) for r in runs.get((kind, "tcpkit"), [])}
+    rs = sorted(mine[r["round"]] / figure(r, what) for r in runs.get((kind, ref), [])
+                if mine.get(r["round"]) is not None and figure(r, what))
+    if not rs:
+        return "—"
+    return f"{statistics.median(rs):.2f} ({rs[0]:.2f}–{rs[-1]:.2f})"
 def target(name, kind, what, ref, limit, spec, higher_better=False):
     ours, theirs = med(kind, "tcpkit", what), med(kind, ref, what)
     if ours is None or theirs is None or theirs == 0:
-        print(f"| {name} | {'—' if ours is None else format(ours, spec)} | {label.get(ref, ref)}: — | — | not measured |")
+        print(f"| {name} | {'—' if ours is None else format(ours, spec)} | {label.get(ref, ref)}: — | — | not measured | — |")
         return
     ratio = ours / theirs
     met = ratio >= limit if higher_better else ratio <= limit
-    print(f"| {name} | {ours:{spec}} | {label.get(ref, ref)}: {theirs:{spec}} | {ratio:.3f} | {'yes' if met else '**no**'} |")
+    print(f"| {name} | {ours:{spec}} | {label.get(ref, ref)}: {theirs:{spec}} | {ratio:.3f} | {'yes' if met else '**no**'} | {paired(kind, what, ref)} |")
 for ref in ("haproxy", "haproxy_splice"):
     target("bulk CPU/GB ≤ 0.9 × HAProxy", "bulk", "cpu_gb", ref, 0.9, ".3f")
     target("bulk MB/s ≥ 1.0 × HAProxy", "bulk", "mb_per_s", ref, 1.0, ",.0f", higher_better=True)
@@ -168,7 +177,7 @@ for ref in ("haproxy", "haproxy_splice"):
     target("connect CPU/conn ≤ 1.0 × HAProxy", "connect", "server_cpu_us_per_msg", ref, 1.0, ".1f")
 rss = med("idle", "tcpkit", "server_rss_per_conn_kib")
 print(f"| idle RSS/pair ≤ 3 KiB | {'—' if rss is None else format(rss, '.2f')} KiB | 3 KiB | — | "
-      f"{'not measured' if rss is None else ('yes' if rss <= 3 else '**no**')} |")
+      f"{'not measured' if rss is None else ('yes' if rss <= 3 else '**no**')} | — |")
 PY
 }
 
