@@ -67,7 +67,9 @@ impl<U: Upstream> Relay<U> {
     /// Bytes per read (at least 1): the most a direction of a pair holds
     /// for a side that does not read. A TCP ⇄ TCP pair holds them only
     /// while they are in flight (none while idle); other pairs (TLS, UNIX)
-    /// keep one such buffer per direction for their whole life.
+    /// keep one such buffer per direction for their whole life. A Linux
+    /// TCP ⇄ TCP direction moving bulk holds up to a pipe's worth (64 KiB,
+    /// kernel memory) instead.
     pub fn with_buffer(mut self, bytes: usize) -> Relay<U> {
         self.buf_bytes = bytes.max(1);
         self
