@@ -7,7 +7,8 @@
 //! limit cannot be raised far enough skips the large tests, or fails them
 //! under `TCPKIT_REQUIRE_INTEROP=1`. The heavy tests take a lock so that
 //! they do not run at once (and do not load each other's measurements).
-#![cfg(feature = "cli")]
+//! Linux only: memory and descriptors are read from `/proc`.
+#![cfg(all(feature = "cli", target_os = "linux"))]
 
 mod common;
 mod server_util;
@@ -355,7 +356,6 @@ async fn both_ways(splice: bool, len: usize) {
 /// 64 MiB each way at once with splice on: byte-exact, and most of it went
 /// through pipes (the pool's counter), which are all back in the pool
 /// afterwards.
-#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_goes_through_splice_byte_exact_both_ways() {
     use tcpkit::relay::splice;
@@ -389,10 +389,8 @@ async fn bulk_goes_through_splice_byte_exact_both_ways() {
 async fn copy_path_alone_is_byte_exact_both_ways() {
     const LEN: usize = 16 * MIB;
     let _heavy = HEAVY.lock().await;
-    #[cfg(target_os = "linux")]
     let before = tcpkit::relay::splice::stats().bytes_spliced;
     both_ways(false, LEN).await;
-    #[cfg(target_os = "linux")]
     assert_eq!(
         tcpkit::relay::splice::stats().bytes_spliced,
         before,
