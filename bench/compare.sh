@@ -20,6 +20,9 @@
 # Prints one markdown table on stdout; progress on stderr.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_NAME=compare
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 ANCHORS=${ANCHORS:-$REPO/../shared/anchors}
 QUICK=0
 TABLE_ONLY=
@@ -40,7 +43,6 @@ fi
 SERVERS=${SERVERS:-asio asio_blocking tokio epoll tcpkit}
 RESULTS=${RESULTS:-$REPO/target/compare/results.jsonl}
 mkdir -p "$(dirname "$RESULTS")"
-log() { echo "compare: $*" >&2; }
 
 print_table() { # results.jsonl "servers..."
   python3 - "$1" "$2" <<'PY'
@@ -114,16 +116,8 @@ if [[ -n $TABLE_ONLY ]]; then
 fi
 
 # --- packages (taskset, jq, python3; build.sh installs g++ and Boost) ---------
-need=()
-command -v taskset >/dev/null || need+=(util-linux)
-command -v jq >/dev/null || need+=(jq)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
-  log "installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-if (($(nproc) < 2)); then log "need 2 CPUs (server on 0, load on 1)"; exit 1; fi
+need_tools taskset:util-linux jq:jq python3:python3
+need_cpus 2
 
 : >"$RESULTS"
 
@@ -139,22 +133,9 @@ TCPKIT_SERVE=${TCPKIT_SERVE:-$TCPKIT}
 # tcpkit serve sizes its default --max-connections from it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# --- processes we start, stopped by PID on any exit ----------------------------
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
+# --- processes we start, stopped by PID on any exit (bench/lib.sh) -------------
+trap stop_all EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # The command line of server $1 on port $2 (one thread/worker each).
 server_cmd() {
@@ -173,28 +154,11 @@ start_server() { # name port
   # shellcheck disable=SC2046
   taskset -c 0 $(server_cmd "$1" "$2") >/dev/null 2>&1 &
   SERVER_PID=$!
-  PIDS+=("$SERVER_PID")
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
+  track "$SERVER_PID"
+  wait_port "$2" "$SERVER_PID"
 }
 
-stop_server() { # pid: SIGTERM, 5 s to exit, then SIGKILL
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  local kept=()
-  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
-  PIDS=("${kept[@]}")
-}
+stop_server() { stop_pid "$1"; } # SIGTERM, 5 s to exit, then SIGKILL
 
 # --- workloads: name | bench arguments [| duration | warm-up] ---------------------
 if ((QUICK)); then
@@ -219,13 +183,7 @@ else
   )
 fi
 
-if [[ -n ${ONLY:-} ]]; then
-  kept=()
-  for w in "${WORKLOADS[@]}"; do
-    if grep -qE -- "$ONLY" <<<"${w%%|*}"; then kept+=("$w"); fi
-  done
-  WORKLOADS=("${kept[@]}")
-fi
+mapfile -t WORKLOADS < <(keep_only "${ONLY:-}" "${WORKLOADS[@]}")
 
 # tcpkit serve may not exist yet in this build: probe once.
 servers=()
@@ -250,11 +208,7 @@ for round in $(seq "$ROUNDS"); do
     dur=${dur:-$DURATION}
     warm=${warm:-$WARMUP}
     # Alternate the order of servers from round to round.
-    order=("${servers[@]}")
-    if ((round % 2 == 0)); then
-      order=()
-      for ((i = ${#servers[@]} - 1; i >= 0; i--)); do order+=("${servers[i]}"); done
-    fi
+    mapfile -t order < <(reversed_if_even "$round" "${servers[@]}")
     for s in "${order[@]}"; do
       port=$(free_port)
       if ! start_server "$s" "$port"; then

@@ -18,13 +18,15 @@
 # Prints one markdown table on stdout; progress on stderr.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_NAME=metrics_overhead
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 ROUNDS=${ROUNDS:-7}
 DURATION=${DURATION:-3s}
 WARMUP=${WARMUP:-1s}
 SCRAPE=${SCRAPE:-1}
 RESULTS=${RESULTS:-$REPO/target/metrics_overhead/results.jsonl}
 mkdir -p "$(dirname "$RESULTS")"
-log() { echo "metrics_overhead: $*" >&2; }
 TABLE_ONLY=
 for arg in "$@"; do
   case $arg in
@@ -85,10 +87,8 @@ if [[ -n $TABLE_ONLY ]]; then
   exit 0
 fi
 
-for tool in taskset jq python3; do
-  command -v "$tool" >/dev/null || { log "needs $tool (apt-get install util-linux jq python3)"; exit 1; }
-done
-if (($(nproc) < 2)); then log "need 2 CPUs (server on 0, load on 1)"; exit 1; fi
+need_tools taskset:util-linux jq:jq python3:python3
+need_cpus 2
 
 log "building tcpkit (release)"
 cargo build --release --quiet --manifest-path "$REPO/Cargo.toml"
@@ -97,23 +97,9 @@ CONFIGS=(off on)
 if [[ -n ${TCPKIT_BASE:-} ]]; then CONFIGS=(base off on); fi
 : >"$RESULTS"
 
-# --- processes we start, stopped by PID on any exit ----------------------------
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+# --- processes we start, stopped by PID on any exit (bench/lib.sh) -------------
+trap stop_all EXIT
 trap 'exit 130' INT TERM
-forget() { # pid
-  local kept=()
-  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
-  PIDS=("${kept[@]}")
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # The server command of configuration $1 on port $2 (metrics on port $3).
 server_cmd() {
@@ -125,25 +111,7 @@ server_cmd() {
   esac
 }
 
-wait_port() { # port pid
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
-
-stop() { # pid: SIGTERM, 5 s to exit, then SIGKILL
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$1" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-  forget "$1"
-}
+stop() { stop_pid "$1"; } # SIGTERM, 5 s to exit, then SIGKILL
 
 # A Prometheus stand-in on CPU 1: GET /metrics every $SCRAPE s; the server
 # answers on its own CPU, so the scrapes are in its CPU time.
@@ -164,30 +132,20 @@ WORKLOADS=(
   "connect rate|--mode connect -c 50 -s 64"
 )
 
-if [[ -n ${ONLY:-} ]]; then
-  kept=()
-  for w in "${WORKLOADS[@]}"; do
-    if grep -qE -- "$ONLY" <<<"${w%%|*}"; then kept+=("$w"); fi
-  done
-  WORKLOADS=("${kept[@]}")
-fi
+mapfile -t WORKLOADS < <(keep_only "${ONLY:-}" "${WORKLOADS[@]}")
 
 started=$(date +%s)
 for round in $(seq "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
     IFS='|' read -r name args <<<"$w"
-    order=("${CONFIGS[@]}")
-    if ((round % 2 == 0)); then
-      order=()
-      for ((i = ${#CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${CONFIGS[i]}"); done
-    fi
+    mapfile -t order < <(reversed_if_even "$round" "${CONFIGS[@]}")
     for c in "${order[@]}"; do
       port=$(free_port)
       mport=$(free_port)
       # shellcheck disable=SC2046
       taskset -c 0 $(server_cmd "$c" "$port" "$mport") >/dev/null 2>&1 &
       server=$!
-      PIDS+=("$server")
+      track "$server"
       if ! wait_port "$port" "$server"; then
         log "round $round: $c did not start"
         stop "$server"
@@ -197,7 +155,7 @@ for round in $(seq "$ROUNDS"); do
       if [[ $c == on ]]; then
         taskset -c 1 bash -c "$(declare -f scraper); SCRAPE=$SCRAPE scraper $mport" >/dev/null 2>&1 &
         scrape=$!
-        PIDS+=("$scrape")
+        track "$scrape"
       fi
       log "round $round/$ROUNDS  $name  $c"
       # shellcheck disable=SC2086
