@@ -46,8 +46,8 @@ pub fn have_program(program: &str) -> bool {
 /// releasing was not enough: a test running in parallel could be given the
 /// same port for its own listener, and a "refused" dial then reached it.)
 pub fn closed_port() -> u16 {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
     socket.bind(&any.into()).expect("bind 127.0.0.1:0");
     let port = socket
