@@ -38,7 +38,7 @@ impl Redis {
         }
         let mut redis = Redis {
             child: None,
-            port: common::closed_port(),
+            port: common::free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
         };
         redis.spawn();

@@ -133,12 +133,6 @@ fn echo_once(stream: &mut TcpStream, text: &[u8]) {
     assert_eq!(got, text);
 }
 
-/// A loopback port free a moment ago (bound on port 0 and released), for
-/// tools that bind their own socket from a `HOST:PORT`.
-fn free_port() -> u16 {
-    common::closed_port()
-}
-
 #[test]
 fn three_handovers_under_connect_load_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,7 +310,7 @@ fn systemd_socket_activation_serves_the_inherited_socket() {
     if !have_socket_activate() {
         return;
     }
-    let port = free_port();
+    let port = common::free_port();
     let mut p = socket_activate(port, &[TCPKIT, "serve", "--listen", "systemd"]);
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     echo_once(&mut c, b"activated\n");
@@ -380,7 +374,7 @@ fn the_readme_socket_and_service_pair_runs_under_socket_activation() {
     if !have_socket_activate() {
         return;
     }
-    let port = free_port();
+    let port = common::free_port();
     let mut p = socket_activate(port, &argv);
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     echo_once(&mut c, b"from the README\n");

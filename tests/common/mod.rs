@@ -61,5 +61,14 @@ pub fn closed_port() -> u16 {
     port
 }
 
+/// A loopback port free a moment ago (bound on port 0 and released), for
+/// an outside server that must bind it itself (redis-server, a handover
+/// successor). Not for a port to dial and be refused: that is
+/// [`closed_port`], which keeps its port.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
 #[cfg(feature = "cli")]
 pub mod serve;
