@@ -468,3 +468,67 @@ async fn small_messages_are_copied_not_spliced() {
         .expect("upstream");
     relay.stop().await;
 }
+
+/// The `max_connections` a `tcpkit -v ARGS…` server logs at start (it is
+/// stopped, by PID, as soon as the line is read).
+fn logged_max_connections(args: &[&str]) -> usize {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
+        .arg("-v")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tcpkit");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("server configured") => break Some(line),
+            Ok(_) => {}
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found.unwrap_or_else(|| panic!("no `server configured` line from {args:?}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("max_connections="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no max_connections in {line:?}"))
+}
+
+/// A relay's default limit counts pairs: two sockets each, beside the
+/// splice pool's pipes, so half of what `serve` takes for one socket per
+/// connection once the pipes' 512 descriptors are set aside. (With
+/// serve's figure, pairs past half the descriptor limit would fail their
+/// upstream connect with EMFILE instead of being refused at accept.) Both
+/// processes raise their soft limit to the same hard one first.
+#[test]
+fn default_limit_counts_two_descriptors_per_pair_and_the_pipes() {
+    let serve = logged_max_connections(&["serve", "--listen", "127.0.0.1:0"]);
+    let to = format!("127.0.0.1:{}", common::closed_port());
+    let relay = logged_max_connections(&["relay", "--listen", "127.0.0.1:0", "--to", &to]);
+    assert_eq!(relay, (serve - 2 * 256) / 2, "serve {serve}, relay {relay}");
+    // An explicit limit is kept as given.
+    let given = logged_max_connections(&[
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &to,
+        "--max-connections",
+        "77",
+    ]);
+    assert_eq!(given, 77);
+}

@@ -55,6 +55,10 @@ enum Balance {
     mut_arg("no_defer_accept", |a| a.hide(true).conflicts_with("to")),
     mut_arg("bus", |a| a.hide(true).conflicts_with("to")),
     mut_arg("bus_ttl", |a| a.hide(true)),
+    mut_arg("max_connections", |a| a.help(
+        "Pairs relayed at once (two sockets each); more clients are accepted and closed at once \
+         [default: half the open-file limit left after the splice pipes' 512]"
+    )),
     after_help = codes_help(&[Exit::Ok, Exit::Failure, Exit::Usage, Exit::Resolve, Exit::Io, Exit::Bind]),
     after_long_help = EXAMPLES,
 )]

@@ -275,6 +275,9 @@ pub fn run_with<U: tcpkit::relay::Upstream>(
     // its client until the client spoke.
     if relay.is_some() {
         config.defer_accept = false;
+        if args.max_connections.is_none() {
+            config.max_connections = tcpkit::relay::default_max_pairs();
+        }
     }
     #[cfg(target_os = "linux")]
     if args.listen.as_deref() == Some("systemd") {

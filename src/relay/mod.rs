@@ -68,6 +68,23 @@ pub use upstream::{Connected, Fixed, Upstream};
 use crate::error::Error;
 use crate::service::{CloseReason, Connection, Served, Service};
 
+/// The pair limit the process's descriptor limit allows, the relay's
+/// default `max_connections`: each pair holds two sockets, and on Linux up
+/// to [`splice::MAX_PIPES`] pipes (two descriptors each) exist beside them,
+/// so it is (soft `RLIMIT_NOFILE` − the server's reserve − the pipes) / 2,
+/// not the one-descriptor-per-connection figure of
+/// [`default_max_connections`](crate::server::default_max_connections)
+/// (with it, pairs past half the limit would fail their upstream connect
+/// with `EMFILE` instead of being refused at accept).
+pub fn default_max_pairs() -> usize {
+    #[cfg(target_os = "linux")]
+    let pipe_fds = 2 * splice::MAX_PIPES;
+    #[cfg(not(target_os = "linux"))]
+    let pipe_fds = 0;
+    let one_per_connection = crate::server::default_max_connections();
+    (one_per_connection.saturating_sub(pipe_fds) / 2).max(1)
+}
+
 /// Forwards every connection to an [`Upstream`].
 #[derive(Debug)]
 pub struct Relay<U> {

@@ -49,7 +49,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
-pub use builder::{Engine, Listen, ServerBuilder, ServerConfig};
+pub use builder::{Engine, Listen, ServerBuilder, ServerConfig, default_max_connections};
 pub use proxy::ProxyProtocol;
 pub use shutdown::ShutdownHandle;
 
