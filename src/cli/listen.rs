@@ -284,17 +284,6 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     result
 }
 
-/// Removes the socket file `listen unix:PATH` created when it exits (by
-/// return or error; a process killed by a signal leaves it, as nc does).
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        // Best effort: someone may have removed it already.
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// `listen unix:PATH`: the same sessions over a UNIX-domain socket.
 fn run_unix(args: &Args, globals: Globals, text: &str) -> anyhow::Result<ExitCode> {
     let tcpkit::endpoint::Target::Unix(path) =
@@ -320,7 +309,10 @@ fn run_unix(args: &Args, globals: Globals, text: &str) -> anyhow::Result<ExitCod
     let result = rt.block_on(async {
         let listener = tokio::net::UnixListener::bind(&path)
             .map_err(|e| tcpkit::Error::io(e, format_args!("bind {local}")))?;
-        let _remove = RemoveOnDrop(path.clone());
+        // Removes the socket file when listen exits (by return or error;
+        // a process killed by a signal leaves it, as nc does), unless
+        // another process has put its own there since.
+        let _remove = tcpkit::server::unix::SocketFile::new(&path);
         if verbose {
             eprintln!("listening on {local}");
         }

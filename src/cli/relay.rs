@@ -4,7 +4,9 @@
 //! `--health-interval` and `--connect-timeout`, plus every `serve` flag
 //! that applies to a relay (listen address, limits, idle timeout, shutdown
 //! grace, workers, TLS termination, PROXY from a balancer, access lists,
-//! metrics, restarts). The `listening on` line and the exit summary are
+//! metrics, restarts). `--listen unix:PATH` takes clients on a UNIX-domain
+//! socket (checks in `serve::unix_refusals`, plus `--balance hash-source`
+//! here). The `listening on` line and the exit summary are
 //! `serve`'s, with `relay` as the mode.
 
 use std::process::ExitCode;
@@ -55,6 +57,14 @@ enum Balance {
     mut_arg("no_defer_accept", |a| a.hide(true).conflicts_with("to")),
     mut_arg("bus", |a| a.hide(true).conflicts_with("to")),
     mut_arg("bus_ttl", |a| a.hide(true)),
+    mut_arg("listen", |a| a.help(
+        "Where clients connect: a PORT alone (every interface), 127.0.0.1:9000, [::1]:9000, \
+         localhost:9000, or unix:PATH (a UNIX-domain socket: a stale socket file is replaced, \
+         a live one or any other file refused, removed at exit; its clients have no address, \
+         so --allow/--deny, --proxy-protocol, --tls, --balance hash-source, --engine per-core \
+         and restarts are refused with it, and --send-proxy sends v2 LOCAL / v1 UNKNOWN) \
+         [default: [::]:3333]; on Linux also systemd or fd:N"
+    )),
     mut_arg("max_connections", |a| a.help(
         "Pairs relayed at once (two sockets each); more clients are accepted and closed at once \
          [default: half the open-file limit left after the splice pipes' 512]"
@@ -116,6 +126,8 @@ Examples:
   tcpkit relay --listen 8443 --to 127.0.0.1:8080 --tls
   # expose a UNIX-socket service on TCP, telling it each client's address
   tcpkit relay --listen 9000 --to unix:/run/app.sock --send-proxy v2
+  # the other way: local clients on a UNIX socket, forwarded over TCP
+  tcpkit relay --listen unix:/run/db-proxy.sock --to 10.0.0.5:5432
   # originate TLS towards an upstream that wants it
   tcpkit relay --listen 9000 --to example.com:443 --to-tls
   # at most 1000 pairs, 2 s to reach the upstream, 30 s idle
@@ -139,6 +151,12 @@ fn relay(args: &Args) -> anyhow::Result<Relay<Upstreams>> {
         return Err(values::invalid(
             "--health-interval",
             "must be more than 0 and at most 1h",
+        ));
+    }
+    if args.serve.listens_unix() && args.balance == Balance::HashSource {
+        return Err(values::invalid(
+            "--balance hash-source",
+            "needs a TCP listener; --listen unix:PATH has no client addresses to hash",
         ));
     }
     let targets = args

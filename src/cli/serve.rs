@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tcpkit::endpoint::Host;
+use tcpkit::endpoint::{Host, Target};
 use tcpkit::server::{Engine, Listen, Server, ServerBuilder, ServerConfig, Summary};
 use tcpkit::service::{Chat, Discard, Echo, Service};
 use tcpkit::{Error, ErrorKind};
@@ -59,7 +59,11 @@ pub struct Args {
     /// dual-stack, 0.0.0.0:3333 without IPv6]. On Linux also `systemd`
     /// (the sockets of systemd socket activation: LISTEN_PID, LISTEN_FDS,
     /// LISTEN_FDNAMES) or fd:N (a listening descriptor this process
-    /// inherited)
+    /// inherited). Or unix:PATH, a UNIX-domain socket (echo, discard and
+    /// relay): a stale socket file there is replaced, a live one or any
+    /// other file refused, and it is removed at exit; its clients have no
+    /// address, so access lists, PROXY, TLS, --engine per-core and restarts
+    /// are refused with it
     #[arg(short, long, value_name = "ADDR")]
     listen: Option<String>,
     /// What each connection gets.
@@ -151,6 +155,15 @@ fn invalid(msg: impl Into<String>) -> anyhow::Error {
 /// interface (dual-stack); a name is resolved within
 /// [`tcpkit::endpoint::RESOLVE_TIMEOUT`] and its first address used.
 fn listen_at(text: &str) -> anyhow::Result<Listen> {
+    if text.starts_with(tcpkit::endpoint::UNIX_PREFIX) {
+        return match Target::parse(text).map_err(|e| e.context("--listen"))? {
+            Target::Unix(path) => Ok(Listen::Unix(path)),
+            Target::Inet(_) => Err(values::invalid(
+                "--listen",
+                format_args!("{text:?}: not unix:PATH"),
+            )),
+        };
+    }
     #[cfg(target_os = "linux")]
     if let Some(inherited) = super::serve_restart::inherited_listen(text) {
         return inherited;
@@ -165,6 +178,57 @@ fn listen_at(text: &str) -> anyhow::Result<Listen> {
     } else {
         Listen::At(ep)
     })
+}
+
+impl Args {
+    /// Whether `--listen` asks for a UNIX-domain socket (`unix:PATH`).
+    pub fn listens_unix(&self) -> bool {
+        self.listen
+            .as_deref()
+            .is_some_and(|text| text.starts_with(tcpkit::endpoint::UNIX_PREFIX))
+    }
+}
+
+/// With `--listen unix:PATH`: the flags a UNIX listener cannot honour,
+/// refused (a usage error naming the flag) rather than ignored.
+fn unix_refusals(args: &Args, text: &str) -> anyhow::Result<()> {
+    let no_address = format!("needs a TCP listener; --listen {text} has no client addresses");
+    let tcp_only = format!("not available with --listen {text} (TCP only)");
+    if args.access.sources().is_some() {
+        return Err(values::invalid(
+            "--allow/--deny/--allow-file/--deny-file",
+            no_address,
+        ));
+    }
+    if args.proxy.config().is_some() {
+        return Err(values::invalid("--proxy-protocol", no_address));
+    }
+    #[cfg(feature = "tls")]
+    if args.tls.enabled() {
+        return Err(values::invalid("--tls", tcp_only));
+    }
+    if args.engine == EngineArg::PerCore {
+        return Err(values::invalid("--engine per-core", tcp_only));
+    }
+    if args.defer_accept {
+        return Err(values::invalid("--defer-accept", tcp_only));
+    }
+    #[cfg(target_os = "linux")]
+    {
+        if args.restart.pidfile.is_some() {
+            return Err(values::invalid("--pidfile", tcp_only));
+        }
+        if args.restart.upgrade_from.is_some() {
+            return Err(values::invalid("--upgrade-from", tcp_only));
+        }
+    }
+    if args.mode == Mode::Chat {
+        return Err(values::invalid(
+            "--mode chat",
+            format_args!("not available with --listen {text}: chat names its clients by address"),
+        ));
+    }
+    Ok(())
 }
 
 /// `--bus` and `--bus-ttl`, checked (not connected to).
@@ -218,6 +282,9 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     let mut config = ServerConfig::default();
     if let Some(text) = &args.listen {
         config.listen = listen_at(text)?;
+        if matches!(config.listen, Listen::Unix(_)) {
+            unix_refusals(args, text)?;
+        }
     }
     if args.defer_accept && args.mode == Mode::Chat {
         return Err(invalid(
@@ -244,8 +311,10 @@ fn config(args: &Args) -> anyhow::Result<ServerConfig> {
     // measured 10-15 % lower). Chat sends a welcome first, so a deferred
     // client would wait for a greeting the server cannot send.
     // Linux only (elsewhere the kernel has no TCP_DEFER_ACCEPT).
-    config.defer_accept =
-        cfg!(target_os = "linux") && args.mode != Mode::Chat && !args.no_defer_accept;
+    config.defer_accept = cfg!(target_os = "linux")
+        && args.mode != Mode::Chat
+        && !args.no_defer_accept
+        && !matches!(config.listen, Listen::Unix(_));
     #[cfg(target_os = "linux")]
     if let Some(pidfile) = &args.restart.pidfile {
         values::check_output_file("--pidfile", pidfile)?;
@@ -467,7 +536,7 @@ async fn serve<S: Service>(
     };
     outln!(
         "listening on {} ({}, backlog {requested}){}",
-        server.local_endpoint(),
+        server.local_address(),
         service.name(),
         if server.is_tls() { " (tls)" } else { "" }
     )?;

@@ -4,12 +4,17 @@
 //! Because it is a service, the server's machinery applies unchanged: the
 //! connection limit, TLS termination, the PROXY protocol, access lists,
 //! metrics, graceful shutdown (pairs drain within the grace period) and
-//! handover. What is the relay's own:
+//! handover. Clients come over TCP, or over a UNIX-domain socket
+//! ([`ServerBuilder::listen_unix`](crate::server::ServerBuilder::listen_unix),
+//! `tcpkit relay --listen unix:PATH`): such a client has no address, so
+//! the upstream is told the unspecified `0.0.0.0:0` ([`SendProxy`] sends
+//! `LOCAL` / `UNKNOWN` for it) and logs name it `unix:PATH`. What is the
+//! relay's own:
 //!
 //! * [`upstream`]: where to connect ([`Upstream`], with [`Fixed`] for one
 //!   `HOST:PORT`), each connect under its own deadline;
-//! * edges, each an [`Upstream`] of its own: [`Unix`] (a UNIX socket
-//!   upstream), [`SendProxy`] (a PROXY header with the client's address
+//! * edges on the upstream side, each an [`Upstream`] of its own: [`Unix`]
+//!   (a UNIX socket upstream, `--to unix:PATH`), [`SendProxy`] (a PROXY header with the client's address
 //!   first), `ToTls` (TLS towards the upstream, feature `tls`), and
 //!   [`Either`] to put two kinds in one list or turn a decorator on by a
 //!   flag;
@@ -153,6 +158,7 @@ async fn serve_pair<U: Upstream>(
     let Connection {
         mut stream,
         peer,
+        unix,
         id,
         shutdown,
         metrics,
@@ -165,7 +171,7 @@ async fn serve_pair<U: Upstream>(
     let (mut up, _lease) = match Box::pin(upstream.connect_leased(&peer, Some(&metrics))).await {
         Ok(leased) => leased,
         Err(e) => {
-            tracing::warn!(%peer, id, upstream = %upstream.describe(), "upstream connect failed: {e}");
+            tracing::warn!(peer = %client(peer, &unix), id, upstream = %upstream.describe(), "upstream connect failed: {e}");
             // Dropping the client's socket closes it now; the reason goes to
             // the close line through `Served`.
             return Served {
@@ -175,7 +181,7 @@ async fn serve_pair<U: Upstream>(
             };
         }
     };
-    tracing::debug!(%peer, id, upstream = %up.peer, "upstream connected");
+    tracing::debug!(peer = %client(peer, &unix), id, upstream = %up.peer, "upstream connected");
     let moved = pair::Moved::default();
     let mut cut_off = CutOff {
         moved: &moved,
@@ -193,9 +199,10 @@ async fn serve_pair<U: Upstream>(
             reading,
             error,
         } => {
+            let client = client(peer, &unix);
             let (verb, whom): (_, &dyn std::fmt::Display) = match (reading, side) {
-                (true, Side::Client) => ("read from client", &peer),
-                (false, Side::Client) => ("write to client", &peer),
+                (true, Side::Client) => ("read from client", &client),
+                (false, Side::Client) => ("write to client", &client),
                 (true, Side::Upstream) => ("read from upstream", &up.peer),
                 (false, Side::Upstream) => ("write to upstream", &up.peer),
             };
@@ -206,6 +213,21 @@ async fn serve_pair<U: Upstream>(
         bytes_in: moved.up.load(Relaxed),
         bytes_out: moved.down.load(Relaxed),
         reason,
+    }
+}
+
+/// What logs and errors name the client by: its IP endpoint, or
+/// `unix:PATH` for a client of a UNIX listener (kept apart until needed:
+/// an idle pair's future holds the two small fields, not an [`Address`]).
+///
+/// [`Address`]: crate::endpoint::Address
+fn client(
+    peer: crate::endpoint::Endpoint,
+    unix: &Option<Arc<std::path::PathBuf>>,
+) -> crate::endpoint::Address {
+    match unix {
+        Some(path) => crate::endpoint::Address::Unix(path.to_path_buf()),
+        None => peer.into(),
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use super::{Connected, Upstream};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
-use crate::proxy::{Version, encode};
+use crate::proxy::{Version, encode, encode_local};
 
 /// Wraps an upstream: once it is connected, and before any byte of the
 /// client's, writes a PROXY header whose source is the client's address
@@ -21,6 +21,13 @@ use crate::proxy::{Version, encode};
 /// is told only the client, and a relay listening on every interface has
 /// no one address to name). Receivers use the source; the destination is
 /// informational.
+///
+/// A client with no address (the unspecified `0.0.0.0:0`: a client of a
+/// UNIX-domain listener, or a health check) gets v1's `PROXY UNKNOWN` or a
+/// v2 `LOCAL` header: the receiver then believes the connection's own
+/// peer (the relay), as the protocol says for a sender with no address
+/// to tell. (v2's `AF_UNIX` addresses would need the listener's path,
+/// which an [`Upstream`] is not told.)
 ///
 /// Wrap each backend, inside any TLS ([`ToTls`](super::ToTls)): the header
 /// goes in the clear before the handshake, as HAProxy sends it.
@@ -66,6 +73,12 @@ impl<U: Upstream> SendProxy<U> {
 
     /// The header for `client`.
     fn header(&self, client: &Endpoint) -> Vec<u8> {
+        if client.is_unspecified() && client.port() == 0 {
+            return match self.version {
+                Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+                Version::V2 => encode_local(),
+            };
+        }
         let destination = match self.destination {
             Some(ep) => ep.socket_addr(),
             None => {
@@ -135,5 +148,17 @@ mod tests {
         let up = SendProxy::new(Nowhere, Version::V2).with_destination(dst);
         let h = parse(&up.header(&v4)).unwrap();
         assert_eq!(h.destination, Some(dst.socket_addr()));
+    }
+
+    #[test]
+    fn a_client_without_an_address_gets_unknown_or_local() {
+        let none = Endpoint::any_v4(0);
+        let v1 = SendProxy::new(Nowhere, Version::V1).header(&none);
+        assert_eq!(v1, b"PROXY UNKNOWN\r\n");
+        let h = parse(&v1).unwrap();
+        assert_eq!(h.source, None);
+        let v2 = SendProxy::new(Nowhere, Version::V2).header(&none);
+        assert_eq!(v2, encode_local());
+        assert_eq!(parse(&v2).unwrap().source, None);
     }
 }

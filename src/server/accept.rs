@@ -7,11 +7,14 @@
 //! sending reads the line instead of a reset. Per-connection accept failures
 //! never stop the loop.
 
+use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -35,9 +38,54 @@ const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 /// reserve. A flood past them is closed at once, as without lingering.
 const MAX_LINGERING_REJECTS: usize = 8;
 
+/// A lane's listening socket.
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    /// Fields drop in order: the socket is closed, then its file removed.
+    Unix {
+        listener: UnixListener,
+        path: Arc<PathBuf>,
+        _file: super::unix::SocketFile,
+    },
+}
+
+impl Listener {
+    /// A UNIX listener on the current runtime, from a bound socket.
+    pub fn unix(bound: super::unix::UnixBound) -> crate::error::Result<Listener> {
+        let path = Arc::new(bound.file.path().to_path_buf());
+        let listener = UnixListener::from_std(bound.listener).map_err(|e| {
+            Error::io(
+                e,
+                format_args!("register unix:{} with the runtime", path.display()),
+            )
+        })?;
+        Ok(Listener::Unix {
+            listener,
+            path,
+            _file: bound.file,
+        })
+    }
+
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Listener::Tcp(tcp) => tcp.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+            Listener::Unix { listener, .. } => {
+                listener.accept().await.map(|(s, _)| Accepted::Unix(s))
+            }
+        }
+    }
+}
+
+/// An accepted client: over TCP with its address, or over a UNIX socket
+/// (no address: its socket is unnamed).
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
+}
+
 /// What the loop needs, borrowed from the [`Server`](super::Server).
 pub(crate) struct AcceptLoop<'a, S> {
-    pub listener: &'a TcpListener,
+    pub listener: &'a Listener,
     pub local: Endpoint,
     pub service: &'a Arc<S>,
     pub config: &'a ServerConfig,
@@ -83,11 +131,11 @@ impl<S: Service> AcceptLoop<'_, S> {
                 Some(_) = lingering.join_next(), if !lingering.is_empty() => continue,
                 r = self.listener.accept() => r,
             };
-            let (stream, addr) = match accepted {
-                Ok(pair) => pair,
+            let accepted = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     self.metrics.accept_error();
-                    let err = Error::io(e, format_args!("accept on {}", self.local));
+                    let err = Error::io(e, format_args!("accept on {}", self.local_label()));
                     errors.log(&err);
                     // An aborted handshake is that client's problem: go on at
                     // once. Anything else (EMFILE, ENFILE, ENOBUFS) would
@@ -98,6 +146,24 @@ impl<S: Service> AcceptLoop<'_, S> {
                             _ = self.shutdown.cancelled() => return,
                             _ = tokio::time::sleep(EMFILE_BACKOFF) => {}
                         }
+                    }
+                    continue;
+                }
+            };
+            let (stream, addr) = match accepted {
+                Accepted::Tcp(stream, addr) => (stream, addr),
+                Accepted::Unix(stream) => {
+                    // No address to check: access lists and PROXY are
+                    // refused with a UNIX listener when the server binds.
+                    match permit.or_else(|| permits.clone().try_acquire_owned().ok()) {
+                        Some(permit) => {
+                            let id = next_id;
+                            next_id += self.id_step;
+                            let conn = self.unix_connection(stream, id);
+                            self.metrics.connection_opened();
+                            conns.spawn(connection::run(&**self.service, conn, permit));
+                        }
+                        None => self.reject_unix(stream, &mut lingering),
                     }
                     continue;
                 }
@@ -187,6 +253,68 @@ impl<S: Service> AcceptLoop<'_, S> {
             max_line: self.config.max_line,
             metrics: self.metrics.clone(),
             tls: None,
+            unix: None,
+        }
+    }
+
+    /// A UNIX client: no IP address (`peer`, `tcp_peer`, `local` are the
+    /// unspecified `0.0.0.0:0`), the listener's path in `unix`.
+    fn unix_connection(&self, stream: UnixStream, id: u64) -> Connection {
+        let path = match self.listener {
+            Listener::Unix { path, .. } => Some(path.clone()),
+            Listener::Tcp(_) => None,
+        };
+        let none = Endpoint::any_v4(0);
+        Connection {
+            local: none,
+            stream: crate::service::Stream::other(stream),
+            peer: none,
+            tcp_peer: none,
+            id,
+            shutdown: self.shutdown.clone(),
+            idle_timeout: self.config.idle_timeout,
+            max_line: self.config.max_line,
+            metrics: self.metrics.clone(),
+            tls: None,
+            unix: path,
+        }
+    }
+
+    /// Over the limit on a UNIX listener: the refusal line, if any, then a
+    /// close once the client has stopped sending (or after the lingering
+    /// time): Linux resets a UNIX peer whose data was left unread.
+    fn reject_unix(&self, mut stream: UnixStream, lingering: &mut JoinSet<()>) {
+        self.metrics.connection_rejected();
+        if let Some(line) = self.service.reject_line() {
+            let _ = stream.try_write(line);
+        }
+        tracing::info!(
+            peer = %self.local_label(), duration_s = 0.0, bytes_in = 0u64, bytes_out = 0u64,
+            close = "rejected", reason = "max_connections: at the connection limit",
+            "connection closed"
+        );
+        if lingering.len() < MAX_LINGERING_REJECTS {
+            lingering.spawn(async move {
+                let _ = stream.shutdown().await;
+                let mut sink = [0u8; 4096];
+                let drain = async {
+                    loop {
+                        match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(linger::LINGER_TIME, drain).await;
+            });
+        }
+    }
+
+    /// `unix:PATH` for a UNIX listener, else the local endpoint.
+    fn local_label(&self) -> crate::endpoint::Address {
+        match self.listener {
+            Listener::Unix { path, .. } => crate::endpoint::Address::Unix(path.to_path_buf()),
+            Listener::Tcp(_) => self.local.into(),
         }
     }
 
@@ -237,11 +365,14 @@ struct PerConnection {
 }
 
 impl PerConnection {
-    fn new(listener: &TcpListener, local: Endpoint) -> PerConnection {
-        let nodelay_inherited = cfg!(target_os = "linux")
-            && socket2::SockRef::from(listener)
-                .set_tcp_nodelay(true)
-                .is_ok();
+    fn new(listener: &Listener, local: Endpoint) -> PerConnection {
+        let nodelay_inherited = match listener {
+            Listener::Tcp(tcp) => {
+                cfg!(target_os = "linux")
+                    && socket2::SockRef::from(tcp).set_tcp_nodelay(true).is_ok()
+            }
+            Listener::Unix { .. } => false,
+        };
         PerConnection {
             nodelay_inherited,
             local: (!local.is_unspecified()).then_some(local),

@@ -50,6 +50,12 @@ pub enum Listen {
     /// listener of our own beside them would lose its queue at exit.
     #[cfg(target_os = "linux")]
     Inherited(crate::net::Inherited),
+    /// A UNIX-domain stream socket at this path
+    /// ([`ServerBuilder::listen_unix`], [`unix`](super::unix) for the
+    /// socket file's lifecycle). Its clients have no IP address: access
+    /// lists, the PROXY protocol, TLS and [`Engine::PerCore`] are refused
+    /// with it.
+    Unix(std::path::PathBuf),
 }
 
 /// How a server spreads connections over its [`ServerConfig::workers`]
@@ -172,6 +178,13 @@ fn listeners(config: &ServerConfig) -> Result<Vec<Acceptor>> {
             }
             return Ok(acceptors);
         }
+        (Listen::Unix(path), _) => {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                code::INVALID_CONFIG,
+                format!("unix:{} is not a TCP listener", path.display()),
+            ));
+        }
     };
     let mut acceptors = vec![first];
     if config.engine == Engine::PerCore {
@@ -271,6 +284,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Listens on a UNIX-domain stream socket at `path` ([`Listen::Unix`]):
+    /// a stale socket file there is replaced, a live one or any other file
+    /// refused; the file is removed when the server stops. Path checks
+    /// (length, NUL) belong to the caller
+    /// ([`Target::parse`](crate::endpoint::Target::parse) makes them).
+    pub fn listen_unix(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.listen = Listen::Unix(path.into());
+        self
+    }
+
     /// Serves on a listener the caller opened (bound and listening, e.g.
     /// from a supervisor): [`Listen::Inherited`].
     #[cfg(target_os = "linux")]
@@ -347,6 +370,20 @@ impl ServerBuilder {
             Some(tls) => Some(std::sync::Arc::new(crate::tls::Live::new(tls)?)),
             None => None,
         };
+        if let Listen::Unix(path) = &self.config.listen {
+            let refused = [
+                ("access lists", self.access.is_some()),
+                ("the PROXY protocol", self.proxy.is_some()),
+                #[cfg(feature = "tls")]
+                ("TLS", tls.is_some()),
+                ("the per-core engine", self.config.engine == Engine::PerCore),
+            ];
+            if let Some((what, _)) = refused.iter().find(|(_, on)| *on) {
+                return Err(super::unix::refused(what));
+            }
+            let bound = super::unix::bind_listen_unix(path, self.config.backlog)?;
+            return Ok(Server::new_unix(bound, self.config));
+        }
         let acceptors = listeners(&self.config)?;
         if self.config.defer_accept {
             for acceptor in &acceptors {

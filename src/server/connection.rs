@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::Address;
 use crate::metrics::{Close, Metrics, Rejection};
 use crate::service::{CloseReason, Connection, Served, Service};
 
@@ -27,7 +27,8 @@ pub(crate) fn run<S: Service>(
     conn: Connection,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let peer = conn.peer;
+    // `unix:PATH` for a client of a UNIX listener (no IP to log).
+    let peer = conn.client();
     let id = conn.id;
     let metrics = conn.metrics.clone();
     tracing::debug!(%peer, id, "connection opened");
@@ -57,7 +58,7 @@ pub(crate) fn refused(
     conn.metrics.rejected(why);
     conn.metrics.connection_closed(0, 0);
     tracing::info!(
-        peer = %conn.peer, id = conn.id, duration_s = started.elapsed().as_secs_f64(),
+        peer = %conn.client(), id = conn.id, duration_s = started.elapsed().as_secs_f64(),
         bytes_in = 0u64, bytes_out = 0u64, close = Close::Rejected.as_str(),
         reason = %format_args!("{why}: {detail}"), "connection closed"
     );
@@ -80,7 +81,7 @@ pub(crate) fn close_of(reason: &CloseReason) -> Close {
 /// in its `Drop`).
 struct Done {
     metrics: Arc<Metrics>,
-    peer: Endpoint,
+    peer: Address,
     id: u64,
     /// When the service took the connection: its lifetime runs from here.
     started: Instant,

@@ -17,6 +17,9 @@
 //! * [`shutdown`]: [`ShutdownHandle`] and the drain with a deadline.
 //! * [`handover`] (Linux): restart without losing a connection, the
 //!   listening sockets passed to a successor over a UNIX socket.
+//! * [`unix`]: a UNIX-domain listener instead of TCP
+//!   ([`ServerBuilder::listen_unix`]), its socket file replaced when stale
+//!   and removed at exit.
 //!
 //! ```
 //! use tcpkit::{Endpoint, server::ServerBuilder, service::Echo};
@@ -40,6 +43,7 @@ pub mod connection;
 pub mod handover;
 pub mod proxy;
 pub mod shutdown;
+pub mod unix;
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,7 +57,7 @@ pub use builder::{Engine, Listen, ServerBuilder, ServerConfig, default_max_conne
 pub use proxy::ProxyProtocol;
 pub use shutdown::ShutdownHandle;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Address, Endpoint};
 use crate::error::{Error, ErrorKind, Result, code};
 use crate::metrics::{Metrics, Snapshot};
 use crate::net::Acceptor;
@@ -62,8 +66,11 @@ use crate::service::Service;
 /// A bound, listening server, ready to [`Server::run`] a service.
 #[derive(Debug)]
 pub struct Server {
-    /// One, or one per worker with [`Engine::PerCore`] (never empty).
+    /// One, or one per worker with [`Engine::PerCore`] (empty only with
+    /// `unix`).
     acceptors: Vec<Acceptor>,
+    /// [`Listen::Unix`]: the one listener, instead of `acceptors`.
+    unix: Option<unix::UnixBound>,
     config: ServerConfig,
     local: Endpoint,
     metrics: Arc<Metrics>,
@@ -161,6 +168,7 @@ impl Server {
         };
         Ok(Server {
             acceptors,
+            unix: None,
             config,
             local,
             metrics: Arc::new(Metrics::new()),
@@ -172,9 +180,34 @@ impl Server {
         })
     }
 
-    /// The endpoint actually bound (with the kernel's port after port 0).
+    fn new_unix(bound: unix::UnixBound, config: ServerConfig) -> Server {
+        Server {
+            acceptors: Vec::new(),
+            unix: Some(bound),
+            config,
+            local: Endpoint::any_v4(0),
+            metrics: Arc::new(Metrics::new()),
+            handle: ShutdownHandle::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
+            proxy: None,
+            access: None,
+        }
+    }
+
+    /// The endpoint actually bound (with the kernel's port after port 0);
+    /// the unspecified `0.0.0.0:0` for a UNIX listener
+    /// ([`Server::local_address`] names its path).
     pub fn local_endpoint(&self) -> Endpoint {
         self.local
+    }
+
+    /// Where the server listens: the endpoint bound, or `unix:PATH`.
+    pub fn local_address(&self) -> Address {
+        match &self.unix {
+            Some(bound) => Address::Unix(bound.file.path().to_path_buf()),
+            None => Address::Inet(self.local),
+        }
     }
 
     /// The configuration the server runs with.
@@ -237,6 +270,7 @@ impl Server {
         let started = Instant::now();
         let Server {
             acceptors,
+            unix,
             config,
             local,
             metrics,
@@ -246,7 +280,7 @@ impl Server {
             proxy,
             access,
         } = self;
-        let lanes = acceptors.len() as u64;
+        let lanes = acceptors.len().max(1) as u64;
         let lane = |index: u64| Lane {
             index,
             lanes,
@@ -261,6 +295,13 @@ impl Server {
         };
         let service = Arc::new(service);
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        if let Some(bound) = unix {
+            let aborted = match accept::Listener::unix(bound) {
+                Ok(listener) => lane(0).serve_on(listener, &service, permits).await,
+                Err(e) => return Err(e),
+            };
+            return Ok(finish(&metrics, started, aborted));
+        }
         let mut acceptors = acceptors.into_iter();
         let first = acceptors.next();
         // Every other lane's runtime is built before any lane starts, so a
@@ -310,18 +351,22 @@ impl Server {
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };
         }
-        let aborted = result?;
-        if aborted > 0 {
-            tracing::info!(
-                aborted,
-                "closed connections still open after the grace period"
-            );
-        }
-        Ok(Summary {
-            snapshot: metrics.snapshot(),
-            duration: started.elapsed(),
+        Ok(finish(&metrics, started, result?))
+    }
+}
+
+/// The summary once every lane has drained.
+fn finish(metrics: &Metrics, started: Instant, aborted: usize) -> Summary {
+    if aborted > 0 {
+        tracing::info!(
             aborted,
-        })
+            "closed connections still open after the grace period"
+        );
+    }
+    Summary {
+        snapshot: metrics.snapshot(),
+        duration: started.elapsed(),
+        aborted,
     }
 }
 
@@ -359,6 +404,18 @@ impl Lane {
                 return Err(e);
             }
         };
+        Ok(self
+            .serve_on(accept::Listener::Tcp(listener), service, permits)
+            .await)
+    }
+
+    /// Accepts on `listener` until shutdown, closes it, then drains.
+    async fn serve_on<S: Service>(
+        self,
+        listener: accept::Listener,
+        service: &Arc<S>,
+        permits: Arc<Semaphore>,
+    ) -> usize {
         let mut conns = JoinSet::new();
         accept::AcceptLoop {
             listener: &listener,
@@ -380,13 +437,14 @@ impl Lane {
         .run(&mut conns)
         .await;
         // Close the listening socket before draining, so no new client
-        // completes a handshake into a backlog nobody will accept from.
+        // completes a handshake into a backlog nobody will accept from (a
+        // UNIX listener's file goes with it).
         drop(listener);
         tracing::info!(
             lane = self.index,
             open = conns.len(),
             "stopped accepting; draining"
         );
-        Ok(shutdown::drain(&mut conns, self.config.shutdown_grace, &self.handle.now).await)
+        shutdown::drain(&mut conns, self.config.shutdown_grace, &self.handle.now).await
     }
 }

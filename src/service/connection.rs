@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Stream;
 use crate::codec::DEFAULT_MAX_LINE;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Address, Endpoint};
 use crate::metrics::Metrics;
 
 /// After shutdown is requested, a connection that has been quiet this long is
@@ -38,6 +38,12 @@ pub struct Connection {
     /// The client's endpoint: the one a PROXY protocol header carried
     /// (`ServerBuilder::proxy_protocol`), or else the TCP peer. This is the
     /// address logged, counted and checked against access lists.
+    ///
+    /// A client of a UNIX-domain listener has no IP address: `peer`,
+    /// `tcp_peer` and `local` are then the unspecified `0.0.0.0:0` (the
+    /// "no client address" an [`Upstream`](crate::relay::Upstream) is also
+    /// given for a health check) and [`unix`](Self::unix) is set; log
+    /// [`client`](Self::client) rather than `peer`.
     pub peer: Endpoint,
     /// The socket's own peer (`getpeername(2)`): the balancer when a PROXY
     /// header named someone else, otherwise the same as `peer`.
@@ -60,6 +66,9 @@ pub struct Connection {
     /// What the TLS handshake settled, when the stream is TLS (`None` for
     /// plain TCP). Boxed: a plain connection pays one pointer for it.
     pub tls: Option<Box<TlsInfo>>,
+    /// The socket path of the UNIX-domain listener the client came in on
+    /// ([`Listen::Unix`](crate::server::Listen::Unix)); `None` over TCP.
+    pub unix: Option<Arc<std::path::PathBuf>>,
 }
 
 /// What a TLS handshake settled, for services and logs that care (the
@@ -106,6 +115,27 @@ impl Connection {
             max_line: DEFAULT_MAX_LINE,
             metrics: Arc::default(),
             tls: None,
+            unix: None,
+        }
+    }
+
+    /// Who the client is, for logs and messages: its IP endpoint (`peer`),
+    /// or `unix:PATH` (the listener's path) for a client of a UNIX-domain
+    /// listener, which has no address of its own.
+    ///
+    /// ```
+    /// use tcpkit::{Endpoint, service::{Connection, Stream}};
+    /// let (ours, _theirs) = tokio::io::duplex(1024);
+    /// let ep = Endpoint::loopback_v4(7);
+    /// let mut conn = Connection::new(Stream::other(ours), ep, ep);
+    /// assert_eq!(conn.client().to_string(), "127.0.0.1:7");
+    /// conn.unix = Some(std::sync::Arc::new("app.sock".into()));
+    /// assert_eq!(conn.client().to_string(), "unix:app.sock");
+    /// ```
+    pub fn client(&self) -> Address {
+        match &self.unix {
+            Some(path) => Address::Unix(path.to_path_buf()),
+            None => Address::Inet(self.peer),
         }
     }
 }
