@@ -722,3 +722,28 @@ fn a_hostile_environment_does_not_panic() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `serve --listen` and `relay --listen` with a bad `unix:` path (empty,
+/// longer than `sun_path`): a usage error naming the input, before any
+/// socket file is made. (A NUL byte cannot travel in argv; `Target::parse`'s
+/// unit tests cover it.)
+#[test]
+fn bad_unix_listen_paths_exit_2_naming_the_input() {
+    let closed = format!("--to=127.0.0.1:{}", common::closed_port());
+    for value in ["unix:", UNIX_TOO_LONG] {
+        for command in [
+            vec!["serve".to_owned()],
+            vec!["relay".to_owned(), closed.clone()],
+        ] {
+            let mut args = command;
+            args.push(format!("--listen={value}"));
+            let (status, stderr) = run(&args);
+            assert_no_crash(&args, status, &stderr);
+            assert_eq!(status.code(), Some(2), "tcpkit {args:?}: {stderr}");
+            assert!(
+                stderr.contains("--listen") && stderr.contains("unix:"),
+                "tcpkit {args:?} does not name the input: {stderr}"
+            );
+        }
+    }
+}
