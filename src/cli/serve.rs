@@ -753,6 +753,25 @@ mod tests {
     }
 
     #[test]
+    fn listen_takes_a_unix_path_and_refuses_what_needs_tcp() {
+        let c = parse(&["--listen", "unix:s.sock"]).unwrap();
+        assert_eq!(c.listen, Listen::Unix("s.sock".into()));
+        assert!(!c.defer_accept, "no TCP_DEFER_ACCEPT on a UNIX socket");
+        for extra in [
+            &["--allow", "127.0.0.1"][..],
+            &["--engine", "per-core"],
+            &["--mode", "chat"],
+            &["--defer-accept"],
+        ] {
+            let mut argv = vec!["--listen", "unix:s.sock"];
+            argv.extend_from_slice(extra);
+            let err = parse(&argv).unwrap_err().to_string();
+            assert!(err.contains(extra[0]), "{argv:?}: {err}");
+        }
+        assert!(parse(&["--listen", "unix:"]).is_err());
+    }
+
+    #[test]
     fn the_drain_message_says_how_many_and_how_long() {
         assert_eq!(
             draining_message(3, Duration::from_secs(10)),
