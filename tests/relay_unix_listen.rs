@@ -272,6 +272,29 @@ fn max_connections_one_refuses_a_second_client() {
 }
 
 #[test]
+fn the_idle_timeout_closes_a_quiet_pair() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("i.sock");
+    let (_up, to) = echo_upstream();
+    let relay = relay(&path, &["--to", &to, "--idle-timeout", "300ms"]);
+    let client = connect(&path);
+    (&client).write_all(b"x").expect("write");
+    let mut got = Vec::new();
+    (&client)
+        .read_to_end(&mut got)
+        .expect("closed after the idle timeout");
+    assert_eq!(got, b"x");
+    let (status, stdout, stderr) = relay.stop();
+    assert!(status.success());
+    let summary = stdout.join("\n");
+    assert!(summary.contains("1 idle timeouts"), "{summary}");
+    assert!(
+        stderr.iter().any(|l| l.contains("close=\"idle_timeout\"")),
+        "{stderr:?}"
+    );
+}
+
+#[test]
 fn sigterm_removes_the_socket_file_and_lets_a_pair_in_flight_finish() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("g.sock");

@@ -257,7 +257,8 @@ mod tests {
     /// Every idle pair is one such task: the connect future and the
     /// portable (non-TCP) copy are boxed, and the TCP copy holds no buffer,
     /// so the pair's future stays small (measured 1,456 bytes in a debug
-    /// build with the balancer's lease held; 1,536 with the portable copy
+    /// build with the balancer's lease held, 1,480 with the UNIX client's
+    /// path beside the peer; 1,536 with the portable copy
     /// inline, far more with the connect future inline).
     #[tokio::test]
     async fn an_idle_pair_future_is_small() {

@@ -462,6 +462,38 @@ mod tests {
     }
 
     #[test]
+    fn a_unix_listener_refuses_what_needs_a_client_address_or_tcp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.sock");
+        let unix = || ServerBuilder::new().listen_unix(&path);
+        let list = super::super::access::AccessList::default();
+        for (builder, what) in [
+            (unix().access_list(list), "access lists"),
+            (
+                unix().proxy_protocol(super::super::ProxyProtocol::new(["127.0.0.0/8"
+                    .parse()
+                    .expect("cidr")])),
+                "PROXY",
+            ),
+            (unix().engine(Engine::PerCore), "per-core"),
+        ] {
+            let err = builder.bind().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+            assert!(err.message().contains(what), "{err}");
+            assert!(err.message().contains("TCP listener"), "{err}");
+            assert!(!path.exists(), "{what}: a socket file was made");
+        }
+        let server = unix().bind().unwrap();
+        assert_eq!(
+            server.local_address().to_string(),
+            format!("unix:{}", path.display())
+        );
+        assert!(server.local_endpoint().is_unspecified());
+        drop(server);
+        assert!(!path.exists(), "an unused server removes its file too");
+    }
+
+    #[test]
     fn wildcard_v6_listen_keeps_the_fallback() {
         let b = ServerBuilder::new().listen(Endpoint::any_v6(7));
         assert_eq!(b.config().listen, Listen::Any(7));

@@ -150,7 +150,9 @@ pub(crate) mod tests {
     use super::*;
 
     /// The whole spawned task (service future + accounting): measured 352
-    /// bytes in a debug build and 344 in release (echo's 288 / 280 + 64),
+    /// bytes in a debug build and 344 in release (echo's 288 / 280 + 64);
+    /// 368 in a debug build with `Connection::unix` and the close log's
+    /// `Address`,
     /// bounded at echo's 320 + 64 so it stays in tokio's 512-byte cell class.
     #[tokio::test]
     async fn connection_task_adds_little_to_the_service_future() {
