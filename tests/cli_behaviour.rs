@@ -414,3 +414,34 @@ fn usage_errors_carry_a_code_like_every_other_error() {
     let (code, _) = run(&["serve", "--help"]);
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn an_ip_literal_of_the_other_family_than_4_or_6_is_a_usage_error() {
+    // Nothing could ever be tried: exit 2 naming the flag and the address
+    // (before: 3, as if a lookup had found nothing), before any socket.
+    let port = common::closed_port().to_string();
+    let v4 = format!("127.0.0.1:{port}");
+    let v6 = format!("[::1]:{port}");
+    for (args, flag, addr) in [
+        (vec!["connect", "-6", &v4], "-6", v4.as_str()),
+        (vec!["connect", "-4", &v6], "-4", v6.as_str()),
+        (vec!["connect", "-6", "127.0.0.1", &port], "-6", v4.as_str()),
+        (
+            vec!["connect", "-6", "--source", "127.0.0.1", &v6],
+            "-6",
+            "127.0.0.1",
+        ),
+    ] {
+        let (code, err) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("tcpkit: error [code 1010]: ")
+                && err.contains(&format!("{flag}:"))
+                && err.contains(addr),
+            "{args:?}: {err}"
+        );
+    }
+    // The matching family still dials (and is refused: exit 4).
+    let (code, err) = run(&["connect", "-4", &v4]);
+    assert_eq!(code, Some(4), "{err}");
+}
