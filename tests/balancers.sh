@@ -516,7 +516,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # in front (README's chat example), and `tcpkit bench --mode chat` through it.
 chat_through_haproxy() {
   echo "== chat: redis-server, three --bus instances behind HAProxy"
-  local rport
+  local rport started=$SECONDS
   rport=$(free_port)
   redis-server --port "$rport" "${REDIS_ARGS[@]}" --dir "$work" >"$work/redis.log" 2>&1 &
   pids+=($!)
@@ -567,6 +567,7 @@ chat_through_haproxy() {
     (($(metric tcpkit_chat_bus_dropped_total "$at") == 0)) || fail "$n dropped lines for the other instances"
     echo "   $n bus: $pub published, $rec received, 0 dropped"
   done
+  echo "   chat phase: $((SECONDS - started)) s"
 }
 
 through haproxy h
