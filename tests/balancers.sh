@@ -20,6 +20,14 @@
 #      (the listening socket handed over) while an echo run and a
 #      connect-rate run go through the balancer: 0 broken, 0 failed
 #      connects, the old process drains and exits 0, the new one serves.
+# Then chat (issue 14): redis-server on a free loopback port, three
+# `tcpkit serve --mode chat --bus redis://... --proxy-protocol` instances
+# behind HAProxy (chat_haproxy_snippet: leastconn, long timeouts), and
+# `tcpkit bench --mode chat` through HAProxy's one address verifies every
+# line (exactly once, in its sender's order, exits non-zero otherwise);
+# the clients landed on all three instances (each one's log names its
+# PROXY clients; together they are the bench's 30) and every instance
+# both published and received lines on the bus (/metrics).
 #
 # The balancer configs are generated into a `mktemp -d` directory from
 # haproxy_snippet/nginx_snippet below; README's "Behind HAProxy and nginx"
@@ -27,7 +35,7 @@
 # tests/balancers_readme.rs). Loopback only; ports picked free (bind to
 # port 0); every process started here is stopped by PID in the EXIT trap;
 # every wait is bounded. Under TCPKIT_REQUIRE_INTEROP=1 (CI) a missing
-# haproxy, nginx stream module, ss or socat is a failure, otherwise a loud
+# haproxy, nginx stream module, redis-server, ss or socat is a failure, otherwise a loud
 # skip.
 #
 # Env: TCPKIT (binary; default: build target/release/tcpkit),
@@ -81,9 +89,62 @@ stream {
 EOF
 }
 
+# Chat behind HAProxy: balancer port $1, instances $2..$4. leastconn, as
+# chat connections live long; timeouts long enough for an idle chat client
+# (the 60 s above, or the 50 s of Debian's stock haproxy.cfg, would cut one
+# that says nothing for a minute).
+chat_haproxy_snippet() {
+  cat <<EOF
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 5s
+    timeout client 24h
+    timeout server 24h
+
+frontend chat
+    bind 127.0.0.1:$1
+    default_backend chat
+
+backend chat
+    balance leastconn
+    # send-proxy-v2 also puts a PROXY v2 LOCAL header on each health check
+    default-server send-proxy-v2 check inter 2s fall 2 rise 2
+    server c1 127.0.0.1:$2
+    server c2 127.0.0.1:$3
+    server c3 127.0.0.1:$4
+EOF
+}
+
 # Each instance: after --listen ADDR (or --upgrade-from PIDFILE); --metrics,
 # --pidfile and -vv are added per instance.
 SERVE_ARGS=(--mode echo --proxy-protocol --proxy-trusted 127.0.0.1/32 --shutdown-grace 60s)
+# Chat instances: after --listen ADDR, then --bus redis://HOST:PORT.
+CHAT_ARGS=(--mode chat --proxy-protocol --proxy-trusted 127.0.0.1/32)
+# redis-server: after --port PORT.
+REDIS_ARGS=(--bind 127.0.0.1 --save '' --appendonly no)
+# The chat bench: after -t BALANCER. 4 rooms, so that rooms do not line
+# up with the three instances: every room has members on several.
+CHAT_BENCH_ARGS=(-c 30 --rooms 4 --lines 200)
+
+# words ARG...: the arguments as a shell would need them typed.
+words() {
+  local out=() w
+  for w in "$@"; do out+=("$(printf '%q' "$w")"); done
+  echo "${out[*]}"
+}
+
+# The commands README's chat example runs (HAProxy's ports as below).
+chat_commands() {
+  echo "redis-server --port $1 $(words "${REDIS_ARGS[@]}") &"
+  local p
+  for p in "$3" "$4" "$5"; do
+    echo "tcpkit serve --listen 127.0.0.1:$p $(words "${CHAT_ARGS[@]}") --bus redis://127.0.0.1:$1 &"
+  done
+  echo "haproxy -f chat.cfg &"
+  echo "tcpkit bench --mode chat -t 127.0.0.1:$2 $(words "${CHAT_BENCH_ARGS[@]}")"
+}
 
 if [[ ${1:-} == --print-snippets ]]; then
   # README's example ports.
@@ -92,6 +153,10 @@ if [[ ${1:-} == --print-snippets ]]; then
   haproxy_snippet 3333 4001 4002 4003
   echo "---"
   nginx_snippet 3333 4001 4002 4003
+  echo "---"
+  chat_commands 6379 3333 4001 4002 4003
+  echo "---"
+  chat_haproxy_snippet 3333 4001 4002 4003
   exit 0
 fi
 
@@ -108,6 +173,7 @@ for m in /usr/lib/nginx/modules/ngx_stream_module.so /usr/lib64/nginx/modules/ng
   [[ -f $m ]] && stream_module=$m && break
 done
 [[ -n $stream_module ]] || missing+=("nginx stream module (Debian: libnginx-mod-stream)")
+command -v redis-server >/dev/null || missing+=(redis-server)
 for p in ss socat python3; do command -v "$p" >/dev/null || missing+=("$p"); done
 if ((${#missing[@]})); then
   if [[ ${TCPKIT_REQUIRE_INTEROP:-} == 1 ]]; then
@@ -164,10 +230,12 @@ wait_until() {
 # start_instance NAME [serve args]: starts `tcpkit serve`, waits for its
 # listening and metrics lines; sets $port and $metrics (host:port), and
 # pid_NAME, port_NAME, metrics_NAME.
+# The instances' own arguments (the chat phase sets CHAT_ARGS).
+instance_args=("${SERVE_ARGS[@]}")
 start_instance() {
   local name=$1 log=$work/$1.log out=$work/$1.out
   shift
-  "$TCPKIT" serve "$@" "${SERVE_ARGS[@]}" --metrics 127.0.0.1:0 --pidfile "$work/$name.pid" -vv >"$out" 2>"$log" &
+  "$TCPKIT" serve "$@" "${instance_args[@]}" --metrics 127.0.0.1:0 --pidfile "$work/$name.pid" -vv >"$out" 2>"$log" &
   pids+=($!)
   eval "pid_$name=$!"
   wait_until 15 "$name's listening line" grep -qs '^listening on ' "$out"
@@ -258,28 +326,32 @@ finish_bench() {
 
 # ---------------------------------------------------------------- balancers
 
+# Which HAProxy: its config function, backend and servers, and the name of
+# its files in $work (the chat phase runs a second HAProxy beside the first).
+hp=haproxy snippet=haproxy_snippet backend=tcpkit servers=(s1 s2 s3)
+
 haproxy_up() { # starts HAProxy on $lb before instances $1..$3 (names)
-  local cfg=$work/haproxy.cfg
+  local cfg=$work/$hp.cfg
   {
     cat <<EOF
 global
-    stats socket $work/haproxy.sock mode 600 level admin
+    stats socket $work/$hp.sock mode 600 level admin
     log stderr format raw local0 info
 
 EOF
-    haproxy_snippet "$lb" "$(eval echo "\$port_$1")" "$(eval echo "\$port_$2")" "$(eval echo "\$port_$3")"
+    "$snippet" "$lb" "$(eval echo "\$port_$1")" "$(eval echo "\$port_$2")" "$(eval echo "\$port_$3")"
   } >"$cfg"
   haproxy -c -q -f "$cfg" || fail "haproxy -c rejected $cfg"
-  haproxy -db -f "$cfg" >"$work/haproxy.out" 2>"$work/haproxy.log" &
+  haproxy -db -f "$cfg" >"$work/$hp.out" 2>"$work/$hp.log" &
   pids+=($!)
   balancer_pid=$!
-  wait_until 10 "HAProxy's stats socket" test -S "$work/haproxy.sock"
-  for s in s1 s2 s3; do wait_until 15 "HAProxy to see $s UP" haproxy_state_is "$s" UP; done
+  wait_until 10 "HAProxy's stats socket" test -S "$work/$hp.sock"
+  for s in "${servers[@]}"; do wait_until 15 "HAProxy to see $s UP" haproxy_state_is "$s" UP; done
 }
 
 haproxy_state_is() { # server state
-  echo "show stat" | socat -t 2 - "UNIX-CONNECT:$work/haproxy.sock" 2>/dev/null |
-    awk -F, -v s="$1" '$1 == "tcpkit" && $2 == s {print $18}' | grep -q "^$2"
+  echo "show stat" | socat -t 2 - "UNIX-CONNECT:$work/$hp.sock" 2>/dev/null |
+    awk -F, -v b="$backend" -v s="$1" '$1 == b && $2 == s {print $18}' | grep -q "^$2"
 }
 
 nginx_up() {
@@ -438,5 +510,66 @@ PY
 }
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# ---------------------------------------------------------------- chat
+
+# chat_through_haproxy: redis-server, three chat instances on its bus, HAProxy
+# in front (README's chat example), and `tcpkit bench --mode chat` through it.
+chat_through_haproxy() {
+  echo "== chat: redis-server, three --bus instances behind HAProxy"
+  local rport started=$SECONDS
+  rport=$(free_port)
+  redis-server --port "$rport" "${REDIS_ARGS[@]}" --dir "$work" >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  wait_until 15 "redis-server's ready line" grep -qs 'Ready to accept connections' "$work/redis.log"
+  instance_args=("${CHAT_ARGS[@]}" --bus "redis://127.0.0.1:$rport")
+  local n
+  for n in k1 k2 k3; do
+    start_instance "$n" --listen 127.0.0.1:0
+    grep -q 'chat bus up' "$work/$n.log" || fail "$n did not say 'chat bus up' before listening"
+    echo "   $n: 127.0.0.1:$port, metrics $metrics"
+  done
+  lb=$(free_port)
+  hp=chat-haproxy snippet=chat_haproxy_snippet backend=chat servers=(c1 c2 c3)
+  haproxy_up k1 k2 k3
+  echo "   HAProxy on 127.0.0.1:$lb (pid $balancer_pid), redis-server on 127.0.0.1:$rport"
+
+  echo "== chat: every line verified through HAProxy"
+  local r=$work/chat.json status=0 conns=30
+  timeout 60 "$TCPKIT" bench --mode chat -t "127.0.0.1:$lb" "${CHAT_BENCH_ARGS[@]}" \
+    --json --connect-timeout 10s >"$r" 2>"$work/chat.err" || status=$?
+  ((status == 0)) || fail "bench --mode chat through HAProxy exited $status: $(cat "$work/chat.err") $(cat "$r")"
+  [[ $(field "$r" connections_established) == "$conns" && $(field "$r" lines_sent) == 6000 &&
+    $(field "$r" delivered) == "$(field "$r" expected_deliveries)" && $(field "$r" delivered) -gt 0 &&
+    $(field "$r" lost) == 0 && $(field "$r" duplicated) == 0 && $(field "$r" reordered) == 0 &&
+    $(field "$r" misrouted) == 0 && $(field "$r" verification_failures) == 0 ]] ||
+    fail "chat run through HAProxy: $(cat "$r")"
+  echo "   $(field "$r" lines_sent) lines said, $(field "$r" delivered) delivered: each exactly once, in its sender's order"
+
+  # Where the clients landed: each instance names its PROXY clients (-vv);
+  # together they are the bench's 30, and each instance had some.
+  local spread=() k
+  for n in k1 k2 k3; do
+    k=$(clients_of "$work/$n.log" | wc -l)
+    ((k > 0)) || fail "$n served no chat client: HAProxy did not spread them"
+    spread+=("$n: $k")
+  done
+  k=$(clients_of "$work/k1.log" "$work/k2.log" "$work/k3.log" | wc -l)
+  ((k == conns)) || fail "the instances logged $k distinct clients, not the bench's $conns"
+  echo "   clients per instance: ${spread[*]}"
+  # And the rooms spanned them: every instance put lines on the bus and
+  # took lines off it.
+  local at pub rec
+  for n in k1 k2 k3; do
+    at=$(eval echo "\$metrics_$n")
+    pub=$(metric tcpkit_chat_bus_published_total "$at")
+    rec=$(metric tcpkit_chat_bus_received_total "$at")
+    ((pub > 0 && rec > 0)) || fail "$n: bus published $pub, received $rec: its rooms did not span instances"
+    (($(metric tcpkit_chat_bus_dropped_total "$at") == 0)) || fail "$n dropped lines for the other instances"
+    echo "   $n bus: $pub published, $rec received, 0 dropped"
+  done
+  echo "   chat phase: $((SECONDS - started)) s"
+}
+
 through haproxy h
 through nginx n
+chat_through_haproxy

@@ -1,7 +1,7 @@
-//! README's "Behind HAProxy and nginx" shows the configurations
-//! `tests/balancers.sh` runs: the script prints them with README's example
-//! ports (`--print-snippets`, no balancer needed), and each must appear in
-//! README.md verbatim.
+//! README's "Behind HAProxy and nginx" and "Chat across instances" show
+//! the configurations and commands `tests/balancers.sh` runs: the script
+//! prints them with README's example ports (`--print-snippets`, no balancer
+//! needed), and each must appear in README.md verbatim.
 #![cfg(unix)]
 
 use std::path::Path;
@@ -18,7 +18,11 @@ fn readme_shows_the_balancer_configs_the_script_runs() {
     assert!(out.status.success(), "{out:?}");
     let printed = String::from_utf8(out.stdout).expect("UTF-8");
     let blocks: Vec<&str> = printed.split("---\n").collect();
-    assert_eq!(blocks.len(), 3, "serve command, HAProxy, nginx: {printed}");
+    assert_eq!(
+        blocks.len(),
+        5,
+        "serve command, HAProxy, nginx, chat commands, chat HAProxy: {printed}"
+    );
     let readme = std::fs::read_to_string(root.join("README.md")).expect("read README.md");
     let section = readme
         .split("### Behind HAProxy and nginx")
@@ -35,6 +39,18 @@ fn readme_shows_the_balancer_configs_the_script_runs() {
         assert!(
             section.contains(&fenced),
             "README's {fence} config differs from the one tests/balancers.sh runs:\n{fenced}"
+        );
+    }
+    let chat = readme
+        .split("### Chat across instances: `--bus`")
+        .nth(1)
+        .expect("README has a 'Chat across instances' section");
+    let chat = chat.split("\n### ").next().unwrap_or(chat);
+    for (fence, block) in [("sh", blocks[3]), ("haproxy", blocks[4])] {
+        let fenced = format!("```{fence}\n{block}```\n");
+        assert!(
+            chat.contains(&fenced),
+            "README's chat example differs from the one tests/balancers.sh runs:\n{fenced}"
         );
     }
 }

@@ -414,3 +414,97 @@ fn usage_errors_carry_a_code_like_every_other_error() {
     let (code, _) = run(&["serve", "--help"]);
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn an_ip_literal_of_the_other_family_than_4_or_6_is_a_usage_error() {
+    // Nothing could ever be tried: exit 2 naming the flag and the address
+    // (before: 3, as if a lookup had found nothing), before any socket.
+    let port = common::closed_port().to_string();
+    let v4 = format!("127.0.0.1:{port}");
+    let v6 = format!("[::1]:{port}");
+    for (args, flag, addr) in [
+        (vec!["connect", "-6", &v4], "-6", v4.as_str()),
+        (vec!["connect", "-4", &v6], "-4", v6.as_str()),
+        (vec!["connect", "-6", "127.0.0.1", &port], "-6", v4.as_str()),
+        (
+            vec!["connect", "-6", "--source", "127.0.0.1", &v6],
+            "-6",
+            "127.0.0.1",
+        ),
+    ] {
+        let (code, err) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("tcpkit: error [code 1010]: ")
+                && err.contains(&format!("{flag}:"))
+                && err.contains(addr),
+            "{args:?}: {err}"
+        );
+    }
+    // The matching family still dials (and is refused: exit 4).
+    let (code, err) = run(&["connect", "-4", &v4]);
+    assert_eq!(code, Some(4), "{err}");
+}
+
+/// Starts `tcpkit ARGS` (a server printing `listening on ENDPOINT ...`
+/// first) and returns it, its endpoint and its stderr lines.
+fn started(args: &[&str]) -> (Proc, String, Receiver<String>) {
+    let mut child = tcpkit()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = lines(child.stdout.take().expect("stdout"));
+    let errors = lines(child.stderr.take().expect("stderr"));
+    let proc = Proc(child);
+    let first = out.recv_timeout(DEADLINE).expect("listening line");
+    let addr = first
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no endpoint in {first:?}"))
+        .to_owned();
+    (proc, addr, errors)
+}
+
+/// Waits for a stderr line containing `what`.
+fn said(errors: &Receiver<String>, what: &str) {
+    let start = Instant::now();
+    while let Some(left) = DEADLINE.checked_sub(start.elapsed()) {
+        match errors.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return,
+            Ok(_) => {}
+            Err(e) => panic!("no stderr line with {what:?}: {e}"),
+        }
+    }
+    panic!("no stderr line with {what:?} within {DEADLINE:?}");
+}
+
+#[test]
+fn sighup_with_nothing_to_reload_is_logged_and_serving_goes_on() {
+    // No TLS, no access-list files: SIGHUP's default action (terminate)
+    // would kill a daemon at a `systemctl reload` or a closed terminal.
+    let (server, addr, server_err) = started(&["serve", "--listen", "127.0.0.1:0", "-v"]);
+    // relay shares serve's server code and signal handling.
+    let (relay, relay_addr, relay_err) =
+        started(&["relay", "--listen", "127.0.0.1:0", "--to", &addr, "-v"]);
+    for (proc, errors) in [(&server, &server_err), (&relay, &relay_err)] {
+        proc.signal(libc::SIGHUP);
+        said(errors, "SIGHUP: nothing to reload");
+    }
+    // Both still serve: an echo through the relay.
+    let mut client = echoed_client(&relay_addr);
+    client.write_all(b"after SIGHUP").expect("write");
+    let mut back = [0u8; 12];
+    client
+        .read_exact(&mut back)
+        .expect("echo through the relay");
+    assert_eq!(&back, b"after SIGHUP");
+    drop(client);
+    for mut proc in [relay, server] {
+        proc.signal(libc::SIGTERM);
+        let status = proc.wait();
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    }
+}

@@ -13,7 +13,7 @@ use tcpkit::client::{
     ConnectOptions, Connector, DumpFormat, Family, PipeEnd, PipeOptions, PipeStats, SessionDump,
     pipe, pipe_stream,
 };
-use tcpkit::endpoint::{HostPort, Target};
+use tcpkit::endpoint::{Host, HostPort, Target};
 use tokio::io::AsyncRead;
 
 use super::Globals;
@@ -192,14 +192,40 @@ impl Args {
         Ok(parsed?)
     }
 
-    /// The library's connect options for these flags (validates `--source`).
-    fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
+    /// The library's connect options for these flags (validates `--source`,
+    /// and `-4`/`-6` against the target's and the source's IP literals).
+    fn connect_options(&self, target: &HostPort) -> anyhow::Result<ConnectOptions> {
         let source = self.source.as_deref().map(parse_source).transpose()?;
         let family = match (self.ipv4, self.ipv6) {
             (true, _) => Family::V4,
             (_, true) => Family::V6,
             _ => Family::Any,
         };
+        // An address of the other family can never be tried: a usage
+        // conflict (exit 2), not a lookup that found nothing (exit 3).
+        let (flag, family_name) = if self.ipv6 {
+            ("-6", "IPv6")
+        } else {
+            ("-4", "IPv4")
+        };
+        if self.ipv4 || self.ipv6 {
+            if let Host::Ip(ip, _) = target.host()
+                && ip.is_ipv6() != self.ipv6
+            {
+                return Err(values::invalid(
+                    flag,
+                    format_args!("{target} is not an {family_name} address"),
+                ));
+            }
+            if let Some(ep) = &source
+                && ep.is_ipv6() != self.ipv6
+            {
+                return Err(values::invalid(
+                    flag,
+                    format_args!("--source {ep} is not an {family_name} address"),
+                ));
+            }
+        }
         Ok(ConnectOptions {
             attempt_timeout: Some(self.timeout),
             overall_timeout: Some(self.timeout),
@@ -217,7 +243,7 @@ pub fn run(args: Args, globals: Globals) -> anyhow::Result<ExitCode> {
     }
     // Validate everything before a socket opens.
     let target = args.target()?;
-    let options = args.connect_options()?;
+    let options = args.connect_options(&target)?;
     let dump = args.session.open_dump()?;
     let pipe_options = args.session.pipe_options(args.lines);
     let verbose = globals.verbose > 0 && !globals.quiet;

@@ -5,7 +5,8 @@
 //! `listening on <ENDPOINT> (<mode>, backlog <N>)`, with the endpoint actually
 //! bound, followed by ` (tls)` when serving TLS (flags in `serve_tls`). SIGHUP
 //! reloads the certificate files and the `--allow-file`/`--deny-file` access
-//! lists (flags in `serve_access`). Signals are wired here, never in the
+//! lists (flags in `serve_access`); with neither, it is logged and ignored
+//! (never the default action, which terminates). Signals are wired here, never in the
 //! library: the first SIGINT/SIGTERM drains, a second closes everything at
 //! once.
 
@@ -568,13 +569,21 @@ async fn serve<S: Service>(
     Ok(summary)
 }
 
+/// Whether a SIGHUP handler that reloads something (TLS files, access-list
+/// files) is installed; set by [`watch_reload`] and [`watch_access_reload`].
+static SIGHUP_RELOADS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// First SIGINT/SIGTERM: graceful shutdown, saying on stderr how many
 /// connections are draining and for how long at most; second: immediate.
+/// SIGHUP is always caught (its default action terminates: a closed
+/// terminal or a `systemctl reload` must not kill the server); with
+/// nothing to reload it is logged and ignored.
 fn watch_signals(server: &Server, quiet: bool) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let install =
         |kind, name| signal(kind).map_err(|e| Error::io(e, format_args!("install {name} handler")));
     let mut int = install(SignalKind::interrupt(), "SIGINT")?;
     let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
     let handle = server.handle();
     let metrics = server.metrics();
     let grace = server.config().shutdown_grace;
@@ -584,6 +593,13 @@ fn watch_signals(server: &Server, quiet: bool) -> anyhow::Result<tokio::task::Jo
             let name = tokio::select! {
                 _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
+                _ = hup.recv() => {
+                    // The reload handlers, if any, get this signal too.
+                    if !SIGHUP_RELOADS.load(std::sync::atomic::Ordering::Relaxed) {
+                        tracing::info!("SIGHUP: nothing to reload");
+                    }
+                    continue;
+                }
             };
             seen += 1;
             if seen == 1 {
@@ -610,6 +626,7 @@ fn watch_signals(server: &Server, quiet: bool) -> anyhow::Result<tokio::task::Jo
 fn watch_reload(reloader: tcpkit::tls::TlsReloader) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut hup =
         signal(SignalKind::hangup()).map_err(|e| Error::io(e, "install SIGHUP handler"))?;
+    SIGHUP_RELOADS.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match reloader.reload() {
@@ -642,6 +659,7 @@ fn watch_access_reload(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut hup =
         signal(SignalKind::hangup()).map_err(|e| Error::io(e, "install SIGHUP handler"))?;
+    SIGHUP_RELOADS.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match sources.build() {
