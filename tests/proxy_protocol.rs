@@ -683,3 +683,46 @@ fn chat_greets_only_after_the_header() {
     assert!(who.contains("user1"), "{who:?}");
     assert_eq!(server.metrics.snapshot().rejected_proxy_missing, 0);
 }
+
+/// A connection the server accepted just before a shutdown (or a
+/// handover, which shuts the old server down) began still gets its header
+/// read and is served: its balancer already counted it as delivered, so
+/// closing it would drop a client mid-restart. One that sends nothing is
+/// let go once it has been quiet for `DRAIN_QUIET`, not held for the grace.
+#[test]
+fn a_connection_accepted_before_shutdown_is_still_served() {
+    let server = start(trusting(&["127.0.0.1/32"]), WhoAmI);
+    let mut late = connect(server.addr);
+    let mut silent = connect(server.addr);
+    let start = Instant::now();
+    while server.metrics.snapshot().connections_accepted < 2 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the two connections were not accepted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.handle.shutdown();
+    std::thread::sleep(Duration::from_millis(100));
+    let tcp_peer = late.local_addr().expect("local").to_string();
+    let mut bytes = proxy::encode(
+        Version::V2,
+        addr("203.0.113.7:4242"),
+        addr("192.0.2.1:3333"),
+    );
+    bytes.extend_from_slice(b"first\n");
+    late.write_all(&bytes).expect("write");
+    assert_eq!(
+        read_line(&mut late),
+        format!("203.0.113.7:4242 {tcp_peer}\n"),
+        "the header sent after shutdown began"
+    );
+    assert_eq!(read_line(&mut late), "first\n", "the bytes behind it");
+    let quiet = Instant::now();
+    assert_closed(&mut silent, "a connection that never sent its header");
+    assert!(
+        quiet.elapsed() < Duration::from_secs(5),
+        "the silent connection was held {:?}, not let go after DRAIN_QUIET",
+        quiet.elapsed()
+    );
+}
