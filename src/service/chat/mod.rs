@@ -6,7 +6,17 @@
 //! `lobby`), `/who`, `/quit`. Server notices start with `* `. Lines end in
 //! `\n` or `\r\n` and are passed on as bytes (UTF-8 or not); a line over the
 //! maximum gets an error line and closes its sender only. Each client has a
-//! bounded queue; one that falls behind is disconnected with a reason. A
+//! bounded queue; one that falls behind is disconnected with a reason.
+//!
+//! Slow consumers: after each line, its sender waits for every other member
+//! of the room whose queue is more than half full until it is below half
+//! again, at most [`STALL_WINDOW`] (250 ms) per line in all. A member whose
+//! socket accepted no bytes during such a whole wait is dropped as a slow
+//! consumer, as is one whose queue fills. So a reader that keeps up with a paste (its
+//! socket takes bytes) is never dropped, the paster is held back by TCP, and
+//! a reader that stops reading costs the others about `STALL_WINDOW` once.
+//! Queued lines go out in batches: one `writev` (or one copied write on
+//! TLS) per wake-up, up to 64 lines or 64 KiB; see `outbox`. A
 //! room replays its last [`DEFAULT_HISTORY`] lines to whoever joins. The
 //! idle timeout counts lines in and bytes out, so a member who only reads
 //! stays while the room talks (see `Idle`).
@@ -73,7 +83,7 @@ pub const SLOW_DEADLINE: Duration = Duration::from_secs(2);
 /// The slow-consumer rule's window. After each line, a sender waits for
 /// every other member of the room whose queue is more than half full
 /// ("lagging") until its queue is below half again, but never longer than
-/// this per line. A lagging member whose socket accepted no bytes at all
+/// this per line (however many lag). A lagging member whose socket accepted no bytes at all
 /// during such a wait of this length is dropped as a slow consumer; one
 /// that made progress is not (the sender goes on; a member whose queue
 /// fills is dropped at once). So one reader that stops reading costs the
@@ -422,9 +432,9 @@ async fn read_loop(
     }
 }
 
-/// Waits, after a line, for each of `lagging` (members of `room` whose
-/// queues were more than half full) by the [`STALL_WINDOW`] rule: see
-/// [`wait_for_reader`]. With a bus, also until its publish queue is below
+/// Waits, after a line, for `lagging` (members of `room` whose queues were
+/// more than half full) by the [`STALL_WINDOW`] rule: see
+/// [`wait_for_readers`]. With a bus, also until its publish queue is below
 /// half (at most [`SLOW_DEADLINE`]). While it waits this session reads
 /// nothing more, so a pasting client is held back by TCP, not by the
 /// server's memory.
@@ -438,35 +448,39 @@ async fn pace(hub: &Hub, lagging: Vec<Member>, room: &str, metrics: &Metrics) {
             tokio::time::sleep(PACE_POLL).await;
         }
     }
-    for member in lagging {
-        count_slow(metrics, wait_for_reader(hub, room, &member).await);
-    }
+    count_slow(metrics, wait_for_readers(hub, room, lagging).await);
 }
 
-/// Waits until `member`'s queue is at most half full, for at most
-/// [`STALL_WINDOW`]; if its socket took no bytes in that whole window, drops
-/// it from `room` as a slow consumer. Returns how many were dropped.
+/// Waits until each of `lagging` (members of `room`) has its queue at most
+/// half full, all together for at most [`STALL_WINDOW`]; then drops as slow
+/// consumers those still behind whose socket took no bytes in that whole
+/// window. Returns how many were dropped.
 ///
 /// Polled, not `reserve_many`: a waiting reservation would take every slot
 /// the member frees, so other senders' `try_send` would find the queue full
 /// and drop a reader that is keeping up.
-pub(super) async fn wait_for_reader(hub: &Hub, room: &str, member: &Member) -> usize {
+pub(super) async fn wait_for_readers(hub: &Hub, room: &str, mut lagging: Vec<Member>) -> usize {
     let start = Instant::now();
-    while member.tx.capacity() * 2 < member.tx.max_capacity()
-        && !member.tx.is_closed()
-        && !member.kick.is_cancelled()
-    {
+    let mut kicked = 0;
+    loop {
+        lagging.retain(|m| {
+            m.tx.capacity() * 2 < m.tx.max_capacity() && !m.tx.is_closed() && !m.kick.is_cancelled()
+        });
+        if lagging.is_empty() {
+            return kicked;
+        }
         if start.elapsed() >= STALL_WINDOW {
-            if member.last_write.at() < start {
-                return hub.kick(room, member.id);
+            for m in &lagging {
+                if m.last_write.at() < start {
+                    kicked += hub.kick(room, m.id);
+                }
             }
-            // Behind but writing: no longer a wait for this line. If its
-            // queue fills, the next line said drops it.
-            break;
+            // The others are behind but writing: no longer a wait for this
+            // line. If one's queue fills, the next line said drops it.
+            return kicked;
         }
         tokio::time::sleep(PACE_POLL).await;
     }
-    0
 }
 
 /// One line from the client: a command or a message for the room. A

@@ -39,11 +39,11 @@
 //! across instances resumes within `BACKOFF_MAX` plus one connect.
 //! `/who`, `/nick` and a joiner's history wait at most `REQUEST_TIMEOUT`.
 //! Received lines are delivered with `try_send`, then paced as a local
-//! sender is: the subscription waits (at most [`super::STALL_WINDOW`] per
-//! lagging reader, dropping one whose socket took no bytes meanwhile as
-//! slow) until this instance's readers of that room have half their queue
-//! free, so a paste on one instance reaches the readers that keep up on
-//! every instance. What arrives meanwhile waits in the `redis` client's
+//! sender is: the subscription waits until this instance's readers of that
+//! room have half their queue free, at most [`super::STALL_WINDOW`] a line,
+//! dropping as slow a reader whose socket took no bytes meanwhile; so a
+//! paste on one instance reaches the readers that keep up on every
+//! instance. What arrives meanwhile waits in the `redis` client's
 //! subscription buffer, which is unbounded: bounded in practice by the
 //! senders' rate times that wait, since senders are paced by their own
 //! instance's readers.
@@ -427,20 +427,19 @@ impl Inner {
 
     /// As a session after its own line (`pace` in `mod.rs`): waits until
     /// every member of `room` here has half its queue free, at most
-    /// [`super::STALL_WINDOW`] per lagging member, dropping as slow one
-    /// whose socket took no bytes meanwhile ([`super::wait_for_reader`]). So a paste
+    /// [`super::STALL_WINDOW`], dropping as slow those whose socket took no
+    /// bytes meanwhile ([`super::wait_for_readers`]). So a paste
     /// on another instance reaches readers here that keep up, as it does
     /// on the sender's instance. Meanwhile the subscription's messages wait
     /// in the client's buffer (at most the senders' rate times that
-    /// window per lagging reader).
+    /// window).
     async fn pace(&self, room: &str) {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
-        for member in hub.lagging(room, u64::MAX) {
-            for _ in 0..super::wait_for_reader(&hub, room, &member).await {
-                self.metrics.slow_consumer();
-            }
+        let lagging = hub.lagging(room, u64::MAX);
+        for _ in 0..super::wait_for_readers(&hub, room, lagging).await {
+            self.metrics.slow_consumer();
         }
     }
 }
