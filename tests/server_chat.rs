@@ -368,7 +368,7 @@ async fn a_burst_reaches_every_reader_once_in_order_when_writes_are_batched() {
                 if i == 1 {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
-                let mut next = vec![0usize; SENDERS];
+                let mut next = [0usize; SENDERS];
                 while next.iter().any(|&n| n < LINES) {
                     let line = r.recv().await.expect("reader gets every line");
                     let Some(k) = names
