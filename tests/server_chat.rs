@@ -335,3 +335,161 @@ async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
     let summary = server.stop().await;
     assert_eq!(summary.snapshot.slow_consumers, 1);
 }
+
+/// Several senders paste at once into a room whose readers are slow to
+/// start reading, so the server's write loop finds many lines queued per
+/// member and writes them in batches (one `writev` each): every reader
+/// still gets every line exactly once, in each sender's order, uncut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_reaches_every_reader_once_in_order_when_writes_are_batched() {
+    const SENDERS: usize = 4;
+    const LINES: usize = 300;
+    let server = start(ServerBuilder::new(), Chat::new().with_queue(1024));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        readers.push(join(server.addr).await.0);
+    }
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        senders.push(join(server.addr).await);
+    }
+    // Everyone is in the room once the first reader hears the last joiner.
+    let last = &senders[SENDERS - 1].1;
+    for r in &mut readers {
+        r.expect(&format!("* {last} joined lobby")).await;
+    }
+    let reading = readers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            let names: Vec<String> = senders.iter().map(|(_, n)| n.clone()).collect();
+            tokio::spawn(async move {
+                // The second reader starts late: its lines pile up.
+                if i == 1 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                let mut next = [0usize; SENDERS];
+                while next.iter().any(|&n| n < LINES) {
+                    let line = r.recv().await.expect("reader gets every line");
+                    let Some(k) = names
+                        .iter()
+                        .position(|n| line.starts_with(&format!("{n}: ")))
+                    else {
+                        continue; // a notice
+                    };
+                    let want = format!(
+                        "{}: line {} of sender {k} {}",
+                        names[k],
+                        next[k],
+                        "z".repeat(next[k] % 50)
+                    );
+                    assert_eq!(line, want, "reader {i}");
+                    next[k] += 1;
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    let sending = senders
+        .into_iter()
+        .enumerate()
+        .map(|(k, (mut s, _))| {
+            tokio::spawn(async move {
+                let paste: String = (0..LINES)
+                    .map(|i| format!("line {i} of sender {k} {}\n", "z".repeat(i % 50)))
+                    .collect();
+                s.send_bytes(paste.as_bytes()).await;
+                s
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut keep = Vec::new();
+    for s in sending {
+        keep.push(within(DEADLINE, "paste", s).await.expect("sender"));
+    }
+    for r in reading {
+        within(Duration::from_secs(30), "readers", r)
+            .await
+            .expect("reader saw every line once, in order");
+    }
+    drop(keep);
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.slow_consumers, 0);
+}
+
+/// A member that never reads, in a room with a steady sender: it is dropped
+/// as a slow consumer once its socket takes no more bytes for
+/// `STALL_WINDOW` (250 ms), and meanwhile the other member's lines keep
+/// arriving: the largest gap it sees stays far below the old 2 s wait per
+/// line (the bound here is generous for a loaded host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_dropped_without_stalling_the_room() {
+    let server = start(ServerBuilder::new(), Chat::new().with_queue(32));
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let slow_stream = within(DEADLINE, "connect", sock.connect(server.addr))
+        .await
+        .unwrap();
+    let mut slow = LineClient::from_stream(slow_stream);
+    slow.recv().await.expect("welcome");
+    let (mut reader, _) = join(server.addr).await;
+    let (mut sender, sender_name) = join(server.addr).await;
+    reader
+        .expect(&format!("* {sender_name} joined lobby"))
+        .await;
+
+    let prefix = format!("{sender_name}: ");
+    let receiving = tokio::spawn(async move {
+        let mut arrivals = Vec::new();
+        let mut n = 0usize;
+        loop {
+            let line = reader.recv().await.expect("reader gets every line");
+            let Some(text) = line.strip_prefix(&prefix) else {
+                continue; // a notice
+            };
+            if text == "done" {
+                return arrivals;
+            }
+            assert!(text.starts_with(&format!("{n} ")), "line {n}: {text:.20}");
+            n += 1;
+            arrivals.push(tokio::time::Instant::now());
+        }
+    });
+    // 7,000-byte lines every 5 ms (1.4 MB/s): the kernel's send buffer
+    // toward the slow member (up to 4 MiB) fills within a few seconds.
+    let filler = "s".repeat(7000);
+    let mut i = 0usize;
+    let mut dropped_at = None;
+    within(Duration::from_secs(40), "slow member dropped", async {
+        loop {
+            sender.send(&format!("{i} {filler}")).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if dropped_at.is_none() && server.metrics.snapshot().slow_consumers == 1 {
+                dropped_at = Some(i);
+            }
+            // A little more after the drop, to see the room flow again.
+            if dropped_at.is_some_and(|at| i >= at + 50) {
+                break;
+            }
+        }
+    })
+    .await;
+    sender.send("done").await;
+    let arrivals = within(Duration::from_secs(30), "reader", receiving)
+        .await
+        .expect("reader task");
+    assert_eq!(arrivals.len(), i, "the reader got every line");
+    let gap = arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .expect("lines");
+    eprintln!("largest gap between the reader's lines: {gap:?}");
+    assert!(
+        gap < Duration::from_millis(1500),
+        "the others waited {gap:?} for the slow member"
+    );
+    drop(slow);
+    let summary = server.stop().await;
+    assert_eq!(summary.snapshot.slow_consumers, 1);
+}

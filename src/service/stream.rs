@@ -213,6 +213,26 @@ impl AsyncWrite for WriteHalf<'_> {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            WriteInner::Tcp(h) => Pin::new(h).poll_write_vectored(cx, bufs),
+            WriteInner::Other(h) => Pin::new(h).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    /// True for plain TCP (one `writev` takes several buffers); for other
+    /// streams, whatever the stream says.
+    fn is_write_vectored(&self) -> bool {
+        match &self.0 {
+            WriteInner::Tcp(h) => h.is_write_vectored(),
+            WriteInner::Other(h) => h.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
             WriteInner::Tcp(h) => Pin::new(h).poll_flush(cx),

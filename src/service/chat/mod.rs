@@ -6,7 +6,17 @@
 //! `lobby`), `/who`, `/quit`. Server notices start with `* `. Lines end in
 //! `\n` or `\r\n` and are passed on as bytes (UTF-8 or not); a line over the
 //! maximum gets an error line and closes its sender only. Each client has a
-//! bounded queue; one that falls behind is disconnected with a reason. A
+//! bounded queue; one that falls behind is disconnected with a reason.
+//!
+//! Slow consumers: after each line, its sender waits for every other member
+//! of the room whose queue is more than half full until it is below half
+//! again, at most [`STALL_WINDOW`] (250 ms) per line in all. A member whose
+//! socket accepted no bytes during such a whole wait is dropped as a slow
+//! consumer, as is one whose queue fills. So a reader that keeps up with a paste (its
+//! socket takes bytes) is never dropped, the paster is held back by TCP, and
+//! a reader that stops reading costs the others about `STALL_WINDOW` once.
+//! Queued lines go out in batches: one `writev` (or one copied write on
+//! TLS) per wake-up, up to 64 lines or 64 KiB; see `outbox`. A
 //! room replays its last [`DEFAULT_HISTORY`] lines to whoever joins. The
 //! idle timeout counts lines in and bytes out, so a member who only reads
 //! stays while the room talks (see `Idle`).
@@ -64,10 +74,22 @@ pub const DEFAULT_HISTORY: usize = 20;
 /// Longest `/nick` or `/join` argument, in bytes.
 pub const MAX_NAME: usize = 32;
 
-/// How long a sender waits for a lagging member's queue to drain below half
-/// before that member counts as slow and is dropped. It bounds how long one
-/// slow reader can hold up a sender; readers that keep up never hit it.
+/// How long a sender waits, at most, for the bus's publish queue to drain
+/// below half (`serve --bus`) before its next line; past it, lines for other
+/// instances are dropped (counted) rather than the sender held longer.
+/// Lagging *readers* are judged by [`STALL_WINDOW`] instead.
 pub const SLOW_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The slow-consumer rule's window. After each line, a sender waits for
+/// every other member of the room whose queue is more than half full
+/// ("lagging") until its queue is below half again, but never longer than
+/// this per line (however many lag). A lagging member whose socket accepted no bytes at all
+/// during such a wait of this length is dropped as a slow consumer; one
+/// that made progress is not (the sender goes on; a member whose queue
+/// fills is dropped at once). So one reader that stops reading costs the
+/// others at most about this long once, and a reader that keeps up with
+/// a paste (its socket takes bytes) is never dropped for being behind.
+pub const STALL_WINDOW: Duration = Duration::from_millis(250);
 
 /// How often a pacing sender looks at a lagging member's queue again.
 const PACE_POLL: Duration = Duration::from_millis(2);
@@ -149,6 +171,8 @@ struct Me {
     room: String,
     tx: mpsc::Sender<Bytes>,
     kick: CancellationToken,
+    /// When its write loop last got bytes into the socket.
+    last_write: Arc<LastWrite>,
     /// Bytes read from the client so far (taken into [`Served`] at the
     /// end; whatever is left at drop goes to `metrics`).
     bytes_in: u64,
@@ -172,6 +196,7 @@ impl Me {
             name: self.name.clone(),
             tx: self.tx.clone(),
             kick: self.kick.clone(),
+            last_write: self.last_write.clone(),
         }
     }
 
@@ -207,6 +232,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
         room: DEFAULT_ROOM.to_owned(),
         tx,
         kick: CancellationToken::new(),
+        last_write: Arc::new(LastWrite::new()),
         bytes_in: 0,
         metrics: metrics.clone(),
     };
@@ -217,7 +243,7 @@ async fn session(hub: Arc<Hub>, queue: usize, conn: Connection) -> Served {
     join(&hub, &me, &metrics, false).await;
 
     let mut out = Outbox::new(rx, metrics.clone());
-    let last_write = LastWrite::new();
+    let last_write = me.last_write.clone();
     let (rd, mut wr) = stream.split();
     let reason = {
         let mut lines = FramedRead::new(rd, LineCodec::new(max_line));
@@ -310,28 +336,30 @@ fn count_slow(metrics: &Metrics, kicked: usize) {
 }
 
 /// When the write loop last delivered bytes to the client, shared with the
-/// read loop's idle check (both run in the session's one task).
-struct LastWrite {
+/// read loop's idle check (both run in the session's one task) and with
+/// the room ([`Member`]), whose senders judge a lagging member by it.
+#[derive(Debug)]
+pub(crate) struct LastWrite {
     base: Instant,
-    /// Milliseconds after `base`.
-    ms: AtomicU64,
+    /// Microseconds after `base`.
+    us: AtomicU64,
 }
 
 impl LastWrite {
-    fn new() -> LastWrite {
+    pub(crate) fn new() -> LastWrite {
         LastWrite {
             base: Instant::now(),
-            ms: AtomicU64::new(0),
+            us: AtomicU64::new(0),
         }
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.ms.store(ms, Ordering::Relaxed);
+        let us = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.us.store(us, Ordering::Relaxed);
     }
 
     fn at(&self) -> Instant {
-        self.base + Duration::from_millis(self.ms.load(Ordering::Relaxed))
+        self.base + Duration::from_micros(self.us.load(Ordering::Relaxed))
     }
 }
 
@@ -394,20 +422,23 @@ async fn read_loop(
         // The codec strips the terminator: count it as one byte (a `\r`
         // before it goes uncounted, so chat's bytes in are approximate).
         me.bytes_in += line.len() as u64 + 1;
-        if let Some(reason) = handle_line(hub, me, line, metrics).await {
-            return reason;
-        }
-        pace(hub, me, metrics).await;
+        let lagging = match handle_line(hub, me, line, metrics).await {
+            Err(reason) => return reason,
+            Ok(Some(lagging)) => lagging,
+            // A command: look at the room now.
+            Ok(None) => hub.lagging(&me.room, me.id),
+        };
+        pace(hub, lagging, &me.room, metrics).await;
     }
 }
 
-/// Waits, after a line, until every other member of the room has at least
-/// half its queue free again, or drops those that don't within
-/// [`SLOW_DEADLINE`]; with a bus, also until its publish queue is below
+/// Waits, after a line, for `lagging` (members of `room` whose queues were
+/// more than half full) by the [`STALL_WINDOW`] rule: see
+/// [`wait_for_readers`]. With a bus, also until its publish queue is below
 /// half (at most [`SLOW_DEADLINE`]). While it waits this session reads
 /// nothing more, so a pasting client is held back by TCP, not by the
 /// server's memory.
-async fn pace(hub: &Hub, me: &Me, metrics: &Metrics) {
+async fn pace(hub: &Hub, lagging: Vec<Member>, room: &str, metrics: &Metrics) {
     if let Some(bus) = hub.bus() {
         // The bus's publish queue is a reader too: wait (bounded) for it
         // to drain below half; if it does not, lines for other instances
@@ -417,33 +448,52 @@ async fn pace(hub: &Hub, me: &Me, metrics: &Metrics) {
             tokio::time::sleep(PACE_POLL).await;
         }
     }
-    for member in hub.lagging(&me.room, me.id) {
-        let deadline = tokio::time::Instant::now() + SLOW_DEADLINE;
-        // Polled, not `reserve_many`: a waiting reservation would take every
-        // slot the member frees, so other senders' `try_send` would find the
-        // queue full and drop a reader that is keeping up.
-        while member.tx.capacity() * 2 < member.tx.max_capacity()
-            && !member.tx.is_closed()
-            && !member.kick.is_cancelled()
-        {
-            if tokio::time::Instant::now() >= deadline {
-                count_slow(metrics, hub.kick(&me.room, member.id));
-                break;
-            }
-            tokio::time::sleep(PACE_POLL).await;
+    count_slow(metrics, wait_for_readers(hub, room, lagging).await);
+}
+
+/// Waits until each of `lagging` (members of `room`) has its queue at most
+/// half full, all together for at most [`STALL_WINDOW`]; then drops as slow
+/// consumers those still behind whose socket took no bytes in that whole
+/// window. Returns how many were dropped.
+///
+/// Polled, not `reserve_many`: a waiting reservation would take every slot
+/// the member frees, so other senders' `try_send` would find the queue full
+/// and drop a reader that is keeping up.
+pub(super) async fn wait_for_readers(hub: &Hub, room: &str, mut lagging: Vec<Member>) -> usize {
+    let start = Instant::now();
+    let mut kicked = 0;
+    loop {
+        lagging.retain(|m| {
+            m.tx.capacity() * 2 < m.tx.max_capacity() && !m.tx.is_closed() && !m.kick.is_cancelled()
+        });
+        if lagging.is_empty() {
+            return kicked;
         }
+        if start.elapsed() >= STALL_WINDOW {
+            for m in &lagging {
+                if m.last_write.at() < start {
+                    kicked += hub.kick(room, m.id);
+                }
+            }
+            // The others are behind but writing: no longer a wait for this
+            // line. If one's queue fills, the next line said drops it.
+            return kicked;
+        }
+        tokio::time::sleep(PACE_POLL).await;
     }
 }
 
-/// One line from the client: a command or a message for the room.
+/// One line from the client: a command or a message for the room. A
+/// message returns the members it left lagging (see [`Hub::say_lagging`]);
+/// a command returns `None` (or the reason to close).
 async fn handle_line(
     hub: &Hub,
     me: &mut Me,
     line: Bytes,
     metrics: &Metrics,
-) -> Option<CloseReason> {
+) -> Result<Option<Vec<Member>>, CloseReason> {
     if line.is_empty() {
-        return None;
+        return Ok(Some(Vec::new()));
     }
     if line.first() != Some(&b'/') {
         let mut msg = BytesMut::with_capacity(me.name.len() + line.len() + 4);
@@ -451,15 +501,16 @@ async fn handle_line(
         msg.put_slice(b": ");
         msg.put_slice(&line);
         msg.put_slice(b"\r\n");
-        count_slow(metrics, hub.say(&me.room, me.id, &msg.freeze()));
-        return None;
+        let (kicked, lagging) = hub.say_lagging(&me.room, me.id, &msg.freeze());
+        count_slow(metrics, kicked);
+        return Ok(Some(lagging));
     }
     let text = String::from_utf8_lossy(&line);
     let mut words = text.splitn(2, char::is_whitespace);
     let command = words.next().unwrap_or_default();
     let arg = words.next().map(str::trim).unwrap_or_default();
     match command {
-        "/quit" => return Some(CloseReason::Done),
+        "/quit" => return Err(CloseReason::Done),
         "/who" => match hub.bus() {
             Some(bus) => match bus.who(&me.room).await {
                 Some(names) => me.tell(format_args!("in {}: {}", me.room, names.join(", "))),
@@ -486,7 +537,7 @@ async fn handle_line(
             Ok(room) => {
                 if hub.leave(&me.room, me.id).is_none() {
                     // Dropped as slow in the meantime.
-                    return Some(CloseReason::SlowConsumer);
+                    return Err(CloseReason::SlowConsumer);
                 }
                 me.room = room.to_owned();
                 join(hub, me, metrics, true).await;
@@ -496,7 +547,7 @@ async fn handle_line(
             "error: unknown command {other}; try /nick NAME, /join ROOM, /who, /quit"
         )),
     }
-    None
+    Ok(None)
 }
 
 /// `/nick name`: with a bus, the name is first claimed on every instance.

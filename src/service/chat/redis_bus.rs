@@ -30,7 +30,7 @@
 //! [`PUBLISH_QUEUE`] entries with `try_send`, and a full queue drops the
 //! line (counted in `chat_bus_dropped`, logged once per episode). A sender
 //! whose line left the queue over half full waits before its next line,
-//! at most [`super::SLOW_DEADLINE`], as for a lagging reader. One task empties the queue in batches, each one request with a
+//! at most [`super::SLOW_DEADLINE`]. One task empties the queue in batches, each one request with a
 //! deadline of [`REQUEST_TIMEOUT`]; a request that times out counts a stall
 //! and drops the connection. While the bus is down, lines are delivered
 //! here only and the published ones are dropped (counted); members get one
@@ -39,10 +39,11 @@
 //! across instances resumes within `BACKOFF_MAX` plus one connect.
 //! `/who`, `/nick` and a joiner's history wait at most `REQUEST_TIMEOUT`.
 //! Received lines are delivered with `try_send`, then paced as a local
-//! sender is: the subscription waits (up to 2 s a reader, then drops it as
-//! slow) until this instance's readers of that room have half their queue
-//! free, so a paste on one instance reaches the readers that keep up on
-//! every instance. What arrives meanwhile waits in the `redis` client's
+//! sender is: the subscription waits until this instance's readers of that
+//! room have half their queue free, at most [`super::STALL_WINDOW`] a line,
+//! dropping as slow a reader whose socket took no bytes meanwhile; so a
+//! paste on one instance reaches the readers that keep up on every
+//! instance. What arrives meanwhile waits in the `redis` client's
 //! subscription buffer, which is unbounded: bounded in practice by the
 //! senders' rate times that wait, since senders are paced by their own
 //! instance's readers.
@@ -425,30 +426,20 @@ impl Inner {
     }
 
     /// As a session after its own line (`pace` in `mod.rs`): waits until
-    /// every member of `room` here has half its queue free, dropping as
-    /// slow one that does not within [`super::SLOW_DEADLINE`]. So a paste
+    /// every member of `room` here has half its queue free, at most
+    /// [`super::STALL_WINDOW`], dropping as slow those whose socket took no
+    /// bytes meanwhile ([`super::wait_for_readers`]). So a paste
     /// on another instance reaches readers here that keep up, as it does
     /// on the sender's instance. Meanwhile the subscription's messages wait
     /// in the client's buffer (at most the senders' rate times that
-    /// deadline per lagging reader).
+    /// window).
     async fn pace(&self, room: &str) {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
-        for member in hub.lagging(room, u64::MAX) {
-            let deadline = tokio::time::Instant::now() + super::SLOW_DEADLINE;
-            while member.tx.capacity() * 2 < member.tx.max_capacity()
-                && !member.tx.is_closed()
-                && !member.kick.is_cancelled()
-            {
-                if tokio::time::Instant::now() >= deadline {
-                    for _ in 0..hub.kick(room, member.id) {
-                        self.metrics.slow_consumer();
-                    }
-                    break;
-                }
-                tokio::time::sleep(super::PACE_POLL).await;
-            }
+        let lagging = hub.lagging(room, u64::MAX);
+        for _ in 0..super::wait_for_readers(&hub, room, lagging).await {
+            self.metrics.slow_consumer();
         }
     }
 }

@@ -4,9 +4,11 @@
 //! queue and a message is `try_send`'d to it. A member whose queue is full is
 //! removed and told to go (its `kick` token), so one slow reader never slows
 //! the room. Senders pace themselves against that hard bound: after each
-//! line a session waits (outside the lock, up to a deadline) for any member
-//! whose queue is over half full, see [`Hub::lagging`]; so a paste of
-//! thousands of lines reaches readers that keep up instead of kicking them.
+//! line a session waits (outside the lock, at most
+//! [`super::STALL_WINDOW`] per line) for any member whose queue is over half
+//! full, see [`Hub::say_lagging`]; so a paste of thousands of lines reaches
+//! readers that keep up instead of kicking them, and a member whose socket
+//! takes no bytes for that window is dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::LastWrite;
 use super::bus::Bus;
 use crate::metrics::ChatGauges;
 
@@ -33,6 +36,16 @@ pub struct Member {
     pub(crate) tx: mpsc::Sender<Bytes>,
     /// Cancelled when the member is disconnected for falling behind.
     pub(crate) kick: CancellationToken,
+    /// When its socket last took bytes: a lagging member that makes no
+    /// progress for [`super::STALL_WINDOW`] is dropped.
+    pub(crate) last_write: Arc<LastWrite>,
+}
+
+impl Member {
+    /// Whether its queue is more than half full.
+    fn lags(&self) -> bool {
+        self.tx.capacity() * 2 < self.tx.max_capacity()
+    }
 }
 
 /// The members of one room, and its last few lines.
@@ -47,8 +60,14 @@ pub struct Room {
 
 impl Room {
     /// Queues `msg` to every member but `from`; returns those too slow to
-    /// take it, already removed from the room.
-    fn send_others(&mut self, from: Option<u64>, msg: &Bytes) -> Vec<Member> {
+    /// take it, already removed from the room. With `lagging`, also collects
+    /// those whose queue is more than half full after it (in the same pass).
+    fn send_others(
+        &mut self,
+        from: Option<u64>,
+        msg: &Bytes,
+        mut lagging: Option<&mut Vec<Member>>,
+    ) -> Vec<Member> {
         let mut slow = Vec::new();
         self.members.retain(|m| {
             if Some(m.id) == from {
@@ -60,8 +79,16 @@ impl Room {
                     slow.push(m.clone());
                     false
                 }
+                Ok(()) => {
+                    if let Some(lagging) = lagging.as_deref_mut()
+                        && m.lags()
+                    {
+                        lagging.push(m.clone());
+                    }
+                    true
+                }
                 // Closed: that member is on its way out already.
-                _ => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => true,
             }
         });
         slow
@@ -89,8 +116,9 @@ impl Room {
         from: Option<u64>,
         msg: &Bytes,
         bus: Option<&dyn Bus>,
+        lagging: Option<&mut Vec<Member>>,
     ) -> usize {
-        let slow = self.send_others(from, msg);
+        let slow = self.send_others(from, msg, lagging);
         for m in &slow {
             let notice = notice(format_args!("{} left {room} (too slow)", m.name));
             self.announce(None, &notice);
@@ -174,7 +202,7 @@ impl Hub {
             r.announce(None, msg);
             0
         } else {
-            r.broadcast(room, None, msg, bus)
+            r.broadcast(room, None, msg, bus, None)
         };
         let after = r.members.len();
         if after == 0 {
@@ -221,10 +249,17 @@ impl Hub {
         // (every mutation is a single push/retain), so poison is ignored.
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let rooms_before = rooms.len();
-        let r = rooms.entry(room.to_owned()).or_default();
-        let before = r.members.len();
-        let out = f(r);
-        let after = r.members.len();
+        // Looked up first: a line said in an existing room (the common
+        // case) allocates no key.
+        let run = |r: &mut Room| {
+            let before = r.members.len();
+            let out = f(r);
+            (out, before, r.members.len())
+        };
+        let (out, before, after) = match rooms.get_mut(room) {
+            Some(r) => run(r),
+            None => run(rooms.entry(room.to_owned()).or_default()),
+        };
         if after == 0 {
             rooms.remove(room);
         }
@@ -294,6 +329,25 @@ impl Hub {
     /// Queues `msg` to everyone in `room` but `from`; returns how many were
     /// dropped as too slow.
     pub fn say(&self, room: &str, from: u64, msg: &Bytes) -> usize {
+        self.say_inner(room, from, msg, None)
+    }
+
+    /// [`Hub::say`], also returning the members it left more than half
+    /// full (what [`Hub::lagging`] would return next), found in the same
+    /// pass under the same lock: the sender paces against them.
+    pub(crate) fn say_lagging(&self, room: &str, from: u64, msg: &Bytes) -> (usize, Vec<Member>) {
+        let mut lagging = Vec::new();
+        let kicked = self.say_inner(room, from, msg, Some(&mut lagging));
+        (kicked, lagging)
+    }
+
+    fn say_inner(
+        &self,
+        room: &str,
+        from: u64,
+        msg: &Bytes,
+        lagging: Option<&mut Vec<Member>>,
+    ) -> usize {
         let keep = self.history;
         let bus = self.bus_ref();
         self.with_room(room, |r| {
@@ -308,7 +362,7 @@ impl Hub {
             if let Some(bus) = bus {
                 bus.publish(room, msg, true);
             }
-            r.broadcast(room, Some(from), msg, bus)
+            r.broadcast(room, Some(from), msg, bus, lagging)
         })
     }
 
@@ -350,7 +404,7 @@ impl Hub {
         self.with_room(room, |r| {
             r.members
                 .iter()
-                .filter(|m| m.id != from && m.tx.capacity() * 2 < m.tx.max_capacity())
+                .filter(|m| m.id != from && m.lags())
                 .cloned()
                 .collect()
         })
@@ -394,6 +448,7 @@ mod tests {
             name: format!("user{id}"),
             tx,
             kick: CancellationToken::new(),
+            last_write: Arc::new(LastWrite::new()),
         };
         (m, rx)
     }
