@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -178,9 +178,24 @@ async fn copy_inner(
             let (mut c_rd, mut c_wr) = client.split();
             let (mut u_rd, mut u_wr) = upstream.split();
             let (mut up, mut down) = (Flow::new(limits.splice), Flow::new(limits.splice));
+            // Whether each direction has passed its EOF on: the one that
+            // finishes second leaves its FIN to the close that follows.
+            // (Atomics only because the pair's future is `Send`: one task
+            // touches them.)
+            let (up_over, down_over) = (AtomicBool::new(false), AtomicBool::new(false));
             drive(
-                |cx| up.poll(cx, &mut c_rd, &mut u_wr, buf_bytes, &moved.up),
-                |cx| down.poll(cx, &mut u_rd, &mut c_wr, buf_bytes, &moved.down),
+                |cx| {
+                    let last = down_over.load(Relaxed);
+                    let r = up.poll(cx, &mut c_rd, &mut u_wr, buf_bytes, &moved.up, last);
+                    up_over.store(matches!(r, Poll::Ready(Ok(()))), Relaxed);
+                    r
+                },
+                |cx| {
+                    let last = up_over.load(Relaxed);
+                    let r = down.poll(cx, &mut u_rd, &mut c_wr, buf_bytes, &moved.down, last);
+                    down_over.store(matches!(r, Poll::Ready(Ok(()))), Relaxed);
+                    r
+                },
                 limits,
                 shutdown,
                 moved,
@@ -334,6 +349,13 @@ impl Flow {
 
     /// Moves what it can from `rd` to `wr`: what is owed first, then reads;
     /// ready once the EOF is passed on (or on a failure).
+    ///
+    /// `last`: the other direction has passed its EOF on already, so the
+    /// pair ends (and both sockets close) as soon as this one is done. Its
+    /// EOF then needs no `shutdown(SHUT_WR)`: the `close(2)` right after
+    /// sends the FIN, after anything still unsent, and it is not a reset,
+    /// since both sockets were read to their EOF (nothing unread in either
+    /// receive queue).
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
@@ -341,6 +363,7 @@ impl Flow {
         wr: &mut tcp::WriteHalf<'_>,
         buf_bytes: usize,
         moved: &AtomicU64,
+        last: bool,
     ) -> Poll<Result<(), Failure>> {
         loop {
             if self.owed_at < self.owed.len() {
@@ -370,7 +393,12 @@ impl Flow {
                 }
             }
             if self.eof {
-                // Everything read was written: shutdown(SHUT_WR), the FIN.
+                if last {
+                    // The close that ends the pair sends the FIN.
+                    return Poll::Ready(Ok(()));
+                }
+                // Everything read was written, the other way still flows:
+                // shutdown(SHUT_WR), the FIN.
                 return Pin::new(&mut *wr).poll_shutdown(cx).map_err(Failure::Write);
             }
             #[cfg(target_os = "linux")]
