@@ -9,6 +9,7 @@
 //! operation (resolve, attempts and retries) has an overall one.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -426,12 +427,32 @@ async fn with_deadline<T>(
     name: &str,
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    match deadline {
-        Some(d) => tokio::time::timeout(d, work)
-            .await
-            .map_err(|_| Error::timed_out(format_args!("connect {name}"), d))?,
-        None => work.await,
+    let Some(d) = deadline else {
+        return work.await;
+    };
+    let at = tokio::time::Instant::now() + d;
+    let mut work = std::pin::pin!(work);
+    // The deadline's timer starts only if the work is still pending after
+    // one turn of the runtime's I/O driver. A loopback handshake is usually
+    // done by then, and a timer that would fire before every other one
+    // costs a wake-up of the driver (an eventfd write) to register. The
+    // deadline still counts from the start.
+    if let Poll::Ready(r) = poll_once(work.as_mut()).await {
+        return r;
     }
+    tokio::task::yield_now().await;
+    if let Poll::Ready(r) = poll_once(work.as_mut()).await {
+        return r;
+    }
+    tokio::time::timeout_at(at, work)
+        .await
+        .map_err(|_| Error::timed_out(format_args!("connect {name}"), d))?
+}
+
+/// Polls `work` once, in the calling task's context (so its wakers are
+/// registered): its result, or `Pending`.
+async fn poll_once<T>(mut work: std::pin::Pin<&mut impl Future<Output = T>>) -> Poll<T> {
+    std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await
 }
 
 /// One error for a failed round: a single address's error as it is; for
