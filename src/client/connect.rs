@@ -402,13 +402,13 @@ async fn connect_nonblocking(ep: Endpoint, source: Option<Endpoint>) -> Result<T
         .ready(Interest::WRITABLE | Interest::ERROR)
         .await
         .map_err(|e| Error::io(e, format_args!("connect {ep}")))?;
-    if ready.is_error() || ready.is_write_closed() || ready.is_read_closed() {
-        if let Some(e) = stream
+    let failed = ready.is_error() || ready.is_write_closed() || ready.is_read_closed();
+    if failed
+        && let Some(e) = stream
             .take_error()
             .map_err(|e| Error::io(e, format_args!("connect {ep}")))?
-        {
-            return Err(Error::io(e, format_args!("connect {ep}")));
-        }
+    {
+        return Err(Error::io(e, format_args!("connect {ep}")));
     }
     Ok(stream)
 }
