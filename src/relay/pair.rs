@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -178,24 +178,9 @@ async fn copy_inner(
             let (mut c_rd, mut c_wr) = client.split();
             let (mut u_rd, mut u_wr) = upstream.split();
             let (mut up, mut down) = (Flow::new(limits.splice), Flow::new(limits.splice));
-            // Whether each direction has passed its EOF on: the one that
-            // finishes second leaves its FIN to the close that follows.
-            // (Atomics only because the pair's future is `Send`: one task
-            // touches them.)
-            let (up_over, down_over) = (AtomicBool::new(false), AtomicBool::new(false));
             drive(
-                |cx| {
-                    let last = down_over.load(Relaxed);
-                    let r = up.poll(cx, &mut c_rd, &mut u_wr, buf_bytes, &moved.up, last);
-                    up_over.store(matches!(r, Poll::Ready(Ok(()))), Relaxed);
-                    r
-                },
-                |cx| {
-                    let last = up_over.load(Relaxed);
-                    let r = down.poll(cx, &mut u_rd, &mut c_wr, buf_bytes, &moved.down, last);
-                    down_over.store(matches!(r, Poll::Ready(Ok(()))), Relaxed);
-                    r
-                },
+                |cx, last| up.poll(cx, &mut c_rd, &mut u_wr, buf_bytes, &moved.up, last),
+                |cx, last| down.poll(cx, &mut u_rd, &mut c_wr, buf_bytes, &moved.down, last),
                 limits,
                 shutdown,
                 moved,
@@ -230,8 +215,8 @@ async fn buffered(
     let down = one_way(&mut u_rd, &mut c_wr, &mut down_buf, &moved.down);
     tokio::pin!(up, down);
     drive(
-        |cx| up.as_mut().poll(cx),
-        |cx| down.as_mut().poll(cx),
+        |cx, _| up.as_mut().poll(cx),
+        |cx, _| down.as_mut().poll(cx),
         limits,
         shutdown,
         moved,
@@ -240,7 +225,9 @@ async fn buffered(
 }
 
 /// Runs both directions (each a poll function that is ready once its EOF
-/// was passed on) under the idle timeout and the shutdown drain.
+/// was passed on) under the idle timeout and the shutdown drain. Each is
+/// told whether the other one is done already (it is then the last: see
+/// [`Flow::poll`]).
 async fn drive<U, D>(
     mut up: U,
     mut down: D,
@@ -249,8 +236,8 @@ async fn drive<U, D>(
     moved: &Moved,
 ) -> Ended
 where
-    U: FnMut(&mut Context<'_>) -> Poll<Result<(), Failure>>,
-    D: FnMut(&mut Context<'_>) -> Poll<Result<(), Failure>>,
+    U: FnMut(&mut Context<'_>, bool) -> Poll<Result<(), Failure>>,
+    D: FnMut(&mut Context<'_>, bool) -> Poll<Result<(), Failure>>,
 {
     let (mut up_done, mut down_done) = (false, false);
     let mut slice = limits.idle_timeout.unwrap_or(FOREVER) / SLICES;
@@ -265,11 +252,11 @@ where
             // I/O first: the timer and the shutdown wait are only polled
             // when neither direction can move.
             biased;
-            r = std::future::poll_fn(&mut up), if !up_done => match r {
+            r = std::future::poll_fn(|cx| up(cx, down_done)), if !up_done => match r {
                 Ok(()) => up_done = true,
                 Err(f) => return f.ended(Side::Client, Side::Upstream),
             },
-            r = std::future::poll_fn(&mut down), if !down_done => match r {
+            r = std::future::poll_fn(|cx| down(cx, up_done)), if !down_done => match r {
                 Ok(()) => down_done = true,
                 Err(f) => return f.ended(Side::Upstream, Side::Client),
             },
