@@ -202,6 +202,79 @@ async fn upstream_half_close_reaches_client_and_the_client_still_sends() {
     relay.stop().await;
 }
 
+/// A clean close each way, in both orders, is a FIN on both sides, never a
+/// reset: the direction that finishes second ends the pair, and its EOF
+/// goes out with the sockets' close (no `shutdown` first), which must not
+/// turn into a RST for the peer that is still reading.
+#[tokio::test]
+async fn a_clean_close_both_ways_is_a_fin_not_a_reset_on_either_side() {
+    let (listener, up_addr) = upstream_listener().await;
+    let relay = relay_to(up_addr, ServerBuilder::new());
+    // Client first: request, EOF; the upstream answers and closes.
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut req = Vec::new();
+        s.read_to_end(&mut req)
+            .await
+            .expect("request up to the EOF");
+        s.write_all(b"reply").await.expect("reply");
+        s.shutdown().await.expect("upstream FIN");
+        // The relay closes its side now: a FIN, so reads end cleanly.
+        let mut rest = [0u8; 8];
+        let after = s.read(&mut rest).await.expect("no reset after the close");
+        (req, after, listener)
+    });
+    let mut client = TcpStream::connect(relay.addr).await.expect("connect");
+    client.write_all(b"request").await.expect("write");
+    client.shutdown().await.expect("client FIN");
+    let mut reply = Vec::new();
+    within(DEADLINE, "reply", client.read_to_end(&mut reply))
+        .await
+        .expect("the reply, then a clean EOF, not a reset");
+    assert_eq!(reply, b"reply");
+    let mut more = [0u8; 8];
+    let again = within(DEADLINE, "after EOF", client.read(&mut more)).await;
+    assert_eq!(again.expect("no reset after the EOF"), 0);
+    let (req, after, listener) = within(DEADLINE, "upstream", upstream)
+        .await
+        .expect("upstream");
+    assert_eq!((req.as_slice(), after), (&b"request"[..], 0));
+    relay
+        .wait_for("first pair closed", |s| s.connections_closed == 1)
+        .await;
+
+    // Upstream first: greeting, EOF; the client answers and closes last,
+    // so the relay's close of the upstream socket carries the client's EOF.
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        s.write_all(b"greeting").await.expect("greet");
+        s.shutdown().await.expect("upstream FIN");
+        // Ok(bytes) on a FIN, Err on a reset.
+        read_until_end(&mut s).await
+    });
+    let mut client = TcpStream::connect(relay.addr).await.expect("connect");
+    let mut greeting = Vec::new();
+    within(DEADLINE, "greeting", client.read_to_end(&mut greeting))
+        .await
+        .expect("greeting, then a clean EOF");
+    assert_eq!(greeting, b"greeting");
+    client.write_all(b"bye").await.expect("write");
+    client.shutdown().await.expect("client FIN");
+    let end = within(DEADLINE, "upstream", upstream)
+        .await
+        .expect("upstream");
+    assert_eq!(
+        end.expect("the upstream must see a clean EOF after the bytes, not a reset"),
+        3
+    );
+    let again = within(DEADLINE, "client after close", client.read(&mut more)).await;
+    assert_eq!(again.expect("no reset for the client either"), 0);
+    relay
+        .wait_for("both pairs closed", |s| s.connections_closed == 2)
+        .await;
+    relay.stop().await;
+}
+
 /// Idle means both directions quiet: a pair where only the upstream talks
 /// (every 100 ms for 2 s) outlives a 1 s idle timeout, then is closed by
 /// it once the upstream falls silent, counted as an idle timeout.

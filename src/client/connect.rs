@@ -9,6 +9,7 @@
 //! operation (resolve, attempts and retries) has an overall one.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -16,7 +17,6 @@ use tokio::task::JoinSet;
 
 use crate::endpoint::{Endpoint, HostPort, Resolve, SystemResolver};
 use crate::error::{Error, ErrorKind, Result, code};
-use crate::net::{Protocol, Socket};
 
 /// RFC 8305 §5's recommended connection attempt delay.
 pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -237,23 +237,45 @@ impl Connector {
         }
     }
 
+    /// [`Connector::connect_host_port`] without the `getsockname(2)` for
+    /// [`Connected::local`]: the stream and the peer that answered (the
+    /// relay's upstream connect, which never looks at its local address).
+    pub(crate) async fn connect_host_port_stream(
+        &self,
+        target: &HostPort,
+    ) -> Result<(TcpStream, Endpoint)> {
+        let name = target.to_string();
+        let work = async {
+            let resolved = self.resolve_host_port(target).await?;
+            self.race_with_retries(&name, &resolved).await
+        };
+        with_deadline(self.options.overall_timeout, &name, work).await
+    }
+
     async fn connect_resolved(&self, name: &str, resolved: Vec<Endpoint>) -> Result<Connected> {
+        let (stream, peer) = self.race_with_retries(name, &resolved).await?;
+        let local = stream
+            .local_addr()
+            .map(Endpoint::from)
+            .map_err(|e| Error::io(e, format_args!("getsockname for {peer}")))?;
+        Ok(Connected {
+            stream,
+            peer,
+            local,
+            resolved,
+        })
+    }
+
+    async fn race_with_retries(
+        &self,
+        name: &str,
+        resolved: &[Endpoint],
+    ) -> Result<(TcpStream, Endpoint)> {
         let mut backoff = self.options.retry_backoff;
         let mut round = 0;
         loop {
-            match race(&resolved, &self.options).await {
-                Ok((stream, peer)) => {
-                    let local = stream
-                        .local_addr()
-                        .map(Endpoint::from)
-                        .map_err(|e| Error::io(e, format_args!("getsockname for {peer}")))?;
-                    return Ok(Connected {
-                        stream,
-                        peer,
-                        local,
-                        resolved,
-                    });
-                }
+            match race(resolved, &self.options).await {
+                Ok(won) => return Ok(won),
                 Err(errors) if round >= self.options.retries => {
                     return Err(combine(name, errors));
                 }
@@ -273,6 +295,20 @@ async fn race(
     endpoints: &[Endpoint],
     options: &ConnectOptions,
 ) -> std::result::Result<(TcpStream, Endpoint), Vec<Error>> {
+    if let [ep] = endpoints {
+        // One address (an IP literal, the common case): nothing to race, so
+        // no task to spawn and join. Its own deadline is left out when the
+        // overall one, already running, ends no later and no retry follows:
+        // one timer per connect, not two.
+        let timeout = match (options.attempt_timeout, options.overall_timeout) {
+            (Some(a), Some(o)) if options.retries == 0 && a >= o => None,
+            (a, _) => a,
+        };
+        return match attempt(*ep, options.source, timeout).await {
+            Ok(stream) => Ok((stream, *ep)),
+            Err(e) => Err(vec![e]),
+        };
+    }
     // A JoinSet aborts its tasks when dropped, so returning the winner cancels
     // (and closes) every other pending attempt.
     let mut pending = JoinSet::new();
@@ -314,18 +350,15 @@ async fn race(
     }
 }
 
-/// One connect attempt on a [`Socket`]: `socket(2)`, optional `bind(2)`,
-/// then a non-blocking `connect(2)` under its own deadline.
+/// One connect attempt: `socket(2)` (non-blocking from the start),
+/// optional `bind(2)`, then a non-blocking `connect(2)` under its own
+/// deadline.
 async fn attempt(
     ep: Endpoint,
     source: Option<Endpoint>,
     timeout: Option<Duration>,
 ) -> Result<TcpStream> {
-    let socket = Socket::open(Protocol::of(&ep))?;
-    if let Some(src) = source {
-        socket.bind(&src)?;
-    }
-    let connect = socket.connect_async(&ep);
+    let connect = connect_nonblocking(ep, source);
     match timeout {
         Some(t) => tokio::time::timeout(t, connect)
             .await
@@ -334,17 +367,92 @@ async fn attempt(
     }
 }
 
+/// `connect(2)` on a non-blocking socket, then one wait for writability.
+///
+/// The result comes from the readiness event: a handshake that completed
+/// reports writable and nothing else, so only a failed one (error or
+/// hang-up in the event) costs the `getsockopt(SO_ERROR)` that names its
+/// errno. Either way the result is known before the caller writes a byte,
+/// so a failed address can still be retried elsewhere.
+async fn connect_nonblocking(ep: Endpoint, source: Option<Endpoint>) -> Result<TcpStream> {
+    use tokio::io::Interest;
+    let addr = ep.socket_addr();
+    crate::net::require_runtime(&format_args!("connect {ep}"))?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), stream_type(), None)
+        .map_err(|e| Error::io(e, format_args!("open a TCP socket for {ep}")))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    crate::net::set_nonblocking(&socket, &format_args!("connect {ep}"))?;
+    if let Some(src) = source {
+        socket
+            .bind(&socket2::SockAddr::from(src.socket_addr()))
+            .map_err(|e| Error::io(e, format_args!("bind {src}")))?;
+    }
+    match socket.connect(&socket2::SockAddr::from(addr)) {
+        Ok(()) => {}
+        // In progress (EINTR too: the handshake goes on regardless).
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::Interrupted => {}
+        Err(e) => return Err(Error::io(e, format_args!("connect {ep}"))),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))
+        .map_err(|e| Error::io(e, format_args!("connect {ep}")))?;
+    let ready = stream
+        .ready(Interest::WRITABLE | Interest::ERROR)
+        .await
+        .map_err(|e| Error::io(e, format_args!("connect {ep}")))?;
+    let failed = ready.is_error() || ready.is_write_closed() || ready.is_read_closed();
+    if failed
+        && let Some(e) = stream
+            .take_error()
+            .map_err(|e| Error::io(e, format_args!("connect {ep}")))?
+    {
+        return Err(Error::io(e, format_args!("connect {ep}")));
+    }
+    Ok(stream)
+}
+
+/// `SOCK_STREAM`, with `SOCK_NONBLOCK` where `socket(2)` takes it (no
+/// `fcntl(2)` pair afterwards).
+fn stream_type() -> socket2::Type {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    return socket2::Type::STREAM.nonblocking();
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    return socket2::Type::STREAM;
+}
+
 async fn with_deadline<T>(
     deadline: Option<Duration>,
     name: &str,
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    match deadline {
-        Some(d) => tokio::time::timeout(d, work)
-            .await
-            .map_err(|_| Error::timed_out(format_args!("connect {name}"), d))?,
-        None => work.await,
+    let Some(d) = deadline else {
+        return work.await;
+    };
+    let at = tokio::time::Instant::now() + d;
+    let mut work = std::pin::pin!(work);
+    // The deadline's timer starts only if the work is still pending after
+    // one turn of the runtime's I/O driver. A loopback handshake is usually
+    // done by then, and a timer that would fire before every other one
+    // costs a wake-up of the driver (an eventfd write) to register. The
+    // deadline still counts from the start.
+    if let Poll::Ready(r) = poll_once(work.as_mut()).await {
+        return r;
     }
+    tokio::task::yield_now().await;
+    if let Poll::Ready(r) = poll_once(work.as_mut()).await {
+        return r;
+    }
+    tokio::time::timeout_at(at, work)
+        .await
+        .map_err(|_| Error::timed_out(format_args!("connect {name}"), d))?
+}
+
+/// Polls `work` once, in the calling task's context (so its wakers are
+/// registered): its result, or `Pending`.
+async fn poll_once<T>(mut work: std::pin::Pin<&mut impl Future<Output = T>>) -> Poll<T> {
+    std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await
 }
 
 /// One error for a failed round: a single address's error as it is; for

@@ -179,8 +179,8 @@ async fn copy_inner(
             let (mut u_rd, mut u_wr) = upstream.split();
             let (mut up, mut down) = (Flow::new(limits.splice), Flow::new(limits.splice));
             drive(
-                |cx| up.poll(cx, &mut c_rd, &mut u_wr, buf_bytes, &moved.up),
-                |cx| down.poll(cx, &mut u_rd, &mut c_wr, buf_bytes, &moved.down),
+                |cx, last| up.poll(cx, &mut c_rd, &mut u_wr, buf_bytes, &moved.up, last),
+                |cx, last| down.poll(cx, &mut u_rd, &mut c_wr, buf_bytes, &moved.down, last),
                 limits,
                 shutdown,
                 moved,
@@ -215,8 +215,8 @@ async fn buffered(
     let down = one_way(&mut u_rd, &mut c_wr, &mut down_buf, &moved.down);
     tokio::pin!(up, down);
     drive(
-        |cx| up.as_mut().poll(cx),
-        |cx| down.as_mut().poll(cx),
+        |cx, _| up.as_mut().poll(cx),
+        |cx, _| down.as_mut().poll(cx),
         limits,
         shutdown,
         moved,
@@ -225,7 +225,9 @@ async fn buffered(
 }
 
 /// Runs both directions (each a poll function that is ready once its EOF
-/// was passed on) under the idle timeout and the shutdown drain.
+/// was passed on) under the idle timeout and the shutdown drain. Each is
+/// told whether the other one is done already (it is then the last: see
+/// [`Flow::poll`]).
 async fn drive<U, D>(
     mut up: U,
     mut down: D,
@@ -234,8 +236,8 @@ async fn drive<U, D>(
     moved: &Moved,
 ) -> Ended
 where
-    U: FnMut(&mut Context<'_>) -> Poll<Result<(), Failure>>,
-    D: FnMut(&mut Context<'_>) -> Poll<Result<(), Failure>>,
+    U: FnMut(&mut Context<'_>, bool) -> Poll<Result<(), Failure>>,
+    D: FnMut(&mut Context<'_>, bool) -> Poll<Result<(), Failure>>,
 {
     let (mut up_done, mut down_done) = (false, false);
     let mut slice = limits.idle_timeout.unwrap_or(FOREVER) / SLICES;
@@ -250,11 +252,11 @@ where
             // I/O first: the timer and the shutdown wait are only polled
             // when neither direction can move.
             biased;
-            r = std::future::poll_fn(&mut up), if !up_done => match r {
+            r = std::future::poll_fn(|cx| up(cx, down_done)), if !up_done => match r {
                 Ok(()) => up_done = true,
                 Err(f) => return f.ended(Side::Client, Side::Upstream),
             },
-            r = std::future::poll_fn(&mut down), if !down_done => match r {
+            r = std::future::poll_fn(|cx| down(cx, up_done)), if !down_done => match r {
                 Ok(()) => down_done = true,
                 Err(f) => return f.ended(Side::Upstream, Side::Client),
             },
@@ -334,6 +336,13 @@ impl Flow {
 
     /// Moves what it can from `rd` to `wr`: what is owed first, then reads;
     /// ready once the EOF is passed on (or on a failure).
+    ///
+    /// `last`: the other direction has passed its EOF on already, so the
+    /// pair ends (and both sockets close) as soon as this one is done. Its
+    /// EOF then needs no `shutdown(SHUT_WR)`: the `close(2)` right after
+    /// sends the FIN, after anything still unsent, and it is not a reset,
+    /// since both sockets were read to their EOF (nothing unread in either
+    /// receive queue).
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
@@ -341,6 +350,7 @@ impl Flow {
         wr: &mut tcp::WriteHalf<'_>,
         buf_bytes: usize,
         moved: &AtomicU64,
+        last: bool,
     ) -> Poll<Result<(), Failure>> {
         loop {
             if self.owed_at < self.owed.len() {
@@ -370,7 +380,12 @@ impl Flow {
                 }
             }
             if self.eof {
-                // Everything read was written: shutdown(SHUT_WR), the FIN.
+                if last {
+                    // The close that ends the pair sends the FIN.
+                    return Poll::Ready(Ok(()));
+                }
+                // Everything read was written, the other way still flows:
+                // shutdown(SHUT_WR), the FIN.
                 return Pin::new(&mut *wr).poll_shutdown(cx).map_err(Failure::Write);
             }
             #[cfg(target_os = "linux")]

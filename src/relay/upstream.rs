@@ -131,13 +131,17 @@ impl Fixed {
 
 impl Upstream for Fixed {
     async fn connect(&self, _client: &Endpoint) -> Result<Connected> {
-        let conn = self.connector.connect_host_port(&self.target).await?;
+        // No `getsockname(2)`: the relay never uses its local address.
+        let (stream, peer) = self
+            .connector
+            .connect_host_port_stream(&self.target)
+            .await?;
         // Best effort: a relay without it still relays, only slower for
         // small messages.
-        let _ = conn.stream.set_nodelay(true);
+        let _ = stream.set_nodelay(true);
         Ok(Connected {
-            stream: Stream::Tcp(conn.stream),
-            peer: conn.peer.into(),
+            stream: Stream::Tcp(stream),
+            peer: peer.into(),
         })
     }
 
