@@ -13,11 +13,11 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -29,40 +29,13 @@ fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_tcpkit")
 }
 
-/// A `tcpkit` child: its output lines on channels, killed on drop.
-struct Proc {
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-}
+/// A `tcpkit` child: its output lines on channels, killed on drop
+/// ([`Serve`]'s), with the waits these tests need.
+struct Proc(Serve);
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(binary())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tcpkit");
-        let lines = |pipe: Box<dyn Read + Send>| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            rx
-        };
-        let stdout = lines(Box::new(child.stdout.take().expect("stdout")));
-        let stderr = lines(Box::new(child.stderr.take().expect("stderr")));
-        Proc {
-            child,
-            stdout,
-            stderr,
-        }
+        Proc(Serve::tcpkit(args))
     }
 
     /// Waits for the `listening on` line and returns it.
@@ -70,16 +43,16 @@ impl Proc {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left) {
+            match self.0.stdout.recv_timeout(left) {
                 Ok(line) if line.starts_with("listening on ") => return line,
                 Ok(_) => {}
-                Err(e) => panic!("no `listening on` line ({e}): {:?}", drain(&self.stderr)),
+                Err(e) => panic!("no `listening on` line ({e}): {:?}", drain(&self.0.stderr)),
             }
         }
     }
 
     fn signal(&self, sig: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        let pid = libc::pid_t::try_from(self.0.child.id()).expect("pid");
         // SAFETY: kill(2) on our own child's PID.
         assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
     }
@@ -88,26 +61,19 @@ impl Proc {
     fn wait(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
         let deadline = Instant::now() + DEADLINE;
         let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
+            if let Some(status) = self.0.child.try_wait().expect("wait") {
                 break status;
             }
             assert!(Instant::now() < deadline, "tcpkit did not exit");
             std::thread::sleep(Duration::from_millis(20));
         };
-        (status, drain(&self.stdout), drain(&self.stderr))
+        (status, drain(&self.0.stdout), drain(&self.0.stderr))
     }
 
     /// SIGTERM, then [`Proc::wait`].
     fn stop(self) -> (ExitStatus, Vec<String>, Vec<String>) {
         self.signal(libc::SIGTERM);
         self.wait()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -24,8 +24,8 @@ use tokio_rustls::server::TlsStream;
 use super::connection;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind};
-use crate::metrics::{Close, HandshakeFailure, Rejection};
-use crate::service::{Connection, DRAIN_QUIET, Service, Stream, TlsInfo};
+use crate::metrics::{HandshakeFailure, Rejection};
+use crate::service::{Connection, Service, Stream, TlsInfo};
 use crate::tls::Live;
 
 /// Peers whose handshake failures were logged at `warn`; later failures
@@ -103,26 +103,9 @@ pub(super) async fn admit(
     let live = &admission.live;
     let deadline = tokio::time::Instant::now() + live.handshake_timeout;
     let handshaking = tokio::time::timeout_at(deadline, handshake(live, tcp));
-    tokio::pin!(handshaking);
-    let done = tokio::select! {
-        // A handshake that is done wins over a shutdown that started meanwhile.
-        biased;
-        done = &mut handshaking => done,
-        // Accepted before shutdown (or a handover) began: the client is
-        // mid-handshake, its request likely right behind. It gets what a
-        // live connection gets to go quiet, then is served and drained.
-        _ = conn.shutdown.cancelled() => match tokio::time::timeout(DRAIN_QUIET, &mut handshaking).await {
-            Ok(done) => done,
-            Err(_) => {
-                metrics.closed(Close::Shutdown, 0, 0, None);
-                tracing::info!(
-                    peer = %conn.peer, id = conn.id, duration_s = started.elapsed().as_secs_f64(),
-                    bytes_in = 0u64, bytes_out = 0u64, close = Close::Shutdown.as_str(),
-                    reason = "server shutdown during the TLS handshake", "connection closed"
-                );
-                return None;
-            }
-        },
+    let Some(done) = connection::past_shutdown(&conn.shutdown, handshaking).await else {
+        connection::closed_at_shutdown(&conn, started, "server shutdown during the TLS handshake");
+        return None;
     };
     let (stream, info) = match done {
         Ok(Ok(pair)) => pair,

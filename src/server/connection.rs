@@ -11,10 +11,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::Address;
 use crate::metrics::{Close, Metrics, Rejection};
-use crate::service::{CloseReason, Connection, Served, Service};
+use crate::service::{CloseReason, Connection, DRAIN_QUIET, Served, Service};
 
 /// Runs a service on one connection and accounts for it, even if the task is
 /// aborted at the end of the shutdown grace period.
@@ -61,6 +62,37 @@ pub(crate) fn refused(
         peer = %conn.client(), id = conn.id, duration_s = started.elapsed().as_secs_f64(),
         bytes_in = 0u64, bytes_out = 0u64, close = Close::Rejected.as_str(),
         reason = %format_args!("{why}: {detail}"), "connection closed"
+    );
+}
+
+/// Runs an admission step (a PROXY header read, a TLS handshake) of a
+/// connection the server accepted, past a shutdown (or handover) that
+/// starts meanwhile: the client already got through, so the step goes on
+/// for up to [`DRAIN_QUIET`], what a live connection gets to go quiet, and
+/// the connection is then served and drained. `None` if it did not finish
+/// by then (the caller closes with [`closed_at_shutdown`]). A step already
+/// done wins over a shutdown seen at the same poll.
+pub(crate) async fn past_shutdown<T>(
+    shutdown: &CancellationToken,
+    step: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(step);
+    tokio::select! {
+        biased;
+        done = &mut step => return Some(done),
+        _ = shutdown.cancelled() => {}
+    }
+    tokio::time::timeout(DRAIN_QUIET, step).await.ok()
+}
+
+/// Counts and logs (info, like every close) a connection closed at
+/// shutdown before its service saw a byte, `reason` saying at which step.
+pub(crate) fn closed_at_shutdown(conn: &Connection, started: Instant, reason: &str) {
+    conn.metrics.closed(Close::Shutdown, 0, 0, None);
+    tracing::info!(
+        peer = %conn.client(), id = conn.id, duration_s = started.elapsed().as_secs_f64(),
+        bytes_in = 0u64, bytes_out = 0u64, close = Close::Shutdown.as_str(),
+        reason, "connection closed"
     );
 }
 

@@ -35,7 +35,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result, code};
 use crate::metrics::{Close, Metrics, ProxyFailure, Rejection};
 use crate::proxy::{Frame, Header, Invalid, MAX_HEADER_BYTES};
-use crate::service::{Connection, DRAIN_QUIET, Service, Stream};
+use crate::service::{Connection, Service, Stream};
 
 /// How long a trusted source has to send its whole header, counted from
 /// accept. A balancer sends it with its first segment; three seconds
@@ -225,30 +225,14 @@ async fn admit(admission: &ProxyAdmission, mut conn: Connection) -> Option<Conne
         return None;
     };
     let timeout = admission.config.header_timeout;
-    let read = {
-        let reading = tokio::time::timeout(timeout, read_header(tcp));
-        tokio::pin!(reading);
-        tokio::select! {
-        // A header already here wins over a shutdown that started meanwhile.
-        biased;
-        read = &mut reading => read,
-        // This connection was accepted before shutdown (or a handover)
-        // began: its balancer sent, or is sending, a header and a client's
-        // bytes behind it. Closing it now would drop a client that already
-        // got through, so it gets what a live connection gets to go quiet.
-        _ = conn.shutdown.cancelled() => match tokio::time::timeout(DRAIN_QUIET, &mut reading).await {
-            Ok(read) => read,
-            Err(_) => {
-                metrics.closed(Close::Shutdown, 0, 0, None);
-                tracing::info!(
-                    peer = %conn.peer, id = conn.id, duration_s = started.elapsed().as_secs_f64(),
-                    bytes_in = 0u64, bytes_out = 0u64, close = Close::Shutdown.as_str(),
-                    reason = "server shutdown while waiting for the PROXY header", "connection closed"
-                );
-                return None;
-            }
-        },
-        }
+    let reading = tokio::time::timeout(timeout, read_header(tcp));
+    let Some(read) = connection::past_shutdown(&conn.shutdown, reading).await else {
+        connection::closed_at_shutdown(
+            &conn,
+            started,
+            "server shutdown while waiting for the PROXY header",
+        );
+        return None;
     };
     let failure = match read {
         Ok(Ok(header)) => {

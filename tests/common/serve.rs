@@ -24,9 +24,15 @@ pub struct Serve {
 impl Serve {
     /// Starts `tcpkit serve` on an ephemeral loopback port with `args`.
     pub fn spawn(args: &[&str]) -> Serve {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--workers", "1"];
+        all.extend_from_slice(args);
+        Serve::tcpkit(&all)
+    }
+
+    /// Starts `tcpkit ARGS…` (any subcommand, as given), with the same
+    /// line channels and kill on drop.
+    pub fn tcpkit(args: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tcpkit"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
