@@ -327,7 +327,8 @@ fn a_live_socket_is_refused_and_kept() {
     let path = dir.path().join("live.sock");
     let live = UnixListener::bind(&path).expect("bind");
     let listen = format!("unix:{}", path.display());
-    let (status, stderr) = run(&["relay", "--listen", &listen, "--to", "127.0.0.1:9"]);
+    let to = format!("127.0.0.1:{}", common::closed_port());
+    let (status, stderr) = run(&["relay", "--listen", &listen, "--to", &to]);
     assert_eq!(status.code(), Some(7), "{stderr}");
     assert!(stderr.contains("in use"), "{stderr}");
     assert!(stderr.contains(&listen), "{stderr}");
@@ -342,7 +343,8 @@ fn a_regular_file_is_refused_and_left_intact() {
     let path = dir.path().join("data.txt");
     std::fs::write(&path, b"precious").expect("write");
     let listen = format!("unix:{}", path.display());
-    let (status, stderr) = run(&["relay", "--listen", &listen, "--to", "127.0.0.1:9"]);
+    let to = format!("127.0.0.1:{}", common::closed_port());
+    let (status, stderr) = run(&["relay", "--listen", &listen, "--to", &to]);
     assert_eq!(status.code(), Some(7), "{stderr}");
     assert!(stderr.contains("not a socket"), "{stderr}");
     assert_eq!(std::fs::read(&path).expect("read"), b"precious");
@@ -366,8 +368,9 @@ fn flags_that_need_a_client_address_or_tcp_are_refused_naming_the_flag() {
     if cfg!(feature = "tls") {
         cases.push((vec!["--tls"], "--tls"));
     }
+    let to = format!("127.0.0.1:{}", common::closed_port());
     for (extra, flag) in cases {
-        let mut args = vec!["relay", "--listen", &listen, "--to", "127.0.0.1:9"];
+        let mut args = vec!["relay", "--listen", &listen, "--to", &to];
         args.extend(extra.iter().copied());
         let (status, stderr) = run(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
