@@ -267,12 +267,7 @@ async fn non_utf8_is_passed_on_as_bytes() {
 async fn slow_consumer_is_disconnected_while_others_keep_receiving() {
     let server = start(ServerBuilder::new(), Chat::new().with_queue(32));
     // The slow one: a small receive window so its socket fills quickly.
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let slow_stream = within(DEADLINE, "connect", sock.connect(server.addr))
-        .await
-        .unwrap();
-    let mut slow = LineClient::from_stream(slow_stream);
+    let mut slow = slow_client(server.addr).await;
     let slow_name = slow.recv().await.unwrap()["* welcome ".len()..]
         .split(',')
         .next()
@@ -424,12 +419,7 @@ async fn a_burst_reaches_every_reader_once_in_order_when_writes_are_batched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_is_dropped_without_stalling_the_room() {
     let server = start(ServerBuilder::new(), Chat::new().with_queue(32));
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let slow_stream = within(DEADLINE, "connect", sock.connect(server.addr))
-        .await
-        .unwrap();
-    let mut slow = LineClient::from_stream(slow_stream);
+    let mut slow = slow_client(server.addr).await;
     slow.recv().await.expect("welcome");
     let (mut reader, _) = join(server.addr).await;
     let (mut sender, sender_name) = join(server.addr).await;
@@ -492,4 +482,15 @@ async fn a_reader_that_stops_reading_is_dropped_without_stalling_the_room() {
     drop(slow);
     let summary = server.stop().await;
     assert_eq!(summary.snapshot.slow_consumers, 1);
+}
+
+/// A client with a 4 KiB receive buffer, so that its socket fills quickly
+/// when it stops reading.
+async fn slow_client(addr: std::net::SocketAddr) -> LineClient {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = within(DEADLINE, "connect", sock.connect(addr))
+        .await
+        .unwrap();
+    LineClient::from_stream(stream)
 }
