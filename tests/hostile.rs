@@ -333,7 +333,10 @@ fn resets_mid_transfer_half_closes_and_vanishing_clients_leak_nothing() {
 fn thousand_clients_that_send_but_never_read_keep_server_rss_bounded() {
     let _serial = hostile_util::serial();
     hostile_util::raise_nofile();
-    let server = hostile_util::Served::start(&["--mode", "echo"]);
+    // A backlog for the 1000 connects: with the default 30 and echo's
+    // TCP_DEFER_ACCEPT, connects that send nothing yet overflow the queue
+    // and retry on SYN back-off (20 s of this test, before).
+    let server = hostile_util::Served::start(&["--mode", "echo", "--backlog", "1024"]);
     let canary = Canary::echo(server.addr);
     let rss_before = server.rss_kib();
     let chunk = vec![0x5au8; 64 * 1024];
@@ -344,22 +347,30 @@ fn thousand_clients_that_send_but_never_read_keep_server_rss_bounded() {
         s.set_nonblocking(true).unwrap();
         clients.push(s);
     }
-    // Each writes until its socket buffers (and the server's) are full:
-    // the server must stop reading rather than buffer.
+    // Each writes until its socket buffers (and the server's) are full, or
+    // it has sent `CAP`: a server that buffered what it read instead of
+    // stopping its reads would then hold up to 1000 × CAP (512 MiB), four
+    // times the RSS bound below. Without the cap the clients fill the
+    // kernel's whole TCP memory first (2.3 GB here), and every other test
+    // on the machine runs under memory pressure meanwhile.
+    const CAP: usize = 512 * 1024;
+    let mut sent = vec![0usize; clients.len()];
     let start = Instant::now();
     let mut open = clients.len();
     while open > 0 && start.elapsed() < Duration::from_secs(30) {
         open = 0;
-        for s in &mut clients {
-            for _ in 0..4 {
-                match s.write(&chunk) {
-                    Ok(n) => {
-                        sent_total += n;
-                        open += 1;
-                    }
-                    Err(e) if e.kind() == IoKind::WouldBlock => break,
-                    Err(e) => panic!("never-reading client: {e}"),
+        for (s, sent) in clients.iter_mut().zip(sent.iter_mut()) {
+            if *sent >= CAP {
+                continue;
+            }
+            match s.write(&chunk[..chunk.len().min(CAP - *sent)]) {
+                Ok(n) => {
+                    *sent += n;
+                    sent_total += n;
+                    open += 1;
                 }
+                Err(e) if e.kind() == IoKind::WouldBlock => {}
+                Err(e) => panic!("never-reading client: {e}"),
             }
         }
     }
@@ -373,7 +384,7 @@ fn thousand_clients_that_send_but_never_read_keep_server_rss_bounded() {
     }
     let growth_kib = rss_after.saturating_sub(rss_before);
     eprintln!(
-        "1000 non-reading clients: {} MiB sent before backpressure stopped them; server RSS {rss_before} -> {rss_after} KiB (+{growth_kib})",
+        "1000 non-reading clients: {} MiB sent (at most 512 KiB each, or until blocked); server RSS {rss_before} -> {rss_after} KiB (+{growth_kib})",
         sent_total / MIB
     );
     // The kernel's socket buffers hold the data; the server holds at most a
